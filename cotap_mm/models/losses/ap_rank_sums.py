@@ -1,0 +1,315 @@
+"""Evaluators of the rank sums N and P of :mod:`continuous_ap_loss` for L lists of length n.
+
+For lists ``p, t`` of shape (L, n)::
+
+    N_i = sum_j (t_i - t_j)_+ * ell(p_i - p_j)        (differentiable in p)
+    P_i = #{j : t_j >= t_i and p_j >= p_i}              (a count, no gradient)
+
+Every evaluator returns ``(N, P)``, both (L, n) in the dtype of ``p``. The gradient of a loss
+``sum_i a_i N_i`` (``a = dLoss/dN``) with respect to p_k is::
+
+    a_k * G1_k - G2_k,   G1_k = sum_j (t_k - t_j)_+ ell'(p_k - p_j)
+                         G2_k = sum_i a_i (t_i - t_k)_+ ell'(p_i - p_k)
+
+which the chunked and sorted evaluators compute by hand (G1 in the forward pass, G2 in the backward
+pass), so that no n x n tensor is ever kept for autograd.
+
+The sorted evaluator orders the entries by target and splits the order recursively: at every level,
+each block's first half A (smaller targets) acts on its second half B (larger targets). Every pair
+(j earlier, i later) meets at exactly one level, and a later entry never gains from an earlier one
+with a larger target because the order is by target; equal targets cancel in (t_i - t_j)_+.
+Within a pair of halves, ``ell`` is a polynomial in p_j on each of three p-intervals around p_i
+(zero, quadratic, linear), so sorting A by p and keeping prefix sums of
+``1, p, p^2, t, t p, t p^2`` over A gives each entry of B its sum from two binary searches.
+Blocks are processed together, one vectorised pass per level; small leaves are summed densely.
+The sums run in float64: prefix-sum differences cancel, and float32 would lose the 1e-6 agreement
+with the dense reference at large n.
+"""
+import math
+
+import torch
+from torch import Tensor
+
+# Largest number of pairwise elements a dense evaluation may materialise per temporary; 'auto'
+# never picks 'dense' above it (about 10 such temporaries live at once, 128 MB each in fp32).
+DENSE_ELEMENT_BUDGET = 1 << 25
+# Pairwise elements per tile of the chunked evaluator.
+CHUNK_ELEMENTS = 1 << 22
+# Target leaf size of the sorted evaluator: leaves are evaluated densely (leaf x leaf pairs).
+SORTED_LEAF = 32
+
+
+def surrogate(x: Tensor, tau: float) -> Tensor:
+    """ell(x): 1 - 2x/tau for x < 0, (1 - min(x, tau)/tau)^2 otherwise (C^1, zero beyond tau)."""
+    return torch.where(x < 0, 1 - 2 * x / tau, (1 - x.clamp(max=tau) / tau)**2)
+
+
+def surrogate_grad(x: Tensor, tau: float) -> Tensor:
+    """ell'(x): -2/tau for x < 0, 2 (min(x, tau) - tau) / tau^2 otherwise (continuous)."""
+    return torch.where(x < 0, torch.full_like(x, -2 / tau), 2 * (x.clamp(max=tau) - tau) / tau**2)
+
+
+def _pairwise(p_rows: Tensor, t_rows: Tensor, p_cols: Tensor, t_cols: Tensor):
+    """Differences of rows i against columns j: (p_i - p_j, (t_i - t_j)_+), shape (..., r, c)."""
+    return (p_rows.unsqueeze(-1) - p_cols.unsqueeze(-2),
+            (t_rows.unsqueeze(-1) - t_cols.unsqueeze(-2)).clamp(min=0))
+
+
+def _pos_count_rows(p_rows, t_rows, p_cols, t_cols) -> Tensor:
+    """#{j : t_j >= t_i and p_j >= p_i} for rows i against all columns j, shape (..., r)."""
+    dominates = (t_cols.unsqueeze(-2) >= t_rows.unsqueeze(-1)) & \
+                (p_cols.unsqueeze(-2) >= p_rows.unsqueeze(-1))
+    return dominates.sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# dense
+
+
+def dense_rank_sums(p: Tensor, t: Tensor, tau: float):
+    """All n x n pairs at once, with autograd; the readable reference."""
+    diff, gap = _pairwise(p, t, p, t)
+    neg_sum = (gap * surrogate(diff, tau)).sum(-1)
+    with torch.no_grad():
+        pos_count = _pos_count_rows(p, t, p, t).to(p.dtype)
+    return neg_sum, pos_count
+
+
+# ---------------------------------------------------------------------------------------------
+# chunked
+
+
+def _row_chunks(num_lists: int, n: int):
+    rows = max(1, CHUNK_ELEMENTS // max(1, num_lists * n))
+    for start in range(0, n, rows):
+        yield slice(start, min(n, start + rows))
+
+
+class _ChunkedRankSums(torch.autograd.Function):
+    """(N, P) by tiles of rows; G1 is accumulated in forward, G2 by tiles in backward."""
+
+    @staticmethod
+    def forward(ctx, p, t, tau):
+        num_lists, n = p.shape
+        need_grad = ctx.needs_input_grad[0]
+        neg_sum, pos_count = torch.empty_like(p), torch.empty_like(p)
+        grad_self = torch.empty_like(p) if need_grad else None
+        for rows in _row_chunks(num_lists, n):
+            diff, gap = _pairwise(p[:, rows], t[:, rows], p, t)  # (L, c, n)
+            neg_sum[:, rows] = (gap * surrogate(diff, tau)).sum(-1)
+            if need_grad:
+                grad_self[:, rows] = (gap * surrogate_grad(diff, tau)).sum(-1)
+            pos_count[:, rows] = _pos_count_rows(p[:, rows], t[:, rows], p, t).to(p.dtype)
+        ctx.tau = tau
+        ctx.save_for_backward(p, t, grad_self)
+        ctx.mark_non_differentiable(pos_count)
+        return neg_sum, pos_count
+
+    @staticmethod
+    def backward(ctx, grad_neg, grad_pos):
+        p, t, grad_self = ctx.saved_tensors
+        num_lists, n = p.shape
+        grad_other = torch.zeros_like(p)
+        for rows in _row_chunks(num_lists, n):
+            diff, gap = _pairwise(p[:, rows], t[:, rows], p, t)  # rows i, columns k
+            weighted = grad_neg[:, rows].unsqueeze(-1) * gap * surrogate_grad(diff, ctx.tau)
+            grad_other += weighted.sum(-2)
+        return grad_neg * grad_self - grad_other, None, None
+
+
+def chunked_rank_sums(p: Tensor, t: Tensor, tau: float):
+    """Exact (N, P) in tiles of rows; never materialises n x n."""
+    return _ChunkedRankSums.apply(p, t, tau)
+
+
+# ---------------------------------------------------------------------------------------------
+# sorted (divide and conquer)
+
+
+def _sorted_layout(n: int):
+    """Leaf size b and number of levels k with b * 2^k >= n, b close to SORTED_LEAF."""
+    levels = max(0, math.ceil(math.log2(n / SORTED_LEAF))) if n > SORTED_LEAF else 0
+    leaf = -(-n // (1 << levels))
+    return leaf, levels
+
+
+def _pad(x: Tensor, size: int, value: float) -> Tensor:
+    if x.shape[-1] == size:
+        return x
+    return torch.cat([x, x.new_full((x.shape[0], size - x.shape[-1]), value)], dim=-1)
+
+
+def _halves(x: Tensor, size: int):
+    """View (L, m) as blocks of 2 * size and return (first halves, second halves), (R, size)."""
+    blocks = x.view(-1, 2, size)
+    return blocks[:, 0], blocks[:, 1]
+
+
+def _range_sums(cum: Tensor, start: Tensor, stop: Tensor) -> Tensor:
+    """sum over sorted positions [start, stop) of the moments whose prefix sums are ``cum``.
+
+    cum: (R, s + 1, M) prefix sums with a leading zero row; start, stop: (R, q) -> (R, q, M).
+    """
+    moments = cum.shape[-1]
+    at_stop = cum.gather(1, stop.unsqueeze(-1).expand(-1, -1, moments))
+    at_start = cum.gather(1, start.unsqueeze(-1).expand(-1, -1, moments))
+    return at_stop - at_start
+
+
+def _prefix_sums(moments: Tensor) -> Tensor:
+    """(R, s, M) -> (R, s + 1, M) inclusive prefix sums with a leading zero row."""
+    return torch.cat([moments.new_zeros(moments.shape[0], 1, moments.shape[2]),
+                      moments.cumsum(1)], dim=1)
+
+
+class _SortedNegSum(torch.autograd.Function):
+    """N (and G1 for backward) by divide and conquer over the target order; see module doc."""
+
+    @staticmethod
+    def forward(ctx, p, t, tau):
+        num_lists, n = p.shape
+        need_grad = ctx.needs_input_grad[0]
+        order = torch.argsort(t, dim=-1, stable=True)
+        leaf, levels = _sorted_layout(n)
+        size = leaf << levels
+        # padding sits after every real entry with a target above all: as a competitor of a real
+        # entry it would only ever be later in the order, where it contributes nothing
+        ps = _pad(p.double().gather(-1, order), size, 0.0)
+        ts = _pad(t.double().gather(-1, order), size, float(t.max()) + 1.0)
+        neg_sum = torch.zeros_like(ps)
+        grad_self = torch.zeros_like(ps) if need_grad else None
+
+        diff, gap = _pairwise(ps.view(-1, leaf), ts.view(-1, leaf), ps.view(-1, leaf),
+                              ts.view(-1, leaf))
+        neg_sum.view(-1, leaf).add_((gap * surrogate(diff, tau)).sum(-1))
+        if need_grad:
+            grad_self.view(-1, leaf).add_((gap * surrogate_grad(diff, tau)).sum(-1))
+        del diff, gap
+
+        two_over_tau, inv_tau2 = 2.0 / tau, 1.0 / tau**2
+        for level in range(levels):
+            s = leaf << level
+            a_p, b_p = _halves(ps, s)
+            a_t, b_t = _halves(ts, s)
+            a_p, perm = a_p.sort(dim=-1)
+            a_t = a_t.gather(-1, perm)
+            at_p = a_t * a_p
+            cum = _prefix_sums(torch.stack(
+                [torch.ones_like(a_p), a_p, a_p * a_p, a_t, at_p, at_p * a_p], dim=-1))
+            # competitors j in A: p_j <= p_i - tau -> 0; p_i - tau < p_j <= p_i -> quadratic
+            # ((tau - p_i + p_j) / tau)^2; p_j > p_i -> linear 1 - 2 (p_i - p_j) / tau
+            b_p = b_p.contiguous()
+            stop_quad = torch.searchsorted(a_p, b_p, right=True)
+            start_quad = torch.searchsorted(a_p, b_p - tau, right=True)
+            end = torch.full_like(stop_quad, s)
+            lin = _range_sums(cum, stop_quad, end)
+            quad = _range_sums(cum, start_quad, stop_quad)
+            c0, c_p, c_pp, c_t, c_tp, c_tpp = quad.unbind(-1)
+            l0, l_p, _, l_t, l_tp, _ = lin.unbind(-1)
+            d = tau - b_p  # quadratic piece: (t_i - t_j)(d + p_j)^2 / tau^2
+            c_lin = 1 - two_over_tau * b_p  # linear piece: (t_i - t_j)(c_lin + 2 p_j / tau)
+            contrib = inv_tau2 * (b_t * (d * d * c0 + 2 * d * c_p + c_pp) -
+                                  (d * d * c_t + 2 * d * c_tp + c_tpp))
+            contrib += b_t * (c_lin * l0 + two_over_tau * l_p) - (c_lin * l_t + two_over_tau * l_tp)
+            _halves(neg_sum, s)[1].add_(contrib)
+            if need_grad:
+                # ell' = -2 (d + p_j) / tau^2 on the quadratic piece, -2 / tau on the linear one
+                g = -2 * inv_tau2 * (b_t * (d * c0 + c_p) - (d * c_t + c_tp))
+                g -= two_over_tau * (b_t * l0 - l_t)
+                _halves(grad_self, s)[1].add_(g)
+
+        inverse = torch.empty_like(order)
+        inverse.scatter_(-1, order, torch.arange(n, device=p.device).expand(num_lists, n))
+        ctx.tau, ctx.leaf, ctx.levels = tau, leaf, levels
+        if need_grad:
+            ctx.save_for_backward(ps, ts, order, grad_self[:, :n].gather(-1, inverse))
+        # N is a sum of non-negative terms; prefix-sum differences can leave -1e-17 where it is 0
+        return neg_sum[:, :n].gather(-1, inverse).clamp_(min=0).to(p.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_neg):
+        ps, ts, order, grad_self = ctx.saved_tensors
+        tau, leaf, levels = ctx.tau, ctx.leaf, ctx.levels
+        num_lists, n = grad_self.shape
+        size = ps.shape[-1]
+        a = _pad(grad_neg.double().gather(-1, order), size, 0.0)  # padding: zero weight
+        grad_other = torch.zeros_like(ps)
+
+        diff, gap = _pairwise(ps.view(-1, leaf), ts.view(-1, leaf), ps.view(-1, leaf),
+                              ts.view(-1, leaf))
+        grad_other.view(-1, leaf).add_(
+            (a.view(-1, leaf).unsqueeze(-1) * gap * surrogate_grad(diff, tau)).sum(-2))
+        del diff, gap
+
+        two_over_tau, inv_tau2 = 2.0 / tau, 1.0 / tau**2
+        for level in range(levels):
+            s = leaf << level
+            a_p, b_p = _halves(ps, s)
+            a_t, b_t = _halves(ts, s)
+            b_a = _halves(a, s)[1]
+            b_p, perm = b_p.sort(dim=-1)
+            b_t, b_a = b_t.gather(-1, perm), b_a.gather(-1, perm)
+            at = b_a * b_t
+            cum = _prefix_sums(torch.stack([b_a, b_a * b_p, at, at * b_p], dim=-1))
+            # entries i in B act on k in A with x = p_i - p_k: p_i < p_k -> ell' = -2 / tau;
+            # p_k <= p_i < p_k + tau -> ell' = -2 (e - p_i) / tau^2, e = tau + p_k; beyond -> 0
+            a_p = a_p.contiguous()
+            stop_lin = torch.searchsorted(b_p, a_p, right=False)
+            stop_quad = torch.searchsorted(b_p, a_p + tau, right=False)
+            lin = _range_sums(cum, torch.zeros_like(stop_lin), stop_lin)
+            quad = _range_sums(cum, stop_lin, stop_quad)
+            l_a, _, l_at, _ = lin.unbind(-1)
+            q_a, q_ap, q_at, q_atp = quad.unbind(-1)
+            e = tau + a_p
+            g = -two_over_tau * (l_at - a_t * l_a)
+            g -= 2 * inv_tau2 * (e * q_at - q_atp - a_t * (e * q_a - q_ap))
+            _halves(grad_other, s)[0].add_(g)
+
+        inverse = torch.empty_like(order)
+        inverse.scatter_(-1, order, torch.arange(n, device=order.device).expand(num_lists, n))
+        grad_other = grad_other[:, :n].gather(-1, inverse)
+        grad = grad_neg.double() * grad_self - grad_other
+        return grad.to(grad_neg.dtype), None, None
+
+
+@torch.no_grad()
+def sorted_pos_count(p: Tensor, t: Tensor) -> Tensor:
+    """P_i = #{j : t_j >= t_i, p_j >= p_i} (j = i included), exact with ties, O(n log^2 n).
+
+    Entries are ordered by (t descending, p descending), so every j with t_j > t_i, or t_j = t_i
+    and p_j > p_i, comes before i, and every later j fails one of the two conditions. A
+    merge-sort style pass counts for each i the earlier j with p_j >= p_i; entries equal in both t
+    and p are adjacent and all take the count of the last of them, plus one for itself.
+    """
+    num_lists, n = p.shape
+    by_p = torch.argsort(p, dim=-1, descending=True, stable=True)
+    order = by_p.gather(-1, torch.argsort(t.gather(-1, by_p), dim=-1, descending=True,
+                                          stable=True))
+    leaf, levels = _sorted_layout(n)
+    size = leaf << levels
+    ps, ts = p.gather(-1, order), t.gather(-1, order)
+    # padding comes last: it is never earlier than a real entry, so it is never counted
+    ps_pad = _pad(ps, size, 0.0)
+    count = torch.zeros(num_lists, size, dtype=torch.long, device=p.device)
+
+    blocks = ps_pad.view(-1, leaf)
+    earlier = torch.ones(leaf, leaf, dtype=torch.bool, device=p.device).tril(-1)
+    count.view(-1, leaf).add_(((blocks.unsqueeze(-2) >= blocks.unsqueeze(-1)) & earlier).sum(-1))
+    for level in range(levels):
+        s = leaf << level
+        a_p, b_p = _halves(ps_pad, s)
+        below = torch.searchsorted(a_p.sort(dim=-1).values, b_p.contiguous(), right=False)
+        _halves(count, s)[1].add_(s - below)
+
+    count = count[:, :n]
+    last = torch.ones_like(ps, dtype=torch.bool)
+    last[:, :-1] = (ts[:, 1:] != ts[:, :-1]) | (ps[:, 1:] != ps[:, :-1])
+    positions = torch.arange(n, device=p.device).expand(num_lists, n)
+    last_of_group = torch.where(last, positions, n).flip(-1).cummin(-1).values.flip(-1)
+    counted = count.gather(-1, last_of_group) + 1
+    return torch.empty_like(counted).scatter_(-1, order, counted).to(p.dtype)
+
+
+def sorted_rank_sums(p: Tensor, t: Tensor, tau: float):
+    """Exact (N, P) in O(n log^2 n) time and O(n) extra memory per level."""
+    return _SortedNegSum.apply(p, t, tau), sorted_pos_count(p, t)
