@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cotap_mm.models.losses import ContinuousAPLoss, continuous_ap_loss, select_impl
-from cotap_mm.models.losses.ap_rank_sums import (_ChunkedRankSums, _SortedNegSum,
-                                                 sorted_pos_count)
+from cotap_mm.models.losses.ap_rank_sums import (_ChunkedRankSums, _SortedRankSums,
+                                                 sorted_rank_sums)
 
 IMPLS = ('dense', 'chunked', 'sorted', 'auto')
 TAU, THETA, ALPHA = 0.5, -0.2, 0.1
@@ -133,18 +133,17 @@ def test_batched_lists_are_independent(impl):
 def test_sorted_pos_count_exact_with_ties(n, levels):
     p, t, _ = make_list((2, n), levels, seed=n)
     dense = ((t[:, None, :] >= t[:, :, None]) & (p[:, None, :] >= p[:, :, None])).sum(-1)
-    assert torch.equal(sorted_pos_count(p, t), dense.double())
+    assert torch.equal(sorted_rank_sums(p, t, TAU)[1], dense.double())
 
 
-@pytest.mark.parametrize('fn', [_ChunkedRankSums, _SortedNegSum])
+@pytest.mark.parametrize('fn', [_ChunkedRankSums, _SortedRankSums])
 def test_hand_written_backward_gradcheck(fn):
     # distinct values: N is smooth there (P is a count and is checked separately)
     p, t, _ = make_list((2, 90), None, seed=11)
     p.requires_grad_(True)
 
     def neg_sum(pred):
-        out = fn.apply(pred, t, TAU)
-        return out[0] if isinstance(out, tuple) else out
+        return fn.apply(pred, t, TAU)[0]
 
     assert torch.autograd.gradcheck(neg_sum, (p, ), eps=1e-7, atol=1e-6, rtol=1e-5)
 
@@ -285,3 +284,14 @@ def test_bad_input_is_rejected_clearly(kwargs, exc, match):
     options = {k: args.pop(k) for k in ('impl', 'tau') if k in args}
     with pytest.raises(exc, match=match):
         continuous_ap_loss(args['pred'], args['target'], args['pos_mask'], **options)
+
+
+@pytest.mark.parametrize('impl', ['chunked', 'sorted'])
+def test_tiling_does_not_change_the_result(impl, monkeypatch):
+    from cotap_mm.models.losses import ap_rank_sums
+    p, t, mask = make_list((2, 1000), 30, seed=41)
+    expected = evaluate(p, t, mask, impl)
+    monkeypatch.setattr(ap_rank_sums, 'CHUNK_ELEMENTS', 3 * 64 * 64)  # many small tiles
+    tiled = evaluate(p, t, mask, impl)
+    assert_close_rel(tiled[0], expected[0], rel=1e-12)
+    assert_close_rel(tiled[1], expected[1], rel=1e-12)

@@ -162,47 +162,81 @@ def _prefix_sums(moments: Tensor) -> Tensor:
                       moments.cumsum(1)], dim=1)
 
 
-class _SortedNegSum(torch.autograd.Function):
-    """N (and G1 for backward) by divide and conquer over the target order; see module doc."""
+def _leaf_pairs(ps: Tensor, ts: Tensor, leaf: int):
+    """Dense pairs inside each leaf of ``leaf`` consecutive entries, a bounded group at a time.
+
+    Yields (block slice, p_i - p_j, (t_i - t_j)_+), the latter two of shape (blocks, leaf, leaf).
+    """
+    p_leaf, t_leaf = ps.view(-1, leaf), ts.view(-1, leaf)
+    step = max(1, CHUNK_ELEMENTS // (leaf * leaf))
+    for start in range(0, p_leaf.shape[0], step):
+        blocks = slice(start, start + step)
+        diff, gap = _pairwise(p_leaf[blocks], t_leaf[blocks], p_leaf[blocks], t_leaf[blocks])
+        yield blocks, diff, gap
+
+
+def _lexsort(p: Tensor, t: Tensor) -> Tensor:
+    """Per-row order by target, ties by prediction (both ascending)."""
+    by_p = torch.argsort(p, dim=-1, stable=True)
+    return by_p.gather(-1, torch.argsort(t.gather(-1, by_p), dim=-1, stable=True))
+
+
+def _unsort(x: Tensor, order: Tensor) -> Tensor:
+    """Entries of x (L, >= n) given in ``order`` back in the original order, (L, n)."""
+    return torch.empty_like(x[:, :order.shape[1]]).scatter_(-1, order, x[:, :order.shape[1]])
+
+
+class _SortedRankSums(torch.autograd.Function):
+    """(N, P) by divide and conquer over the target order (see the module doc).
+
+    Entries are ordered by (t, p) ascending. At each level a block's halves are both sorted by p:
+    A's sorted prefix sums give N (and G1) of B's entries, and B's sorted values give the P-count
+    of A's entries (every later entry with p_j >= p_i has t_j >= t_i; no earlier one can count
+    unless it is equal in both t and p, which the group step below accounts for).
+    """
 
     @staticmethod
     def forward(ctx, p, t, tau):
         num_lists, n = p.shape
         need_grad = ctx.needs_input_grad[0]
-        order = torch.argsort(t, dim=-1, stable=True)
+        order = _lexsort(p, t)
         leaf, levels = _sorted_layout(n)
         size = leaf << levels
-        # padding sits after every real entry with a target above all: as a competitor of a real
-        # entry it would only ever be later in the order, where it contributes nothing
-        ps = _pad(p.double().gather(-1, order), size, 0.0)
+        # padding sits after every real entry, with a target above all and a prediction below
+        # all: it never adds to a real entry's N (target gap <= 0) nor to its P count
+        ps = _pad(p.double().gather(-1, order), size, float(p.min()) - 1.0)
         ts = _pad(t.double().gather(-1, order), size, float(t.max()) + 1.0)
         neg_sum = torch.zeros_like(ps)
         grad_self = torch.zeros_like(ps) if need_grad else None
+        later = torch.zeros(num_lists, size, dtype=torch.long, device=p.device)
 
-        diff, gap = _pairwise(ps.view(-1, leaf), ts.view(-1, leaf), ps.view(-1, leaf),
-                              ts.view(-1, leaf))
-        neg_sum.view(-1, leaf).add_((gap * surrogate(diff, tau)).sum(-1))
-        if need_grad:
-            grad_self.view(-1, leaf).add_((gap * surrogate_grad(diff, tau)).sum(-1))
-        del diff, gap
+        after = torch.ones(leaf, leaf, dtype=torch.bool, device=p.device).triu(1)
+        for blocks, diff, gap in _leaf_pairs(ps, ts, leaf):
+            neg_sum.view(-1, leaf)[blocks] = (gap * surrogate(diff, tau)).sum(-1)
+            if need_grad:
+                grad_self.view(-1, leaf)[blocks] = (gap * surrogate_grad(diff, tau)).sum(-1)
+            # j after i with p_j >= p_i
+            later.view(-1, leaf)[blocks] = ((diff <= 0) & after).sum(-1)
 
         two_over_tau, inv_tau2 = 2.0 / tau, 1.0 / tau**2
         for level in range(levels):
             s = leaf << level
-            a_p, b_p = _halves(ps, s)
-            a_t, b_t = _halves(ts, s)
-            a_p, perm = a_p.sort(dim=-1)
-            a_t = a_t.gather(-1, perm)
+            sorted_p, perm = ps.view(-1, 2, s).sort(dim=-1)
+            a_p, b_p_sorted = sorted_p[:, 0].contiguous(), sorted_p[:, 1].contiguous()
+            a_t = ts.view(-1, 2, s)[:, 0].gather(-1, perm[:, 0])
+            a_p_unsorted, b_p = [x.contiguous() for x in _halves(ps, s)]
+            b_t = _halves(ts, s)[1]
+            # P: entries j of B with p_j >= p_i, for each i of A
+            _halves(later, s)[0].add_(
+                s - torch.searchsorted(b_p_sorted, a_p_unsorted, right=False))
             at_p = a_t * a_p
             cum = _prefix_sums(torch.stack(
                 [torch.ones_like(a_p), a_p, a_p * a_p, a_t, at_p, at_p * a_p], dim=-1))
             # competitors j in A: p_j <= p_i - tau -> 0; p_i - tau < p_j <= p_i -> quadratic
             # ((tau - p_i + p_j) / tau)^2; p_j > p_i -> linear 1 - 2 (p_i - p_j) / tau
-            b_p = b_p.contiguous()
             stop_quad = torch.searchsorted(a_p, b_p, right=True)
             start_quad = torch.searchsorted(a_p, b_p - tau, right=True)
-            end = torch.full_like(stop_quad, s)
-            lin = _range_sums(cum, stop_quad, end)
+            lin = _range_sums(cum, stop_quad, torch.full_like(stop_quad, s))
             quad = _range_sums(cum, start_quad, stop_quad)
             c0, c_p, c_pp, c_t, c_tp, c_tpp = quad.unbind(-1)
             l0, l_p, _, l_t, l_tp, _ = lin.unbind(-1)
@@ -218,28 +252,32 @@ class _SortedNegSum(torch.autograd.Function):
                 g -= two_over_tau * (b_t * l0 - l_t)
                 _halves(grad_self, s)[1].add_(g)
 
-        inverse = torch.empty_like(order)
-        inverse.scatter_(-1, order, torch.arange(n, device=p.device).expand(num_lists, n))
+        # entries equal in t and p are adjacent; the first of each such group has seen the rest
+        # of its group as "later", so all take its count, plus one for the entry itself
+        ps_n, ts_n, later = ps[:, :n], ts[:, :n], later[:, :n]
+        first = torch.ones_like(ps_n, dtype=torch.bool)
+        first[:, 1:] = (ts_n[:, 1:] != ts_n[:, :-1]) | (ps_n[:, 1:] != ps_n[:, :-1])
+        positions = torch.arange(n, device=p.device).expand(num_lists, n)
+        first_of_group = torch.where(first, positions, 0).cummax(-1).values
+        pos_count = _unsort(later.gather(-1, first_of_group) + 1, order).to(p.dtype)
+
         ctx.tau, ctx.leaf, ctx.levels = tau, leaf, levels
         if need_grad:
-            ctx.save_for_backward(ps, ts, order, grad_self[:, :n].gather(-1, inverse))
+            ctx.save_for_backward(ps, ts, order, _unsort(grad_self, order))
+        ctx.mark_non_differentiable(pos_count)
         # N is a sum of non-negative terms; prefix-sum differences can leave -1e-17 where it is 0
-        return neg_sum[:, :n].gather(-1, inverse).clamp_(min=0).to(p.dtype)
+        return _unsort(neg_sum, order).clamp_(min=0).to(p.dtype), pos_count
 
     @staticmethod
-    def backward(ctx, grad_neg):
+    def backward(ctx, grad_neg, grad_pos):
         ps, ts, order, grad_self = ctx.saved_tensors
         tau, leaf, levels = ctx.tau, ctx.leaf, ctx.levels
-        num_lists, n = grad_self.shape
-        size = ps.shape[-1]
-        a = _pad(grad_neg.double().gather(-1, order), size, 0.0)  # padding: zero weight
+        a = _pad(grad_neg.double().gather(-1, order), ps.shape[-1], 0.0)  # padding: no weight
         grad_other = torch.zeros_like(ps)
 
-        diff, gap = _pairwise(ps.view(-1, leaf), ts.view(-1, leaf), ps.view(-1, leaf),
-                              ts.view(-1, leaf))
-        grad_other.view(-1, leaf).add_(
-            (a.view(-1, leaf).unsqueeze(-1) * gap * surrogate_grad(diff, tau)).sum(-2))
-        del diff, gap
+        for blocks, diff, gap in _leaf_pairs(ps, ts, leaf):
+            weight = a.view(-1, leaf)[blocks].unsqueeze(-1)
+            grad_other.view(-1, leaf)[blocks] = (weight * gap * surrogate_grad(diff, tau)).sum(-2)
 
         two_over_tau, inv_tau2 = 2.0 / tau, 1.0 / tau**2
         for level in range(levels):
@@ -265,51 +303,10 @@ class _SortedNegSum(torch.autograd.Function):
             g -= 2 * inv_tau2 * (e * q_at - q_atp - a_t * (e * q_a - q_ap))
             _halves(grad_other, s)[0].add_(g)
 
-        inverse = torch.empty_like(order)
-        inverse.scatter_(-1, order, torch.arange(n, device=order.device).expand(num_lists, n))
-        grad_other = grad_other[:, :n].gather(-1, inverse)
-        grad = grad_neg.double() * grad_self - grad_other
+        grad = grad_neg.double() * grad_self - _unsort(grad_other, order)
         return grad.to(grad_neg.dtype), None, None
-
-
-@torch.no_grad()
-def sorted_pos_count(p: Tensor, t: Tensor) -> Tensor:
-    """P_i = #{j : t_j >= t_i, p_j >= p_i} (j = i included), exact with ties, O(n log^2 n).
-
-    Entries are ordered by (t descending, p descending), so every j with t_j > t_i, or t_j = t_i
-    and p_j > p_i, comes before i, and every later j fails one of the two conditions. A
-    merge-sort style pass counts for each i the earlier j with p_j >= p_i; entries equal in both t
-    and p are adjacent and all take the count of the last of them, plus one for itself.
-    """
-    num_lists, n = p.shape
-    by_p = torch.argsort(p, dim=-1, descending=True, stable=True)
-    order = by_p.gather(-1, torch.argsort(t.gather(-1, by_p), dim=-1, descending=True,
-                                          stable=True))
-    leaf, levels = _sorted_layout(n)
-    size = leaf << levels
-    ps, ts = p.gather(-1, order), t.gather(-1, order)
-    # padding comes last: it is never earlier than a real entry, so it is never counted
-    ps_pad = _pad(ps, size, 0.0)
-    count = torch.zeros(num_lists, size, dtype=torch.long, device=p.device)
-
-    blocks = ps_pad.view(-1, leaf)
-    earlier = torch.ones(leaf, leaf, dtype=torch.bool, device=p.device).tril(-1)
-    count.view(-1, leaf).add_(((blocks.unsqueeze(-2) >= blocks.unsqueeze(-1)) & earlier).sum(-1))
-    for level in range(levels):
-        s = leaf << level
-        a_p, b_p = _halves(ps_pad, s)
-        below = torch.searchsorted(a_p.sort(dim=-1).values, b_p.contiguous(), right=False)
-        _halves(count, s)[1].add_(s - below)
-
-    count = count[:, :n]
-    last = torch.ones_like(ps, dtype=torch.bool)
-    last[:, :-1] = (ts[:, 1:] != ts[:, :-1]) | (ps[:, 1:] != ps[:, :-1])
-    positions = torch.arange(n, device=p.device).expand(num_lists, n)
-    last_of_group = torch.where(last, positions, n).flip(-1).cummin(-1).values.flip(-1)
-    counted = count.gather(-1, last_of_group) + 1
-    return torch.empty_like(counted).scatter_(-1, order, counted).to(p.dtype)
 
 
 def sorted_rank_sums(p: Tensor, t: Tensor, tau: float):
     """Exact (N, P) in O(n log^2 n) time and O(n) extra memory per level."""
-    return _SortedNegSum.apply(p, t, tau), sorted_pos_count(p, t)
+    return _SortedRankSums.apply(p, t, tau)
