@@ -35,8 +35,9 @@ from torch import Tensor
 DENSE_ELEMENT_BUDGET = 1 << 25
 # Pairwise elements per tile of the chunked evaluator.
 CHUNK_ELEMENTS = 1 << 22
-# Target leaf size of the sorted evaluator: leaves are evaluated densely (leaf x leaf pairs).
-SORTED_LEAF = 32
+# Target leaf size of the sorted evaluator: leaves are evaluated densely (leaf x leaf pairs);
+# 8-32 measured about equal on 2 CPU cores (larger is better for short lists, smaller for long).
+SORTED_LEAF = 16
 
 
 def surrogate(x: Tensor, tau: float) -> Tensor:
@@ -145,15 +146,10 @@ def _halves(x: Tensor, size: int):
     return blocks[:, 0], blocks[:, 1]
 
 
-def _range_sums(cum: Tensor, start: Tensor, stop: Tensor) -> Tensor:
-    """sum over sorted positions [start, stop) of the moments whose prefix sums are ``cum``.
-
-    cum: (R, s + 1, M) prefix sums with a leading zero row; start, stop: (R, q) -> (R, q, M).
-    """
-    moments = cum.shape[-1]
-    at_stop = cum.gather(1, stop.unsqueeze(-1).expand(-1, -1, moments))
-    at_start = cum.gather(1, start.unsqueeze(-1).expand(-1, -1, moments))
-    return at_stop - at_start
+def _prefix_at(cum: Tensor, index: Tensor) -> Tensor:
+    """Prefix sums ``cum`` (R, s + 1, M) at positions ``index`` (R, q): the moments summed over
+    sorted positions [0, index), shape (R, q, M)."""
+    return cum.gather(1, index.unsqueeze(-1).expand(-1, -1, cum.shape[-1]))
 
 
 def _prefix_sums(moments: Tensor) -> Tensor:
@@ -236,8 +232,9 @@ class _SortedRankSums(torch.autograd.Function):
             # ((tau - p_i + p_j) / tau)^2; p_j > p_i -> linear 1 - 2 (p_i - p_j) / tau
             stop_quad = torch.searchsorted(a_p, b_p, right=True)
             start_quad = torch.searchsorted(a_p, b_p - tau, right=True)
-            lin = _range_sums(cum, stop_quad, torch.full_like(stop_quad, s))
-            quad = _range_sums(cum, start_quad, stop_quad)
+            at_stop = _prefix_at(cum, stop_quad)
+            lin = cum[:, -1:] - at_stop
+            quad = at_stop - _prefix_at(cum, start_quad)
             c0, c_p, c_pp, c_t, c_tp, c_tpp = quad.unbind(-1)
             l0, l_p, _, l_t, l_tp, _ = lin.unbind(-1)
             d = tau - b_p  # quadratic piece: (t_i - t_j)(d + p_j)^2 / tau^2
@@ -294,8 +291,8 @@ class _SortedRankSums(torch.autograd.Function):
             a_p = a_p.contiguous()
             stop_lin = torch.searchsorted(b_p, a_p, right=False)
             stop_quad = torch.searchsorted(b_p, a_p + tau, right=False)
-            lin = _range_sums(cum, torch.zeros_like(stop_lin), stop_lin)
-            quad = _range_sums(cum, stop_lin, stop_quad)
+            lin = _prefix_at(cum, stop_lin)
+            quad = _prefix_at(cum, stop_quad) - lin
             l_a, _, l_at, _ = lin.unbind(-1)
             q_a, q_ap, q_at, q_atp = quad.unbind(-1)
             e = tau + a_p

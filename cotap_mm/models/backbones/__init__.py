@@ -1,0 +1,3 @@
+from .cotap_vit import CoTAPVisionTransformer
+
+__all__ = ['CoTAPVisionTransformer']

@@ -1,0 +1,33 @@
+"""tools/smoke_demo.py runs its one training step from the smoke config."""
+import importlib.util
+import os.path as osp
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _load_demo():
+    spec = importlib.util.spec_from_file_location('smoke_demo',
+                                                  osp.join(ROOT, 'tools', 'smoke_demo.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_views_shapes_and_bad_crop():
+    demo = _load_demo()
+    gen = torch.Generator().manual_seed(0)
+    v1, v2 = demo.make_views(3, 48, 32, gen)
+    assert v1.shape == v2.shape == (3, 3, 32, 32)
+    try:
+        demo.make_views(1, 32, 48, gen)
+    except ValueError as e:
+        assert 'crop_size' in str(e)
+    else:
+        raise AssertionError('crop_size > img_size accepted')
+
+
+def test_smoke_demo_runs_one_step():
+    demo = _load_demo()
+    assert demo.main([osp.join(ROOT, 'configs', 'smoke', 'smoke_tiny.py')]) == 0
