@@ -34,7 +34,7 @@ from torch import Tensor
 # never picks 'dense' above it (about 10 such temporaries live at once, 128 MB each in fp32).
 DENSE_ELEMENT_BUDGET = 1 << 25
 # Pairwise elements per tile of the chunked evaluator.
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 20
 # Target leaf size of the sorted evaluator: leaves are evaluated densely (leaf x leaf pairs);
 # 8-32 measured about equal on 2 CPU cores (larger is better for short lists, smaller for long).
 SORTED_LEAF = 16
