@@ -28,6 +28,8 @@ from cotap_mm.registry import MODELS
 from .ap_rank_sums import (DENSE_ELEMENT_BUDGET, chunked_rank_sums, dense_rank_sums,
                            sorted_rank_sums)
 
+__all__ = ['ContinuousAPLoss', 'continuous_ap_loss', 'select_impl']
+
 IMPLS = ('auto', 'dense', 'chunked', 'sorted')
 _EPS = 1e-5
 

@@ -1,0 +1,1 @@
+from .object_aware_filter import *  # noqa: F401,F403
