@@ -39,7 +39,7 @@ def test_config_custom_imports_builds_under_mmpretrain(tmp_path):
     backbone = MODELS.build(cfg.backbone)
     assert isinstance(backbone, CoTAPVisionTransformer)
     (feat, ) = backbone(torch.rand(1, 3, 32, 48))
-    assert feat.shape == (1, 64, 2, 3)
+    assert feat.shape == (1, 128, 2, 3)  # 2D-wide: concat[ViT, OAF] of the 64-d tiny arch
 
 
 def test_build_under_mmseg_scope_and_in_encoder_decoder():
@@ -54,7 +54,7 @@ def test_build_under_mmseg_scope_and_in_encoder_decoder():
             data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
                                    std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
             backbone=TINY_VIT,
-            decode_head=dict(type='FCNHead', in_channels=64, channels=64, num_convs=0,
+            decode_head=dict(type='FCNHead', in_channels=128, channels=128, num_convs=0,
                              concat_input=False, num_classes=5, in_index=-1, dropout_ratio=0.,
                              loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0))))
     segmentor.eval()
@@ -99,12 +99,11 @@ def test_import_does_not_pull_mmseg_models():
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(with_oaf=True), 'object-aware filter'),
+    (dict(with_cls_token=False), 'with_cls_token'),
     (dict(arch='huge'), 'arch'),
     (dict(patch_size=0), 'patch_size'),
     (dict(out_type='dense'), 'out_type'),
 ])
 def test_backbone_bad_arguments(kwargs, match):
-    exc = NotImplementedError if 'with_oaf' in kwargs else ValueError
-    with pytest.raises(exc, match=match):
+    with pytest.raises(ValueError, match=match):
         CoTAPVisionTransformer(**{'arch': 'tiny', **kwargs})

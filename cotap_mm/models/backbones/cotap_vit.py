@@ -1,7 +1,11 @@
 """The CoTAP ViT backbone: mmpretrain's ``VisionTransformer`` in the DINO layout, emitting dense
 patch feature maps, buildable from mmpretrain *and* mmsegmentation configs."""
+import torch
+from mmcv.cnn import build_norm_layer
 from mmpretrain.models.backbones.vision_transformer import VisionTransformer
+from mmpretrain.models.utils import resize_pos_embed
 
+from cotap_mm.models.necks.object_aware_filter import ObjectAwareFilter
 from cotap_mm.registry import MODELS, register_in_mmseg
 
 __all__ = ['CoTAPVisionTransformer']
@@ -32,16 +36,35 @@ class CoTAPVisionTransformer(VisionTransformer):
       ``feedforward_channels`` is accepted as well.
     - :meth:`train` keeps ``frozen_stages`` in eval mode (the parent freezes them only in
       ``__init__`` and a later ``model.train()`` re-enables their dropout / drop-path).
+    - ``with_oaf=True`` (default) adds the object-aware filter (spec §2.1-2.2) after the last
+      layer, as ``self.oaf`` (:class:`ObjectAwareFilter`). It reuses the last layer's ``ln1``,
+      ``attn.qkv``, ``attn.proj``, ``ln2`` and ``ffn`` (passed at call time, so they are not
+      duplicated); its own parameters are ``oaf.kernel`` (M, D, 3, 3), ``oaf.norm_in``,
+      ``oaf.norm_out_patch`` and ``oaf.norm_out_cls``. An mmpretrain ``VisionTransformer``
+      checkpoint (``final_norm=False``) therefore loads with only the ``oaf.*`` keys missing.
+    - Freezing: ``frozen_stages=k`` freezes the embeddings and the first k layers as in the
+      parent; ``frozen_stages=num_layers`` (mmpretrain's linear-probe idiom, e.g.
+      ``frozen_stages=12``) freezes **everything, the OAF included** (the OAF runs with the last
+      layer's weights, so freezing that layer and not the OAF norms would be half a freeze).
+    - ``forward(x, return_attn=False, return_block_input=False)``: with either flag set, returns
+      ``(outs, extras)`` where ``extras['attn']`` is the last layer's CLS->patch self-attention
+      (B, heads, N) (softmax over all 1+N keys, then the CLS key dropped; recomputed from q/k
+      since mmpretrain's attention uses SDPA) and ``extras['block_input']`` the last layer's
+      input patch tokens as a map (B, D, H/p, W/p) (for :class:`PrototypeBank`).
 
     Args:
         arch (str | dict): Model size, see above. Defaults to ``'small'`` (ViT-S).
         patch_size (int): Patch size, 16 or 8 for the DINO checkpoints. Defaults to 16.
-        out_type (str): ``'featmap'`` (B, C, H/p, W/p), ``'raw'`` (B, 1 + H/p * W/p, C),
-            ``'cls_token'`` (B, C) or ``'avg_featmap'`` (B, C). Defaults to ``'featmap'``.
+        out_type (str): ``'featmap'`` (B, C, H/p, W/p), ``'cls_token'`` (B, C),
+            ``'avg_featmap'`` (B, C), ``'oaf_raw'`` (B, 1 + H/p * W/p, C) (OAF tokens, CLS
+            first; needs ``with_oaf``) or ``'raw'`` (B, 1 + H/p * W/p, D) (the plain ViT tokens,
+            *without* the OAF). C = 2D for the last layer when ``with_oaf``, else D (outputs of
+            earlier ``out_indices`` are always plain D-wide). Defaults to ``'featmap'``.
         final_norm (bool): Apply the last LayerNorm (``ln1``) after the last layer.
             Defaults to False.
-        with_oaf (bool): Object-aware filter on the patch features. Not implemented yet; only
-            False is accepted.
+        with_oaf (bool): Object-aware filter after the last layer. Defaults to True;
+            False gives the plain ViT.
+        num_prototypes (int): M, the number of OAF prototypes. Defaults to 64.
         **kwargs: Other arguments of :class:`mmpretrain.models.VisionTransformer`
             (``img_size``, ``out_indices``, ``frozen_stages``, ``drop_path_rate``,
             ``init_cfg``, ...).
@@ -54,8 +77,12 @@ class CoTAPVisionTransformer(VisionTransformer):
         >>> import torch
         >>> vit = CoTAPVisionTransformer(arch='tiny', patch_size=16)
         >>> [o.shape for o in vit(torch.rand(2, 3, 64, 96))]
-        [torch.Size([2, 64, 4, 6])]
+        [torch.Size([2, 128, 4, 6])]
+        >>> (fmap, ), extras = vit(torch.rand(2, 3, 64, 96), return_attn=True)
+        >>> extras['attn'].shape
+        torch.Size([2, 2, 24])
     """
+    OUT_TYPES = {'raw', 'cls_token', 'featmap', 'avg_featmap', 'oaf_raw'}
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], _TINY),
         **dict.fromkeys(['s', 'small', 'deit-s', 'deit-small', 'vit-s'], _VIT_S),
@@ -70,12 +97,9 @@ class CoTAPVisionTransformer(VisionTransformer):
                  qkv_bias=True,
                  norm_cfg=dict(type='LN', eps=1e-6),
                  interpolate_mode='bicubic',
-                 with_oaf=False,
+                 with_oaf=True,
+                 num_prototypes=64,
                  **kwargs):
-        if with_oaf:
-            raise NotImplementedError(
-                'CoTAPVisionTransformer(with_oaf=True): the object-aware filter (OAF) is not '
-                'implemented yet (planned in a later issue); use with_oaf=False')
         if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
             raise ValueError(f'CoTAPVisionTransformer: unknown arch={arch!r}; choose one of '
                              f'{sorted(self.arch_zoo)} or pass a dict')
@@ -85,6 +109,12 @@ class CoTAPVisionTransformer(VisionTransformer):
         if out_type not in self.OUT_TYPES:
             raise ValueError(f'CoTAPVisionTransformer: unknown out_type={out_type!r}; choose one '
                              f'of {sorted(self.OUT_TYPES)}')
+        if out_type == 'oaf_raw' and not with_oaf:
+            raise ValueError("CoTAPVisionTransformer: out_type='oaf_raw' needs with_oaf=True")
+        if with_oaf and not kwargs.get('with_cls_token', True):
+            raise ValueError('CoTAPVisionTransformer: with_oaf=True needs with_cls_token=True '
+                             '(the OAF has a CLS branch)')
+        self.with_oaf = with_oaf  # read by _freeze_stages, which the parent __init__ may call
         super().__init__(
             arch=arch,
             patch_size=patch_size,
@@ -95,8 +125,107 @@ class CoTAPVisionTransformer(VisionTransformer):
             interpolate_mode=interpolate_mode,
             **kwargs)
         self.patch_size = patch_size
-        self.with_oaf = with_oaf
+        if with_oaf:
+            self.oaf = ObjectAwareFilter(
+                embed_dims=self.embed_dims,
+                num_heads=self.arch_settings['num_heads'],
+                num_prototypes=num_prototypes,
+                norm_cfg=norm_cfg)
+            if out_type == 'avg_featmap':
+                # the parent's ln2 normalises D channels; the averaged OAF output has 2D
+                self.ln2 = build_norm_layer(norm_cfg, 2 * self.embed_dims)[1]
+            if self.frozen_stages > 0:
+                self._freeze_stages()  # again, now that the OAF exists
 
+    def _freeze_stages(self):
+        """Parent freezing, plus the OAF when all ``num_layers`` stages are frozen."""
+        super()._freeze_stages()
+        if self.frozen_stages >= self.num_layers and getattr(self, 'oaf', None) is not None:
+            self.oaf.eval()
+            for param in self.oaf.parameters():
+                param.requires_grad = False
+
+    def _last_cls_attn(self, layer, x):
+        """CLS->patch self-attention of ``layer`` on its input ``x`` (B, 1+N, D) -> (B, heads, N).
+
+        mmpretrain's attention runs SDPA and returns no weights, so the CLS query and all keys
+        are recomputed (one extra qkv linear) with SDPA's default scale ``head_dims**-0.5``.
+        """
+        attn_mod = layer.attn
+        B, T, _ = x.shape
+        qkv = attn_mod.qkv(layer.ln1(x)).view(B, T, 3, attn_mod.num_heads, attn_mod.head_dims)
+        q = qkv[:, :1, 0].transpose(1, 2)  # (B, heads, 1, d_h): the CLS query only
+        k = qkv[:, :, 1].transpose(1, 2)  # (B, heads, 1+N, d_h)
+        attn = (q @ k.transpose(-2, -1) * attn_mod.head_dims**-0.5).softmax(dim=-1)
+        return attn[:, :, 0, self.num_extra_tokens:]
+
+    def forward(self, x, return_attn=False, return_block_input=False):
+        """Forward.
+
+        Args:
+            x (Tensor): Images (B, 3, H, W).
+            return_attn (bool): Also return the last layer's CLS->patch attention.
+            return_block_input (bool): Also return the last layer's input patch tokens.
+
+        Returns:
+            tuple[Tensor] | tuple[tuple[Tensor], dict]: One output per ``out_indices`` (see
+            ``out_type``); with either flag, ``(outs, extras)`` with ``extras['attn']``
+            (B, heads, N) and/or ``extras['block_input']`` (B, D, H/p, W/p).
+        """
+        if return_attn and self.cls_token is None:
+            raise ValueError('CoTAPVisionTransformer: return_attn=True needs with_cls_token=True')
+        B = x.shape[0]
+        x, hw = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = x + resize_pos_embed(
+            self.pos_embed,
+            self.patch_resolution,
+            hw,
+            mode=self.interpolate_mode,
+            num_extra_tokens=self.num_extra_tokens)
+        x = self.pre_norm(self.drop_after_pos(x))
+
+        outs, extras = [], {}
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if i == last:
+                if return_block_input:
+                    extras['block_input'] = x[:, self.num_extra_tokens:].reshape(
+                        B, *hw, -1).permute(0, 3, 1, 2)
+                if return_attn:
+                    extras['attn'] = self._last_cls_attn(layer, x)
+            x = layer(x)
+            if i == last and self.final_norm:
+                x = self.ln1(x)
+            if i in self.out_indices:
+                if i == last and self.with_oaf:
+                    outs.append(self._format_oaf_output(x, hw))
+                else:
+                    outs.append(self._format_output(x, hw))
+        if return_attn or return_block_input:
+            return tuple(outs), extras
+        return tuple(outs)
+
+    def _format_output(self, x, hw):
+        # plain (D-wide) outputs; 'oaf_raw' of a layer without the OAF is its raw tokens
+        if self.out_type == 'oaf_raw':
+            return x
+        return super()._format_output(x, hw)
+
+    def _format_oaf_output(self, x, hw):
+        """Run the OAF on the last layer's output (B, 1+N, D) and format it (2D channels)."""
+        if self.out_type == 'raw':  # documented: 'raw' is the plain ViT tokens
+            return x
+        layer = self.layers[-1]
+        if self.out_type == 'cls_token':
+            return self.oaf.forward_cls(x[:, :1], layer)[:, 0]
+        if self.out_type == 'oaf_raw':
+            return self.oaf(x, hw, layer=layer)
+        patch = self.oaf.forward_patch(x[:, self.num_extra_tokens:], hw, layer)  # (B, N, 2D)
+        if self.out_type == 'featmap':
+            return patch.reshape(x.shape[0], *hw, -1).permute(0, 3, 1, 2)
+        return self.ln2(patch.mean(dim=1))  # 'avg_featmap'
     def train(self, mode=True):
         """Set train/eval mode, keeping the first ``frozen_stages`` stages frozen and in eval."""
         super().train(mode)

@@ -1,1 +1,169 @@
-"""(being written)"""
+"""FIFO bank of 3x3 whole-image token layouts and the one-time k-means of the OAF prototypes
+(spec §2.3, §2.4, §2.4b)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.dist import broadcast, get_rank
+
+from .kmeans import spherical_kmeans
+
+__all__ = ['PrototypeBank', 'set_kernel', 'sync_teacher_kernel']
+
+
+class PrototypeBank(nn.Module):
+    """Per-rank FIFO memory of 3x3 adaptive-average-pooled maps of the last block's input.
+
+    Each image contributes one sample: its (D, H, W) patch tokens *before the last block* (raw
+    residual stream, detached) pooled to (D, 3, 3). While the bank is not full, every sample of a
+    step is inserted; once full, a random ``num_insert`` of them. New samples go first (index 0 is
+    the newest) and the oldest fall off the end.
+
+    Unlike the reference (a plain attribute), the bank, its fill count and the ``initialized``
+    flag are **buffers**, so a resumed run keeps the bank and does not re-run k-means. Under DDP
+    keep ``broadcast_buffers=False`` (mmengine's default) so that each rank keeps its own bank.
+
+    Args:
+        embed_dims (int): D.
+        capacity (int): Number of samples. Defaults to 1024.
+        num_insert (int): Samples inserted per step once full. Defaults to 32.
+        kernel_size (int): Pooled size. Defaults to 3.
+        num_prototypes (int): Number of k-means centres (M). Defaults to 64.
+        kmeans_iters (int): Maximum k-means iterations. Defaults to 3000.
+
+    Buffers:
+        bank (capacity, D, k, k); num_filled (long scalar); initialized (bool scalar).
+    """
+
+    def __init__(self, embed_dims, capacity=1024, num_insert=32, kernel_size=3,
+                 num_prototypes=64, kmeans_iters=3000):
+        super().__init__()
+        for name, val in dict(embed_dims=embed_dims, capacity=capacity, num_insert=num_insert,
+                              kernel_size=kernel_size, num_prototypes=num_prototypes,
+                              kmeans_iters=kmeans_iters).items():
+            if isinstance(val, bool) or not isinstance(val, int) or val <= 0:
+                raise ValueError(f'PrototypeBank: {name} must be a positive int, got {val!r}')
+        if num_prototypes > capacity:
+            raise ValueError(f'PrototypeBank: num_prototypes={num_prototypes} > '
+                             f'capacity={capacity}; k-means needs at least one sample per centre')
+        self.embed_dims = embed_dims
+        self.capacity = capacity
+        self.num_insert = num_insert
+        self.kernel_size = kernel_size
+        self.num_prototypes = num_prototypes
+        self.kmeans_iters = kmeans_iters
+        self.register_buffer('bank', torch.zeros(capacity, embed_dims, kernel_size, kernel_size))
+        self.register_buffer('num_filled', torch.zeros((), dtype=torch.long))
+        self.register_buffer('initialized', torch.zeros((), dtype=torch.bool))
+
+    @property
+    def is_full(self):
+        return int(self.num_filled) >= self.capacity
+
+    @property
+    def samples(self):
+        """The filled part of the bank, newest first: (num_filled, D, k, k)."""
+        return self.bank[:int(self.num_filled)]
+
+    @torch.no_grad()
+    def update(self, feats, generator=None):
+        """Insert the pooled layouts of a batch.
+
+        Args:
+            feats (Tensor): Last-block input patch tokens as maps (n, D, H, W).
+            generator (torch.Generator, optional): RNG for the random subset once full.
+        """
+        if not isinstance(feats, torch.Tensor) or feats.dim() != 4 \
+                or feats.shape[1] != self.embed_dims:
+            raise ValueError(f'PrototypeBank.update: feats must be (n, D={self.embed_dims}, H, W), '
+                             f'got {tuple(feats.shape) if isinstance(feats, torch.Tensor) else feats!r}')
+        samples = F.adaptive_avg_pool2d(feats.detach().float(), self.kernel_size)
+        if self.is_full:
+            idx = torch.randperm(samples.shape[0], generator=generator,
+                                 device=generator.device if generator is not None else 'cpu')
+            samples = samples[idx[:self.num_insert].to(samples.device)]
+        samples = samples.to(self.bank.dtype)
+        filled = int(self.num_filled)
+        new = torch.cat([samples, self.bank[:filled]])[:self.capacity]  # prepend, drop oldest
+        self.bank[:new.shape[0]] = new
+        self.num_filled.fill_(new.shape[0])
+
+    @torch.no_grad()
+    def maybe_cluster(self, generator=None):
+        """Run the one-time k-means when the bank is full and not yet used for initialisation.
+
+        k-means runs on rank 0 only; its centres are broadcast to every rank (all ranks fill in
+        lock-step, so all of them reach this branch in the same step), and ``initialized`` is set
+        on all ranks. Works without a distributed environment.
+
+        Returns:
+            Tensor | None: The new kernel (M, D, k, k) (identical on every rank), or None when
+            nothing was done.
+        """
+        if bool(self.initialized) or not self.is_full:
+            return None
+        M, k = self.num_prototypes, self.kernel_size
+        if get_rank() == 0:
+            centres = spherical_kmeans(self.bank.flatten(1), M, self.kmeans_iters,
+                                       generator=generator)
+        else:
+            centres = torch.empty(M, self.bank[0].numel(), dtype=self.bank.dtype,
+                                  device=self.bank.device)
+        broadcast(centres, src=0)
+        self.initialized.fill_(True)
+        return centres.view(M, self.embed_dims, k, k)
+
+    def extra_repr(self):
+        return (f'embed_dims={self.embed_dims}, capacity={self.capacity}, '
+                f'num_insert={self.num_insert}, kernel_size={self.kernel_size}, '
+                f'num_prototypes={self.num_prototypes}')
+
+
+def _find_kernel(module, name):
+    """The OAF kernel Parameter of an ObjectAwareFilter, a backbone with ``.oaf``, or any module
+    holding exactly one ObjectAwareFilter (e.g. a whole algorithm or its ``backbone``)."""
+    from cotap_mm.models.necks.object_aware_filter import ObjectAwareFilter
+    if isinstance(module, ObjectAwareFilter):
+        return module.kernel
+    if isinstance(getattr(module, 'oaf', None), ObjectAwareFilter):
+        return module.oaf.kernel
+    if isinstance(module, nn.Module):
+        found = [m for m in module.modules() if isinstance(m, ObjectAwareFilter)]
+        if len(found) == 1:
+            return found[0].kernel
+        raise ValueError(f'sync_teacher_kernel: {name} holds {len(found)} ObjectAwareFilter '
+                         f'modules; pass the one to use')
+    raise TypeError(f'sync_teacher_kernel: {name} must be an nn.Module, got '
+                    f'{type(module).__name__}')
+
+
+@torch.no_grad()
+def set_kernel(module, kernel):
+    """Copy ``kernel`` (M, D, 3, 3) into ``module``'s OAF kernel in place (the Parameter object
+    and hence its optimiser state are kept, as in the reference)."""
+    dst = _find_kernel(module, 'module')
+    if dst.shape != kernel.shape:
+        raise ValueError(f'set_kernel: kernel shape {tuple(kernel.shape)} != OAF kernel shape '
+                         f'{tuple(dst.shape)}')
+    dst.copy_(kernel)
+    return dst
+
+
+@torch.no_grad()
+def sync_teacher_kernel(student, teacher):
+    """Copy the student's OAF kernel into the teacher's (option ``teacher_kernel_sync``, §2.4b).
+
+    The reference replaces only the student kernel at the k-means step; the EMA teacher then keeps
+    mostly random prototypes for ~10-25k steps. Calling this right after the k-means step removes
+    that lag. ``student``/``teacher`` may be ObjectAwareFilters, CoTAP backbones or any modules
+    that contain exactly one ObjectAwareFilter (an EMA wrapper's ``module`` included).
+
+    Returns:
+        Tensor: The teacher's kernel Parameter.
+    """
+    src = _find_kernel(student, 'student')
+    dst = _find_kernel(teacher, 'teacher')
+    if src.shape != dst.shape:
+        raise ValueError(f'sync_teacher_kernel: student kernel {tuple(src.shape)} and teacher '
+                         f'kernel {tuple(dst.shape)} differ in shape')
+    dst.copy_(src)
+    return dst
