@@ -61,6 +61,9 @@ class ObjectAwareFilter(BaseModule):
             Defaults to ``dict(type='LN', eps=1e-6)`` (DINO's).
         layer_cfg (dict): Extra arguments of the standalone ``TransformerEncoderLayer``
             (``qkv_bias`` defaults to True). Defaults to ``dict()``.
+        out_type (str): For token inputs: ``'tokens'`` returns (B, 1+N, 2D); ``'cls_token'``
+            returns the filtered CLS token (B, 2D), e.g. for a stock contrastive head after the
+            neck. Defaults to ``'tokens'``.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
 
     Shapes (``forward(x, hw=None, layer=None)``):
@@ -86,8 +89,13 @@ class ObjectAwareFilter(BaseModule):
                  kernel_size=3,
                  norm_cfg=dict(type='LN', eps=1e-6),
                  layer_cfg=dict(),
+                 out_type='tokens',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        if out_type not in ('tokens', 'cls_token'):
+            raise ValueError(f"ObjectAwareFilter: out_type must be 'tokens' or 'cls_token', got "
+                             f'{out_type!r}')
+        self.out_type = out_type
         if layer is not None:
             self._check_layer(layer, 'layer')
             if embed_dims is not None and embed_dims != layer.embed_dims:
@@ -264,6 +272,9 @@ class ObjectAwareFilter(BaseModule):
             raise TypeError(f'ObjectAwareFilter: x must be a Tensor or a tuple of Tensors, got '
                             f'{type(x).__name__}')
         if x.dim() == 4:
+            if self.out_type == 'cls_token':
+                raise ValueError("ObjectAwareFilter(out_type='cls_token') needs (B, 1+N, D) "
+                                 'tokens with a CLS token, got a (B, D, H, W) map')
             B, D, H, W = x.shape
             if D != self.embed_dims:
                 raise ValueError(f'ObjectAwareFilter: x has {D} channels, expected '
@@ -292,5 +303,7 @@ class ObjectAwareFilter(BaseModule):
             raise ValueError(f'ObjectAwareFilter: hw={hw} does not match the {N} patch tokens '
                              f'of x (shape {tuple(x.shape)}, CLS token first)')
         layer = self._get_layer(layer)
-        return torch.cat([self.forward_cls(x[:, :1], layer),
-                          self.forward_patch(x[:, 1:], hw, layer)], dim=1)
+        cls_out = self.forward_cls(x[:, :1], layer)
+        if self.out_type == 'cls_token':
+            return cls_out[:, 0]
+        return torch.cat([cls_out, self.forward_patch(x[:, 1:], hw, layer)], dim=1)
