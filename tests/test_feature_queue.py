@@ -57,3 +57,9 @@ def test_errors():
         q.push(torch.randn(3, 2), max_insert=-1)
     with pytest.raises(ValueError, match='capacity'):
         FeatureQueue(0, 2)
+
+
+def test_builds_from_config():
+    from cotap_mm.registry import MODELS
+    q = MODELS.build(dict(type='FeatureQueue', capacity=8, dim=3))
+    assert isinstance(q, FeatureQueue) and q.is_empty

@@ -127,3 +127,10 @@ def test_two_process_gloo_broadcast(tmp_path):
     c = r0['kernel'].flatten(1)
     b0 = torch.nn.functional.normalize(r0['bank'].flatten(1), dim=1)
     assert (b0 @ c.T).max(dim=0).values.min() > 0.5
+
+
+def test_builds_from_config():
+    from cotap_mm.registry import MODELS
+    bank = MODELS.build(dict(type='PrototypeBank', embed_dims=D, capacity=16, num_insert=4,
+                             num_prototypes=4))
+    assert isinstance(bank, PrototypeBank) and not bool(bank.initialized)

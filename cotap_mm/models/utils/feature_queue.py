@@ -15,9 +15,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from cotap_mm.registry import MODELS
+
 __all__ = ['FeatureQueue']
 
 
+@MODELS.register_module()
 class FeatureQueue(nn.Module):
     """FIFO of (capacity, dim) rows held in buffers.
 

@@ -5,11 +5,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.dist import broadcast, get_rank
 
+from cotap_mm.registry import MODELS
+
 from .kmeans import spherical_kmeans
 
 __all__ = ['PrototypeBank', 'set_kernel', 'sync_teacher_kernel']
 
 
+@MODELS.register_module()
 class PrototypeBank(nn.Module):
     """Per-rank FIFO memory of 3x3 adaptive-average-pooled maps of the last block's input.
 
