@@ -51,7 +51,7 @@ def test_lists_and_loss_match_a_loop_implementation(sampler):
     B, G, k, R = 3, 2, 3, 2
     student, teacher, masks = make_batch(B, G)
     head = CorrespondenceHead(pool_sizes=(2, 4), topk=k, num_neg_draws=R, neg_sampler=sampler,
-                              seed=5)
+                              topk_tie_break='lowest_index', seed=5)
     gen = torch.Generator().manual_seed(5)
     expected = []
     for ks in (2, 4):
@@ -103,7 +103,7 @@ def test_region_selection_follows_the_own_mask():
     student, teacher, _ = make_batch(B, G, h=h, w=h)
     masks = torch.zeros(2 * G * B, 1, h, h)
     masks[1 * B + 0, 0, 2, 3] = 1  # u image 0, crop 1, cell (2, 3)
-    head = CorrespondenceHead(pool_sizes=(4, ), topk=1)
+    head = CorrespondenceHead(pool_sizes=(4, ), topk=1, topk_tie_break='lowest_index')
     maps = torch.stack([head._split_halves(student), head._split_halves(teacher)])
     _, index = head._regions(maps, head._masks_per_image(masks), 4)
     assert index[0, 0, 0] == 16 + 2 * 4 + 3  # crop 1's cells follow crop 0's 16 cells
@@ -174,7 +174,8 @@ def _global_worker(rank, world, port, out_dir):
 
         local = shard(student).clone().requires_grad_(True)
         head = CorrespondenceHead(pool_sizes=(2, 4), topk=3, num_neg_draws=3,
-                                  list_scope='global', seed=rank * 100)  # rank 0's draws win
+                                  topk_tie_break='lowest_index', list_scope='global',
+                                  seed=rank * 100)  # rank 0's draws win
         loss = head(local, shard(teacher), shard(masks))
         loss.backward()
         torch.save(dict(loss=loss.detach(), grad=local.grad), f'{out_dir}/rank{rank}.pt')
@@ -188,7 +189,8 @@ def test_global_list_over_two_ranks_equals_one_process(tmp_path):
     mp.spawn(_global_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world)
     student, teacher, masks = make_batch(B * world, G, seed=1)
     student.requires_grad_(True)
-    head = CorrespondenceHead(pool_sizes=(2, 4), topk=3, num_neg_draws=3, seed=0)
+    head = CorrespondenceHead(pool_sizes=(2, 4), topk=3, num_neg_draws=3,
+                              topk_tie_break='lowest_index', seed=0)
     loss = head(student, teacher, masks)
     loss.backward()
     full_grad = student.grad.view(2, G, B * world, *student.shape[1:])

@@ -15,8 +15,10 @@ Switches of spec §8 (corrected behaviour by default, the released one available
 - ``neg_sampler``: ``'derangement'`` draws uniform permutations without fixed points;
   ``'super_perm'`` the released map (a permutation with fixed points shifted by one, mod B, which
   may repeat items).
-- ``topk_tie_break``: ``'lowest_index'`` (CUDA top-k: ties in the pooled mask go to the first
-  cells in raster order, crop 0 first) or ``'random'``.
+- ``topk_tie_break``: ``'random'`` picks at random among cells with equal pooled foreground;
+  ``'lowest_index'`` reproduces CUDA's top-k in the released code, where ties go to the first cells
+  in raster order, so at ks = 14 (binary mask) the regions are nearly always the top rows of the
+  object in crop 0 (spec §1.3, §7.2).
 - ``list_scope``: ``'local'`` ranks the list of this rank's batch (released); ``'global'``
   all-gathers the selected regions of every rank, with gradients, and ranks one list over the
   global batch. Every rank computes the same loss; the all-gather's backward sums the ranks'
@@ -97,7 +99,7 @@ class CorrespondenceHead(nn.Module):
         num_crops (int): global crops G per image. Defaults to 2.
         mask_alignment (str): 'aligned' or 'as_coded'. Defaults to 'aligned'.
         neg_sampler (str): 'derangement' or 'super_perm'. Defaults to 'derangement'.
-        topk_tie_break (str): 'lowest_index' or 'random'. Defaults to 'lowest_index'.
+        topk_tie_break (str): 'random' or 'lowest_index'. Defaults to 'random'.
         list_scope (str): 'local' or 'global'. Defaults to 'local'.
         seed (int, optional): seed of the head's own generator for negatives and tie noise.
     """
@@ -110,7 +112,7 @@ class CorrespondenceHead(nn.Module):
                  num_crops: int = 2,
                  mask_alignment: str = 'aligned',
                  neg_sampler: str = 'derangement',
-                 topk_tie_break: str = 'lowest_index',
+                 topk_tie_break: str = 'random',
                  list_scope: str = 'local',
                  seed: Optional[int] = None) -> None:
         super().__init__()
