@@ -3,7 +3,7 @@
 custom_imports = dict(imports=['cotap_mm'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
 
-# student backbone; the teacher is a frozen copy of it
+# student backbone (ViT + object-aware filter); the teacher is a frozen copy of it
 model = dict(
     type='CoTAPVisionTransformer',
     arch='tiny',  # 64-d, 2 layers, 2 heads
@@ -11,7 +11,7 @@ model = dict(
     img_size=64,
     drop_path_rate=0.,
     out_type='featmap',
-    with_oaf=False)
+    with_oaf=True)  # 2D-wide patch features through the object-aware filter
 
 loss = dict(
     type='ContinuousAPLoss', tau=0.5, weight_threshold=-0.2, neg_weight=0.1, impl='auto',
