@@ -1,0 +1,1 @@
+from .cotap import *  # noqa: F401,F403

@@ -147,7 +147,10 @@ def set_kernel(module, kernel):
     if dst.shape != kernel.shape:
         raise ValueError(f'set_kernel: kernel shape {tuple(kernel.shape)} != OAF kernel shape '
                          f'{tuple(dst.shape)}')
-    dst.copy_(kernel)
+    # new storage rather than copy_(): the step's forward passes already saved the old kernel for
+    # backward (spec §2.4: that step's forward used the old kernel), and an in-place write would
+    # invalidate them; the Parameter object, and so its optimiser state, is kept
+    dst.data = kernel.detach().to(dtype=dst.dtype, device=dst.device, copy=True)
     return dst
 
 

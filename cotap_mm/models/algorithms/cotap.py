@@ -1,0 +1,237 @@
+"""CoTAP: continued self-distillation of a ViT with the CoTAP ranking loss and the object-aware
+filter (``../shared/spec/method.md`` §4)."""
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.dist import get_world_size
+from mmengine.logging import MessageHub
+from mmpretrain.models import BaseSelfSupervisor
+from mmpretrain.structures import DataSample
+from torch import Tensor
+
+from cotap_mm.registry import MODELS
+from ..utils import (CoTAPTeacherEMA, FeatureQueue, PrototypeBank, attention_foreground_mask,
+                     set_kernel, sinkhorn_knopp, sync_teacher_kernel)
+
+__all__ = ['CoTAP']
+
+LOSS_TERMS = ('inner_patch', 'inner_cls', 'cotap', 'intra_cls', 'entropy')
+
+
+@MODELS.register_module()
+class CoTAP(BaseSelfSupervisor):
+    """CoTAP pretraining algorithm.
+
+    Inputs come from :class:`CoTAPDataPreprocessor`: ``inputs['student']`` (photometrically
+    augmented) and ``inputs['teacher']`` (clean) each hold ``2 subsets x 2 images x V crops``
+    tensors (B, 3, S, S) at index ``subset * 2V + half * V + crop``: subset 0 = COCO, 1 = ImageNet;
+    half 0 = the image u, 1 = its kNN neighbour v; crops = G globals then L locals. Data samples
+    carry ``bbox_gc`` (2, 2, G, V, 4) and ``bbox_all`` (2, 2, V, G, 4) crop-overlap boxes.
+
+    One step (spec §4.2): teacher on COCO globals (patch scores, foreground mask) and ImageNet
+    globals (CLS scores); student on all crops, the ImageNet globals also filling the prototype
+    bank; the one-time k-means; Sinkhorn codes against the queues; the five losses; queue updates.
+    The teacher's EMA update runs after the optimiser step in :class:`TeacherEMAHook`.
+
+    Args:
+        backbone (dict): a ``CoTAPVisionTransformer`` config (``out_type`` is set to
+            ``'oaf_raw'``).
+        patch_head, cls_head (dict): ``CoTAPProjectionHead`` configs (K = 512 and 4096).
+        correspondence_head (dict): the CoTAP loss head (``CorrespondenceHead``).
+        inner_patch_loss, inner_cls_loss, intra_cls_loss, entropy_loss (dict): loss configs.
+        loss_weights (dict): weight per term of ``LOSS_TERMS``; all 1 by default.
+        num_crops (tuple[int, int]): (G, L). Defaults to (2, 4).
+        bank (dict): ``PrototypeBank`` arguments (embed_dims is filled in).
+        queue_sizes (tuple[int, int]): global patch / CLS queue lengths, divided by the world
+            size (spec §3.2). Defaults to (262144, 32768).
+        queue_inserts (tuple[int, int]): rows inserted per step (patch: a random subset of the
+            foreground rows; CLS: all rows the first time). Defaults to (2048, 100).
+        sinkhorn_temperatures (tuple[float, float]): patch / CLS. Defaults to (0.05, 0.07).
+        sinkhorn_iters (int): Defaults to 3.
+        sinkhorn_scope (str): 'local' (released) or 'global'.
+        fg_mass (float): attention mass kept by the foreground mask. Defaults to 0.6.
+        teacher_momentum (tuple[float, float]): DINO-convention EMA momentum start/end.
+        teacher_kernel_sync (bool): copy the k-means kernel into the teacher at once (spec
+            §2.4b); False reproduces the released EMA-only lag.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 patch_head: dict,
+                 cls_head: dict,
+                 correspondence_head: dict = dict(type='CorrespondenceHead'),
+                 inner_patch_loss: dict = dict(type='InnerPatchLoss'),
+                 inner_cls_loss: dict = dict(type='InnerCLSLoss'),
+                 intra_cls_loss: dict = dict(type='IntraCLSLoss'),
+                 entropy_loss: dict = dict(type='EntropyMaxLoss'),
+                 loss_weights: Optional[Dict[str, float]] = None,
+                 num_crops: Sequence[int] = (2, 4),
+                 bank: dict = dict(),
+                 queue_sizes: Sequence[int] = (262144, 32768),
+                 queue_inserts: Sequence[int] = (2048, 100),
+                 sinkhorn_temperatures: Sequence[float] = (0.05, 0.07),
+                 sinkhorn_iters: int = 3,
+                 sinkhorn_scope: str = 'local',
+                 fg_mass: float = 0.6,
+                 teacher_momentum: Sequence[float] = (0.9997, 0.9999),
+                 teacher_kernel_sync: bool = False,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        backbone = dict(backbone, out_type='oaf_raw')
+        if data_preprocessor is None:
+            data_preprocessor = dict(type='CoTAPDataPreprocessor')
+        super().__init__(backbone=backbone, data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        if not getattr(self.backbone, 'with_oaf', False):
+            raise ValueError('CoTAP: the backbone must be a CoTAPVisionTransformer with_oaf=True')
+        unknown = set(loss_weights or {}) - set(LOSS_TERMS)
+        if unknown:
+            raise ValueError(f'CoTAP: unknown `loss_weights` keys {sorted(unknown)}; expected '
+                             f'a subset of {LOSS_TERMS}')
+        self.loss_weights = {name: 1.0 for name in LOSS_TERMS}
+        self.loss_weights.update(loss_weights or {})
+        self.patch_head = MODELS.build(patch_head)
+        self.cls_head = MODELS.build(cls_head)
+        self.correspondence_head = MODELS.build(correspondence_head)
+        self.inner_patch_loss = MODELS.build(inner_patch_loss)
+        self.inner_cls_loss = MODELS.build(inner_cls_loss)
+        self.intra_cls_loss = MODELS.build(intra_cls_loss)
+        self.entropy_loss = MODELS.build(entropy_loss)
+        self.num_global, self.num_local = (int(n) for n in num_crops)
+        self.bank = PrototypeBank(**dict(dict(embed_dims=self.backbone.embed_dims,
+                                              num_prototypes=self.backbone.oaf.num_prototypes),
+                                         **bank))
+        world = get_world_size()
+        self.patch_queue = FeatureQueue(max(1, queue_sizes[0] // world),
+                                        self.patch_head.num_prototypes)
+        self.cls_queue = FeatureQueue(max(1, queue_sizes[1] // world),
+                                      self.cls_head.num_prototypes)
+        self.queue_inserts = tuple(int(n) for n in queue_inserts)
+        self.sinkhorn_temperatures = tuple(float(t) for t in sinkhorn_temperatures)
+        self.sinkhorn_iters, self.sinkhorn_scope = sinkhorn_iters, sinkhorn_scope
+        self.fg_mass = fg_mass
+        self.teacher_kernel_sync = teacher_kernel_sync
+        self.teacher = CoTAPTeacherEMA(self._student(), momentum=teacher_momentum)
+
+    def _student(self) -> nn.ModuleDict:
+        return nn.ModuleDict(
+            dict(backbone=self.backbone, patch_head=self.patch_head, cls_head=self.cls_head))
+
+    @torch.no_grad()
+    def update_teacher(self) -> None:
+        """EMA step of the teacher (called by ``TeacherEMAHook``)."""
+        self.teacher.update_parameters(self._student())
+
+    # -- layout helpers ------------------------------------------------------------------------
+
+    def _crops(self, views: List[Tensor], subset: int, kind: str) -> Tensor:
+        """Concatenate [u crops..., v crops...] of one subset: (2 n B, 3, S, S), n crops each."""
+        V = self.num_global + self.num_local
+        crops = range(self.num_global) if kind == 'global' else range(self.num_global, V)
+        return torch.cat([views[subset * 2 * V + half * V + c] for half in (0, 1) for c in crops])
+
+    @staticmethod
+    def _per_crop(x: Tensor, num_crops: int) -> Tensor:
+        """(2 n B, ...) in [u c0..c(n-1), v c0..] order -> (n, 2B, ...) with [u's; v's] per crop."""
+        x = x.reshape(2, num_crops, -1, *x.shape[1:]).transpose(0, 1)
+        return x.reshape(num_crops, -1, *x.shape[3:])
+
+    @staticmethod
+    def _maps(tokens: Tensor, head: nn.Module) -> Tensor:
+        """Patch-head scores of (n, 1+N, C) tokens as (n, K, h, w) maps (square grids)."""
+        scores = head(tokens[:, 1:])
+        side = int(round(scores.shape[1]**0.5))
+        return scores.transpose(1, 2).reshape(scores.shape[0], -1, side, side)
+
+    def _boxes(self, data_samples: List[DataSample], key: str) -> Tensor:
+        """COCO crop boxes per image (2B, ...) with [u's; v's], from each sample's ``key``."""
+        boxes = torch.stack([torch.as_tensor(s.get(key)) for s in data_samples])[:, 0]
+        return boxes.transpose(0, 1).flatten(0, 1).float()  # (B, 2, ...) -> (2B, ...)
+
+    # -- the step ------------------------------------------------------------------------------
+
+    def loss(self, inputs: Dict[str, List[Tensor]], data_samples: List[DataSample],
+             **kwargs) -> Dict[str, Tensor]:
+        student_in, teacher_in = inputs['student'], inputs['teacher']
+        G, L = self.num_global, self.num_local
+        with torch.no_grad():
+            teacher = self.teacher.module
+            tokens, extras = teacher.backbone(self._crops(teacher_in, 0, 'global'),
+                                              return_attn=True)
+            t_patch = self._maps(tokens[0], teacher.patch_head)  # (2GB, K, h, w)
+            fg_mask = attention_foreground_mask(extras['attn'], t_patch.shape[-2:],
+                                                mass=self.fg_mass)  # (2GB, 1, h, w)
+            t_cls = teacher.cls_head(teacher.backbone(self._crops(teacher_in, 1,
+                                                                  'global'))[0][:, 0])
+
+        s_patch = self._maps(self.backbone(self._crops(student_in, 0, 'global'))[0],
+                             self.patch_head)
+        tokens, extras = self.backbone(self._crops(student_in, 1, 'global'),
+                                       return_block_input=True)
+        self.bank.update(extras['block_input'])
+        s_cls = self.cls_head(tokens[0][:, 0])
+        s_patch_local = s_cls_local = None
+        if L:
+            s_patch_local = self._maps(self.backbone(self._crops(student_in, 0, 'local'))[0],
+                                       self.patch_head)
+            s_cls_local = self.cls_head(self.backbone(self._crops(student_in, 1,
+                                                                  'local'))[0][:, 0])
+
+        kernel = self.bank.maybe_cluster()
+        if kernel is not None:
+            set_kernel(self.backbone, kernel)
+            if self.teacher_kernel_sync:
+                sync_teacher_kernel(self.backbone, self.teacher.module.backbone)
+
+        losses = {}
+        t_rows = t_patch.permute(0, 2, 3, 1).reshape(-1, t_patch.shape[1])
+        if self.patch_queue.is_empty or self.cls_queue.is_empty:
+            # first step: no codes yet, as released (spec §3.2); zero losses keep the graph
+            zero = 0 * (s_patch.mean() + s_cls.mean())
+            losses.update(inner_patch=zero, inner_cls=zero, intra_cls=zero)
+        else:
+            losses.update(self._code_losses(t_patch, t_rows, t_cls, s_patch, s_patch_local,
+                                            s_cls, s_cls_local, fg_mask, data_samples))
+        losses['cotap'] = self.correspondence_head.loss(s_patch, t_patch, fg_mask)
+        losses['entropy'] = self.entropy_loss(self.backbone.oaf.kernel, self.bank.samples)
+
+        self.patch_queue.push(t_rows[fg_mask.flatten() > 0], max_insert=self.queue_inserts[0])
+        self.cls_queue.push(t_cls, max_insert=None if self.cls_queue.is_empty else
+                            self.queue_inserts[1])
+        return self._weighted(losses)
+
+    def _code_losses(self, t_patch, t_rows, t_cls, s_patch, s_patch_local, s_cls, s_cls_local,
+                     fg_mask, data_samples) -> Dict[str, Tensor]:
+        G, L = self.num_global, self.num_local
+        t_patch_temp, t_cls_temp = self.sinkhorn_temperatures
+        codes = sinkhorn_knopp(torch.cat([self.patch_queue.rows, t_rows]), t_patch_temp,
+                               self.sinkhorn_iters, self.sinkhorn_scope)[-t_rows.shape[0]:]
+        codes = codes.reshape(t_patch.shape[0], *t_patch.shape[2:], -1).permute(0, 3, 1, 2)
+        cls_codes = sinkhorn_knopp(torch.cat([self.cls_queue.rows, t_cls]), t_cls_temp,
+                                   self.sinkhorn_iters, self.sinkhorn_scope)[-t_cls.shape[0]:]
+        cls_codes = self._per_crop(cls_codes, G)  # (G, 2B, K)
+        s_cls_all = self._per_crop(s_cls, G)
+        if s_cls_local is not None:
+            s_cls_all = torch.cat([s_cls_all, self._per_crop(s_cls_local, L)])
+        return dict(
+            inner_patch=self.inner_patch_loss(
+                self._per_crop(codes, G), self._per_crop(s_patch, G),
+                None if s_patch_local is None else self._per_crop(s_patch_local, L),
+                self._boxes(data_samples, 'bbox_gc'), self._boxes(data_samples, 'bbox_all'),
+                self._per_crop(fg_mask, G)),
+            inner_cls=self.inner_cls_loss(cls_codes, s_cls_all),
+            intra_cls=self.intra_cls_loss(cls_codes, self._per_crop(s_cls, G)))
+
+    def _weighted(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Weight the terms and stop on a non-finite one, naming it and the iteration."""
+        out = {}
+        for name in LOSS_TERMS:
+            value = losses[name]
+            if not bool(torch.isfinite(value.detach()).all()):
+                it = MessageHub.get_current_instance().get_info('iter')
+                raise FloatingPointError(f'CoTAP: loss term `{name}` is {value.item()} at '
+                                         f'iteration {it}; stopping (check the learning rate, '
+                                         'AMP loss scale and the input data)')
+            out[f'loss_{name}'] = self.loss_weights[name] * value
+        return out
