@@ -137,3 +137,13 @@ def test_teacher_ema_schedule():
     m = teacher_momentum(1, 10)
     torch.testing.assert_close(ema.module.weight, m * old + (1 - m) * student.weight)
     assert math.isclose(ema.current_momentum(10), 0.9999)
+
+
+def test_missing_init_checkpoint_fails_at_start_up(tmp_path):
+    backbone = dict(type='CoTAPVisionTransformer', arch='tiny', patch_size=16, img_size=S_G,
+                    num_prototypes=4,
+                    init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'missing.pth'),
+                                  prefix='backbone.'))
+    model = tiny_cotap(backbone=backbone)
+    with pytest.raises(FileNotFoundError, match='missing.pth.*init_cfg=None'):
+        model.init_weights()

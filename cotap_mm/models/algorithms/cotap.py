@@ -1,5 +1,6 @@
 """CoTAP: continued self-distillation of a ViT with the CoTAP ranking loss and the object-aware
 filter (``../shared/spec/method.md`` §4)."""
+import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -113,6 +114,19 @@ class CoTAP(BaseSelfSupervisor):
         self.fg_mass = fg_mass
         self.teacher_kernel_sync = teacher_kernel_sync
         self.teacher = CoTAPTeacherEMA(self._student(), momentum=teacher_momentum)
+
+    def init_weights(self) -> None:
+        """Initialise the student; a missing init checkpoint fails here, at start-up."""
+        init_cfg = getattr(self.backbone, 'init_cfg', None) or {}
+        checkpoint = init_cfg.get('checkpoint') if isinstance(init_cfg, dict) else None
+        if (checkpoint and '://' not in str(checkpoint)
+                and not osp.isfile(osp.expanduser(str(checkpoint)))):
+            raise FileNotFoundError(
+                f'CoTAP: init checkpoint `model.backbone.init_cfg.checkpoint={checkpoint}` does not '
+                'exist. Convert the DINO/iBOT/Mugs/Leopart release to an mmengine checkpoint with '
+                'mmpretrain VisionTransformer keys under `backbone.` and put it there, or start '
+                'from random weights with `--cfg-options model.backbone.init_cfg=None`.')
+        super().init_weights()
 
     def _student(self) -> nn.ModuleDict:
         return nn.ModuleDict(
