@@ -1,0 +1,35 @@
+# COCO train2017 + ImageNet-1k train, each image paired with one of its 7 nearest neighbours
+# (spec §5). Layout and how to make the kNN files: docs/data.md.
+data_root = 'data/'
+nns_root = 'data/nns/'
+view_pipeline = [
+    dict(
+        type='CoTAPMultiCrop',
+        size_crops=(224, 96),
+        nmb_crops=(2, 4),
+        global_scale=(0.25, 1.0),
+        local_scale=(0.05, 0.1)),
+]
+train_dataloader = dict(
+    batch_size=14,  # x 8 GPUs = the released global batch of 112
+    num_workers=8,
+    persistent_workers=True,
+    pin_memory=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+    dataset=dict(
+        type='CoTAPDualDataset',
+        coco=dict(
+            type='KNNPairDataset',
+            dataset=dict(type='ImageList', data_root=data_root + 'coco', data_prefix='train2017'),
+            nns_file=nns_root + 'nns_vit_base_coco_train_None_224.npz',
+            num_neighbors=7,
+            nn_column_range='exclude_self'),  # released: 'with_self'
+        imagenet=dict(
+            type='KNNPairDataset',
+            dataset=dict(type='ImageList', data_root=data_root + 'imagenet', data_prefix='train'),
+            nns_file=nns_root + 'nns_vit_base_imagenet1k_train_None_224.npz',
+            num_neighbors=7,
+            nn_column_range='exclude_self'),
+        view_pipeline=view_pipeline,
+        pipeline=[dict(type='PackInputs', algorithm_keys=('bbox_gc', 'bbox_all'))]))

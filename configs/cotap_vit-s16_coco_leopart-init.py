@@ -1,0 +1,3 @@
+# CoTAP ViT-S/16 from the leopart release instead of DINO; everything else as cotap_vit-s16_coco.py.
+_base_ = './cotap_vit-s16_coco.py'
+model = dict(backbone=dict(init_cfg=dict(checkpoint='checkpoints/leopart_vit-s16.pth')))

@@ -1,0 +1,160 @@
+"""Test (evaluate) a checkpoint with an OpenMMLab config: mmpretrain or mmseg (``default_scope``).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE|DIR] [--out-item ...]
+                         [--show-dir DIR] [--show] [--cfg-options k=v ...]
+                         [--launcher none|pytorch|slurm|mpi]
+
+Runs ``Runner.test()`` with ``load_from=CHECKPOINT`` and prints the metrics (the Runner logs
+them as well). ``--out``:
+
+- ``*.pkl`` / ``*.pickle``: the predictions are dumped there (mmengine ``DumpResults``), or the
+  metrics with ``--out-item metrics``; other extensions (``.json``, ``.yaml``) only with
+  ``--out-item metrics``;
+- anything else with an mmseg config (``default_scope='mmseg'``): a directory for the predicted
+  segmentation maps, as mmseg's own ``tools/test.py`` does (``test_evaluator.output_dir``).
+
+``--show-dir`` turns on the config's visualization hook and saves the drawings there.
+``--launcher pytorch`` on CPU uses gloo, as in ``tools/train.py`` (see ``tools/dist_test.sh``).
+"""
+import argparse
+import importlib.util
+import os
+import os.path as osp
+import sys
+
+_TOOLS_DIR = osp.dirname(osp.abspath(__file__))
+
+
+def _load_train_helpers():
+    """tools/train.py (imported by path: tools/ is not a package) adds the repository root to
+    ``sys.path``, imports cotap_mm and holds the CPU-distributed helpers shared with this tool."""
+    spec = importlib.util.spec_from_file_location('_cotap_mm_tools_train',
+                                                  osp.join(_TOOLS_DIR, 'train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_train = _load_train_helpers()
+
+import mmengine  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.evaluator import DumpResults  # noqa: E402
+
+_PICKLE_EXTS = ('.pkl', '.pickle')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint (cotap_mm)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir for logs and the metrics file '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--out', help='output file (.pkl: predictions, or metrics with '
+                        '--out-item metrics) or, for mmseg configs, a directory for the '
+                        'predicted maps')
+    parser.add_argument('--out-item', choices=['metrics', 'pred'],
+                        help='what --out holds (default: pred)')
+    parser.add_argument('--show-dir', help='directory to save the visualizations in')
+    parser.add_argument('--show', action='store_true', help='display the visualizations')
+    parser.add_argument('--interval', type=int, default=1, help='visualize every N samples')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='display time of each window (s)')
+    parser.add_argument('--no-pin-memory', action='store_true',
+                        help='disable pin_memory in the test dataloader')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value pairs merged into the config')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return parser, args
+
+
+def _is_mmseg(cfg):
+    return str(cfg.get('default_scope', '')).startswith('mmseg')
+
+
+def enable_visualization(cfg, args, parser):
+    hooks = cfg.get('default_hooks', None) or {}
+    if 'visualization' not in hooks:
+        parser.error('--show/--show-dir need a visualization hook in default_hooks, e.g. '
+                     "visualization=dict(type='VisualizationHook') (mmpretrain) or "
+                     "dict(type='SegVisualizationHook') (mmseg)")
+    hook = hooks['visualization']
+    if _is_mmseg(cfg) or 'Seg' in str(hook.get('type', '')):
+        # mmseg's SegVisualizationHook: `draw`, and the visualizer saves to its save_dir
+        hook['draw'] = True
+        hook['interval'] = args.interval
+        if args.show:
+            hook['show'] = True
+            hook['wait_time'] = args.wait_time
+        if args.show_dir:
+            if cfg.get('visualizer', None) is None:
+                parser.error('--show-dir: the config has no visualizer')
+            cfg.visualizer['save_dir'] = args.show_dir
+    else:
+        # mmpretrain's VisualizationHook: `enable`, and out_dir
+        hook['enable'] = True
+        hook['show'] = args.show
+        hook['wait_time'] = args.wait_time
+        hook['out_dir'] = args.show_dir
+        hook['interval'] = args.interval
+
+
+def merge_args(cfg, args, parser):
+    cfg.launcher = args.launcher
+    _train.set_work_dir(cfg, args)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args, parser)
+    if args.out is not None and args.out_item is None and _is_mmseg(cfg) \
+            and not args.out.endswith(_PICKLE_EXTS):
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    _train.set_dataloader_defaults(cfg, fields=('test_dataloader', ), persistent=False,
+                                   no_pin_memory=args.no_pin_memory)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    _train.fix_persistent_workers(cfg, fields=('test_dataloader', ))
+    return cfg
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    if not osp.isfile(args.config):
+        parser.error(f'config file not found: {args.config}')
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint file not found: {args.checkpoint}')
+    if args.out_item is not None and args.out is None:
+        parser.error('--out-item needs --out FILE')
+    cfg = Config.fromfile(args.config)
+    for key in ('test_dataloader', 'test_cfg', 'test_evaluator'):
+        if cfg.get(key, None) is None:
+            parser.error(f'the config {args.config} has no `{key}`; tools/test.py needs '
+                         'test_dataloader, test_cfg and test_evaluator')
+    out_dir = (args.out is not None and args.out_item is None and _is_mmseg(cfg)
+               and not args.out.endswith(_PICKLE_EXTS))
+    dump_preds = args.out is not None and args.out_item != 'metrics' and not out_dir
+    if dump_preds and not args.out.endswith(_PICKLE_EXTS):
+        parser.error(f'--out {args.out}: predictions are dumped as a pickle (.pkl/.pickle); '
+                     'use --out-item metrics for a metrics file')
+    cfg = merge_args(cfg, args, parser)
+    _train.setup_cpu_distributed(cfg, args.launcher)
+    runner = _train.build_runner(cfg)
+    if dump_preds:
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    metrics = runner.test()
+    if args.out is not None and args.out_item == 'metrics' and runner.rank == 0:
+        mmengine.dump(metrics, args.out)
+    if runner.rank == 0:
+        print('metrics:', ' '.join(f'{k}: {v}' for k, v in (metrics or {}).items()), flush=True)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
