@@ -6,6 +6,6 @@ mmsegmentation's) registries.
 """
 from .version import __version__
 from .utils import compat  # noqa: F401  (applied on import)
-from . import engine, models  # noqa: F401,E402  (registers components)
+from . import datasets, engine, models  # noqa: F401,E402  (registers components)
 
 __all__ = ['__version__']

@@ -1,0 +1,1 @@
+from .multicrop import *  # noqa: F401,F403

@@ -1,3 +1,4 @@
+from .data_preprocessor import *  # noqa: F401,F403
 from .feature_queue import *  # noqa: F401,F403
 from .foreground_mask import *  # noqa: F401,F403
 from .kmeans import *  # noqa: F401,F403

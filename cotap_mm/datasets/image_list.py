@@ -1,0 +1,136 @@
+"""A label-free dataset of all images under a folder (COCO train2017, ImageNet train)."""
+import os
+import os.path as osp
+import warnings
+from typing import List, Optional, Sequence, Union
+
+from mmengine.dataset import BaseDataset
+
+from cotap_mm.registry import DATASETS, TRANSFORMS
+
+__all__ = ['ImageList', 'list_images', 'IMG_EXTENSIONS']
+
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+
+
+def list_images(root: str, extensions: Sequence[str] = IMG_EXTENSIONS) -> List[str]:
+    """All image files under ``root``, recursively, as sorted absolute-or-as-given paths.
+
+    The order is the sort order of the paths *relative to* ``root`` (so ``n01440764/a.JPEG``
+    sorts by class folder, then file name), and extensions match case-insensitively. This is
+    the order of :class:`ImageList` and of the rows of ``tools/precompute_knn.py``'s npz: both
+    must use this function, or the kNN rows no longer point at the right images.
+
+    Args:
+        root (str): Folder to scan (``data/coco/train2017``, ``data/imagenet/train``).
+        extensions (Sequence[str]): File-name suffixes to keep, e.g. ``('.jpg', '.jpeg')``.
+
+    Returns:
+        list[str]: ``osp.join(root, relpath)`` for every image, sorted by ``relpath``.
+    """
+    if not osp.isdir(root):
+        raise FileNotFoundError(f'list_images: image folder {root!r} does not exist; see '
+                                'docs/data.md for the expected layout (data/coco/train2017, '
+                                'data/imagenet/train/<wnid>).')
+    exts = tuple(e.lower() if e.startswith('.') else '.' + e.lower() for e in extensions)
+    rel = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in filenames:
+            if name.lower().endswith(exts):
+                rel.append(osp.relpath(osp.join(dirpath, name), root))
+    rel.sort()
+    return [osp.join(root, r) for r in rel]
+
+
+@DATASETS.register_module()
+class ImageList(BaseDataset):
+    """All images under ``data_root/data_prefix``, sorted (:func:`list_images`), no labels.
+
+    Each data info is ``dict(img_path=..., sample_idx=...)``; the pipeline (default: mmcv
+    ``LoadImageFromFile``, BGR uint8) loads it.
+
+    Unreadable images: with ``on_bad_image='skip'`` (default) a failing image is reported once
+    with a warning, counted in :attr:`num_bad_images` (per process: each dataloader worker
+    keeps its own count) and remembered, and :meth:`prepare_data` returns ``None`` so that the
+    caller draws another index (mmengine's ``__getitem__`` does this up to ``max_refetch``
+    times; :class:`KNNPairDataset` does its own retries). With ``'error'`` a ``RuntimeError``
+    names the file.
+
+    Args:
+        data_root (str): Dataset root, e.g. ``'data/coco'``. Defaults to ``''``.
+        data_prefix (str | dict): Sub-folder holding the images, e.g. ``'train2017'`` or
+            ``dict(img_path='train2017')``. Defaults to ``''``.
+        extensions (Sequence[str]): Image suffixes (case-insensitive). Defaults to
+            :data:`IMG_EXTENSIONS`.
+        on_bad_image (str): ``'skip'`` or ``'error'``. Defaults to ``'skip'``.
+        pipeline (Sequence[dict | callable]): Built in mmpretrain's ``TRANSFORMS``.
+            Defaults to ``[dict(type='LoadImageFromFile')]``.
+        **kwargs: Other :class:`mmengine.dataset.BaseDataset` arguments (``indices``,
+            ``lazy_init``, ``max_refetch``, ``test_mode``, ...).
+    """
+
+    ON_BAD_IMAGE = ('skip', 'error')
+
+    def __init__(self,
+                 data_root: str = '',
+                 data_prefix: Union[str, dict] = '',
+                 extensions: Sequence[str] = IMG_EXTENSIONS,
+                 on_bad_image: str = 'skip',
+                 pipeline: Optional[Sequence] = None,
+                 **kwargs):
+        if on_bad_image not in self.ON_BAD_IMAGE:
+            raise ValueError(f'ImageList: on_bad_image={on_bad_image!r}; choose one of '
+                             f'{self.ON_BAD_IMAGE}')
+        if isinstance(data_prefix, str):
+            data_prefix = dict(img_path=data_prefix)
+        if pipeline is None:
+            pipeline = [dict(type='LoadImageFromFile')]
+        # Build in mmpretrain's registry, whatever the current default scope.
+        pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
+        self.extensions = tuple(extensions)
+        self.on_bad_image = on_bad_image
+        self.num_bad_images = 0
+        self._bad_indices = set()
+        super().__init__(data_root=data_root, data_prefix=data_prefix, pipeline=pipeline,
+                         **kwargs)
+
+    @property
+    def img_dir(self) -> str:
+        return self.data_prefix['img_path']
+
+    def load_data_list(self) -> List[dict]:
+        paths = list_images(self.img_dir, self.extensions)
+        if not paths:
+            raise FileNotFoundError(f'ImageList: no image with extensions {self.extensions} '
+                                    f'under {self.img_dir!r} (data_root={self.data_root!r}, '
+                                    f'data_prefix={self.data_prefix}); check the paths or '
+                                    'the extensions argument.')
+        return [dict(img_path=p) for p in paths]
+
+    def get_img_path(self, idx: int) -> str:
+        return self.get_data_info(idx)['img_path']
+
+    def prepare_data(self, idx: int) -> Optional[dict]:
+        """Run the pipeline on image ``idx``; ``None`` if it is unreadable and we skip."""
+        if idx in self._bad_indices:
+            return None
+        data_info = self.get_data_info(idx)
+        try:
+            results = self.pipeline(data_info)
+            if results is None or results.get('img') is None:
+                raise ValueError('the pipeline returned no image')
+        except Exception as e:  # decoding errors come as many types (cv2, PIL, assert, IO)
+            path = data_info.get('img_path')
+            if self.on_bad_image == 'error':
+                raise RuntimeError(
+                    f'ImageList: cannot read image {path!r} (index {idx}): '
+                    f'{type(e).__name__}: {e}. Replace or delete the file (then re-run '
+                    "tools/precompute_knn.py), or set on_bad_image='skip'.") from e
+            self._bad_indices.add(idx)
+            self.num_bad_images += 1
+            warnings.warn(f'ImageList: skipping unreadable image {path!r} (index {idx}): '
+                          f'{type(e).__name__}: {e} ({self.num_bad_images} skipped so far in '
+                          'this process)')
+            return None
+        return results

@@ -1,0 +1,204 @@
+"""Precompute the kNN neighbour file of an image folder (STEGO ``precompute_knns.py`` format).
+
+    python tools/precompute_knn.py IMAGE_DIR OUT_NPZ [--checkpoint CKPT] [--arch base]
+        [--patch-size 16] [--k 30] [--batch-size 64] [--image-size 224] [--device cuda]
+
+Features: the images (in :func:`cotap_mm.datasets.image_list.list_images` order, the order of
+``ImageList``) are resized (shorter side) to ``--image-size`` and centre-cropped, normalised with
+the ImageNet statistics, passed through a plain ViT (``CoTAPVisionTransformer(with_oaf=False,
+out_type='raw')``), and the last-layer patch tokens (CLS dropped) are averaged and
+L2-normalised. The npz holds ``nns``: int64 (N, k), the top-k by cosine similarity (faiss
+``IndexFlatIP``), the image itself in column 0.
+
+The released files (``nns_vit_base_*_train_None_224.npz``) came from DINO ViT-B/16; pass such a
+backbone with ``--checkpoint`` (an mmengine checkpoint whose ``state_dict`` has ``backbone.*``
+keys, or a bare backbone state dict in mmpretrain ``VisionTransformer`` key layout).
+Without ``--checkpoint`` the weights are random: only for tests.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import List, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+from mmengine.logging import MMLogger  # noqa: E402
+from mmengine.utils import ProgressBar  # noqa: E402
+
+from cotap_mm.datasets.image_list import IMG_EXTENSIONS, list_images  # noqa: E402
+from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer  # noqa: E402
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(description='Precompute the STEGO-format kNN file of IMAGE_DIR')
+    p.add_argument('image_dir', help='image folder, scanned recursively (sorted)')
+    p.add_argument('out', help='output .npz (key "nns", int64 [N, k], self in column 0)')
+    p.add_argument('--checkpoint', help='backbone checkpoint (mmengine or bare state dict)')
+    p.add_argument('--prefix', default='backbone.',
+                   help='state-dict key prefix of the backbone in the checkpoint '
+                        '(default "backbone."; keys without it are used if none has it)')
+    p.add_argument('--arch', default='base', choices=['tiny', 'small', 'base'])
+    p.add_argument('--patch-size', type=int, default=16)
+    p.add_argument('--k', type=int, default=30, help='neighbours per image, self included')
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--image-size', type=int, default=224)
+    p.add_argument('--num-workers', type=int, default=4)
+    p.add_argument('--extensions', nargs='+', default=list(IMG_EXTENSIONS))
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    return p.parse_args(argv)
+
+
+class _Images(torch.utils.data.Dataset):
+    """Resize (shorter side) + centre crop + ImageNet normalisation: (3, S, S) float."""
+
+    def __init__(self, paths, size):
+        self.paths, self.size = paths, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                im = im.convert('RGB')
+                w, h = im.size
+                s = self.size / min(w, h)
+                nw, nh = max(self.size, round(w * s)), max(self.size, round(h * s))
+                im = im.resize((nw, nh), Image.BICUBIC)
+                left, top = (nw - self.size) // 2, (nh - self.size) // 2
+                im = im.crop((left, top, left + self.size, top + self.size))
+                x = np.asarray(im, dtype=np.float32) / 255.0
+        except Exception as e:
+            raise RuntimeError(f'precompute_knn: cannot read image {path!r} (row {i}): {e}. '
+                               'Replace or delete it (the npz rows must match ImageList, which '
+                               'lists the same files).') from e
+        return torch.from_numpy(((x - MEAN) / STD).transpose(2, 0, 1).copy())
+
+
+def load_backbone_weights(model: torch.nn.Module, checkpoint: str, prefix: str, logger):
+    """Strictly load a backbone state dict; raise listing missing / unexpected keys."""
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)  # trusted local file
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(state, dict):
+        raise ValueError(f'precompute_knn: {checkpoint!r} holds no state dict')
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    oaf = [k for k in state if k.startswith('oaf.')]
+    if oaf:
+        logger.info(f'Ignoring {len(oaf)} object-aware-filter keys (oaf.*): the kNN features '
+                    'use the plain ViT (with_oaf=False).')
+        state = {k: v for k, v in state.items() if not k.startswith('oaf.')}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise KeyError(f'precompute_knn: {checkpoint!r} does not match '
+                       f'the CoTAPVisionTransformer (embed_dims={model.embed_dims}) built from --arch/--patch-size '
+                       f'with prefix {prefix!r}.\n  missing keys: {missing}\n  unexpected '
+                       f'keys: {unexpected}\nCheck --arch / --patch-size / --prefix, or '
+                       'convert the checkpoint to mmpretrain VisionTransformer keys.')
+    model.load_state_dict(state, strict=True)
+    logger.info(f'Loaded backbone weights from {checkpoint}')
+
+
+@torch.no_grad()
+def extract_features(model, paths, image_size, batch_size, num_workers, device):
+    """(N, D) float32 L2-normalised mean-pooled patch features, in ``paths`` order."""
+    loader = torch.utils.data.DataLoader(_Images(paths, image_size), batch_size=batch_size,
+                                         shuffle=False, num_workers=num_workers)
+    feats = []
+    bar = ProgressBar(len(paths))
+    for x in loader:
+        tokens = model(x.to(device))[-1]                         # (B, 1 + N, D)
+        f = tokens[:, 1:].float().mean(dim=1)
+        feats.append(torch.nn.functional.normalize(f, dim=1).cpu())
+        for _ in range(x.shape[0]):
+            bar.update()
+    sys.stdout.write('\n')
+    return torch.cat(feats).numpy().astype(np.float32)
+
+
+def force_self_first(nns: np.ndarray) -> np.ndarray:
+    """Make column 0 of row i equal i (ties between duplicates may put another image first).
+
+    If i is in the row it is moved to the front (the others keep their order); otherwise it is
+    prepended and the last neighbour dropped.
+    """
+    n, k = nns.shape
+    rows = np.arange(n)[:, None]
+    is_self = nns == rows                                          # (N, k)
+    has_self = is_self.any(axis=1)
+    # Position of self, or k-1 (the dropped last column) when absent.
+    pos = np.where(has_self, is_self.argmax(axis=1), k - 1)
+    cols = np.arange(k)[None]
+    # New row: [i, old[0..pos-1], old[pos+1..k-1]].
+    src = np.where(cols <= pos[:, None], cols - 1, cols)          # (N, k); -1 at column 0
+    out = np.take_along_axis(nns, np.clip(src, 0, k - 1), axis=1)
+    out[:, 0] = np.arange(n)
+    return out
+
+
+def knn(features: np.ndarray, k: int) -> np.ndarray:
+    """Top-k cosine neighbours (features L2-normalised): (N, k) int64, self in column 0."""
+    import faiss
+    index = faiss.IndexFlatIP(features.shape[1])
+    index.add(features)
+    _, nns = index.search(features, k)
+    return force_self_first(nns.astype(np.int64))
+
+
+def save_npz_atomic(path: str, **arrays):
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp.{os.getpid()}'
+    try:
+        with open(tmp, 'wb') as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def main(argv: Optional[List[str]] = None) -> np.ndarray:
+    args = parse_args(argv)
+    name = 'precompute_knn'
+    logger = (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
+              MMLogger.get_instance(name, logger_name=name))
+    paths = list_images(args.image_dir, args.extensions)
+    if not paths:
+        raise FileNotFoundError(f'precompute_knn: no image with extensions {args.extensions} '
+                                f'under {args.image_dir!r}')
+    k = args.k
+    if k > len(paths):
+        logger.warning(f'--k {k} > number of images {len(paths)}: using k={len(paths)}')
+        k = len(paths)
+    model = CoTAPVisionTransformer(arch=args.arch, patch_size=args.patch_size,
+                                   img_size=args.image_size, with_oaf=False, out_type='raw')
+    if args.checkpoint:
+        load_backbone_weights(model, args.checkpoint, args.prefix, logger)
+    else:
+        logger.warning('!' * 78 + '\nprecompute_knn: NO --checkpoint given: the features come '
+                       'from a RANDOMLY INITIALISED ViT, so the neighbours are meaningless. '
+                       'Use this for tests only.\n' + '!' * 78)
+    model.eval().to(args.device)
+    logger.info(f'{len(paths)} images under {args.image_dir}; arch={args.arch}/'
+                f'{args.patch_size}, image size {args.image_size}, k={k}')
+    feats = extract_features(model, paths, args.image_size, args.batch_size, args.num_workers,
+                             args.device)
+    nns = knn(feats, k)
+    save_npz_atomic(args.out, nns=nns)
+    logger.info(f'Wrote {args.out}: nns {nns.shape} {nns.dtype}')
+    return nns
+
+
+if __name__ == '__main__':
+    main()
