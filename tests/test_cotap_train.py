@@ -1,0 +1,119 @@
+"""CoTAP pretraining end to end on generated images in the documented layout (docs/data.md):
+kNN files from tools/precompute_knn.py, then tools/train.py and tools/dist_train.sh (2 CPU
+processes) with configs/cotap_vit-s16_coco.py shrunk to a tiny model."""
+import json
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import cotap_mm  # noqa: F401  (torch.load allow-list for mmengine checkpoints)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+TINY = f"""
+_base_ = '{ROOT}/configs/cotap_vit-s16_coco.py'
+model = dict(
+    backbone=dict(arch='tiny', img_size=64, num_prototypes=8, init_cfg=None),
+    patch_head=dict(in_channels=128, num_prototypes=32, hidden_channels=64,
+                    bottleneck_channels=16),
+    cls_head=dict(in_channels=128, num_prototypes=48, hidden_channels=64,
+                  bottleneck_channels=16),
+    correspondence_head=dict(pool_sizes=(2, 4), topk=3, num_neg_draws=2),
+    bank=dict(capacity=16, num_insert=4, kmeans_iters=20),
+    queue_sizes=(1024, 256),
+    queue_inserts=(64, 8))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(
+        coco=dict(num_neighbors=3), imagenet=dict(num_neighbors=3),
+        view_pipeline=[dict(type='CoTAPMultiCrop', size_crops=(64, 32), nmb_crops=(2, 4))]))
+train_cfg = dict(max_iters=3)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+"""
+
+
+def _image(path, seed):
+    rng = np.random.default_rng(seed)
+    img = np.full((120, 160, 3), rng.integers(0, 255, 3), np.uint8)
+    for _ in range(3):
+        center = tuple(int(v) for v in rng.integers(20, 100, 2))
+        color = [int(c) for c in rng.integers(0, 255, 3)]
+        cv2.circle(img, center, int(rng.integers(10, 40)), color, -1)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    cv2.imwrite(path, img)
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    """data/coco/train2017, data/imagenet/train/<wnid>, data/nns/*.npz and a tiny config."""
+    root = tmp_path_factory.mktemp('cotap_e2e')
+    for i in range(6):
+        _image(str(root / 'data/coco/train2017' / f'{i:012d}.jpg'), i)
+    for c in range(2):
+        for i in range(3):
+            _image(str(root / f'data/imagenet/train/n0000000{c}/im{i}.JPEG'), 100 + 3 * c + i)
+    for subset, folder in (('coco', 'coco/train2017'), ('imagenet1k', 'imagenet/train')):
+        subprocess.run([sys.executable, osp.join(ROOT, 'tools/precompute_knn.py'),
+                        f'data/{folder}', f'data/nns/nns_vit_base_{subset}_train_None_224.npz',
+                        '--arch', 'tiny', '--k', '5', '--image-size', '64', '--num-workers',
+                        '0'], cwd=root, check=True, capture_output=True)
+    (root / 'tiny.py').write_text(TINY)
+    return root
+
+
+def _env():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHON=sys.executable)
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    return env
+
+
+def _losses(work_dir):
+    """Per-iteration logged losses from mmengine's scalars.json."""
+    runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d)))
+    with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
+        rows = [json.loads(line) for line in f]
+    return {r['iter']: {k: v for k, v in r.items() if k.startswith('loss')} for r in rows
+            if 'loss' in r}
+
+
+def test_single_process_training_and_kmeans(workspace):
+    work_dir = workspace / 'work_dirs/single'
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), 'tiny.py',
+                          '--work-dir', str(work_dir)], cwd=workspace, env=_env(),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    losses = _losses(work_dir)
+    assert sorted(losses) == [1, 2, 3]
+    for row in losses.values():
+        assert all(np.isfinite(v) for v in row.values())
+    assert losses[1]['loss_inner_patch'] == 0 and losses[2]['loss_inner_patch'] > 0
+    ckpt = torch.load(work_dir / 'iter_3.pth', map_location='cpu')
+    state = ckpt['state_dict']
+    # the bank filled (2 x 2 x 2 ImageNet globals per step, capacity 16) and k-means fired
+    assert bool(state['bank.initialized']) and int(state['bank.num_filled']) == 16
+    assert int(state['teacher.steps']) == 4  # the initial copy + one EMA step per iteration
+    assert int(state['cls_queue.num_filled']) > 0
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_cpu_processes_with_dist_train(workspace):
+    env = dict(_env(), PORT=str(_free_port()))
+    out = subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), 'tiny.py', '2',
+                          '--work-dir', 'work_dirs/dist', '--cfg-options',
+                          'train_cfg.max_iters=2'], cwd=workspace, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert (workspace / 'work_dirs/dist/iter_2.pth').is_file()
+    assert 'Distributed training: True' in out.stdout + out.stderr
