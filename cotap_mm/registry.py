@@ -12,9 +12,9 @@ mmpretrain's nodes, exported here. Components that mmsegmentation must build too
 backbone) are also registered in mmseg's ``MODELS`` through :func:`register_in_mmseg`, which imports
 only the light ``mmseg.registry`` module, never ``mmseg.models``.
 """
-from mmpretrain.registry import DATASETS, HOOKS, METRICS, MODELS, TRANSFORMS
+from mmpretrain.registry import DATASETS, HOOKS, LOOPS, METRICS, MODELS, TRANSFORMS
 
-__all__ = ['MODELS', 'DATASETS', 'TRANSFORMS', 'HOOKS', 'METRICS', 'register_in_mmseg']
+__all__ = ['MODELS', 'DATASETS', 'TRANSFORMS', 'HOOKS', 'LOOPS', 'METRICS', 'register_in_mmseg']
 
 
 def register_in_mmseg(module):

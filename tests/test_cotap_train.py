@@ -28,7 +28,8 @@ model = dict(
     correspondence_head=dict(pool_sizes=(2, 4), topk=3, num_neg_draws=2),
     bank=dict(capacity=16, num_insert=4, kmeans_iters=20),
     queue_sizes=(1024, 256),
-    queue_inserts=(64, 8))
+    queue_inserts=(64, 8),
+    teacher_momentum_steps=100)  # the same EMA schedule whatever max_iters a run stops at
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(
@@ -117,3 +118,35 @@ def test_two_cpu_processes_with_dist_train(workspace):
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert (workspace / 'work_dirs/dist/iter_2.pth').is_file()
     assert 'Distributed training: True' in out.stdout + out.stderr
+
+
+def _train(workspace, work_dir, *extra):
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), 'tiny.py',
+                          '--work-dir', str(work_dir), *extra], cwd=workspace, env=_env(),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_resume_is_bit_exact(workspace):
+    """2 + 2 iterations with --resume equal 4 uninterrupted ones: losses, weights, teacher,
+    queues, bank and optimizer state."""
+    full, split = workspace / 'work_dirs/full', workspace / 'work_dirs/split'
+    _train(workspace, full, '--cfg-options', 'train_cfg.max_iters=4')
+    _train(workspace, split, '--cfg-options', 'train_cfg.max_iters=2')
+    out = _train(workspace, split, '--resume', str(split / 'iter_2.pth'), '--cfg-options',
+                 'train_cfg.max_iters=4')
+    assert 'resumed' in out.stdout + out.stderr
+    a = torch.load(full / 'iter_4.pth', map_location='cpu')
+    b = torch.load(split / 'iter_4.pth', map_location='cpu')
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for key, value in a['state_dict'].items():
+        assert torch.equal(value, b['state_dict'][key]), key
+    for key in ('bank.bank', 'patch_queue.storage', 'teacher.steps'):
+        assert any(k.startswith(key.split('.')[0]) for k in a['state_dict'])
+    state_a, state_b = a['optimizer']['state'], b['optimizer']['state']
+    for idx in state_a:
+        assert torch.equal(state_a[idx]['exp_avg'], state_b[idx]['exp_avg'])
+    losses_a, losses_b = _losses(full), _losses(split)
+    for it in (3, 4):
+        assert losses_a[it] == losses_b[it]

@@ -23,4 +23,5 @@ param_scheduler = [
     dict(type='CosineAnnealingParamScheduler', param_name='weight_decay', T_max=max_iters + 5,
          eta_min_ratio=10., by_epoch=False, begin=0, end=max_iters),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters)
+# mmengine's IterBasedTrainLoop, but skipping trained batches on resume keeps the RNG streams
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters)

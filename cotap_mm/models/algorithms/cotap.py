@@ -55,6 +55,8 @@ class CoTAP(BaseSelfSupervisor):
         teacher_momentum (tuple[float, float]): DINO-convention EMA momentum start/end.
         teacher_kernel_sync (bool): copy the k-means kernel into the teacher at once (spec
             §2.4b); False reproduces the released EMA-only lag.
+        teacher_momentum_steps (int, optional): length T of the momentum schedule; defaults to
+            the run's ``max_iters + 5`` (released).
     """
 
     def __init__(self,
@@ -77,6 +79,7 @@ class CoTAP(BaseSelfSupervisor):
                  fg_mass: float = 0.6,
                  teacher_momentum: Sequence[float] = (0.9997, 0.9999),
                  teacher_kernel_sync: bool = False,
+                 teacher_momentum_steps: Optional[int] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         backbone = dict(backbone, out_type='oaf_raw')
@@ -113,7 +116,8 @@ class CoTAP(BaseSelfSupervisor):
         self.sinkhorn_iters, self.sinkhorn_scope = sinkhorn_iters, sinkhorn_scope
         self.fg_mass = fg_mass
         self.teacher_kernel_sync = teacher_kernel_sync
-        self.teacher = CoTAPTeacherEMA(self._student(), momentum=teacher_momentum)
+        self.teacher = CoTAPTeacherEMA(self._student(), momentum=teacher_momentum,
+                                       total_steps=teacher_momentum_steps)
 
     def init_weights(self) -> None:
         """Initialise the student; a missing init checkpoint fails here, at start-up."""

@@ -1,0 +1,403 @@
+"""Quick dense linear probe of the backbone during pretraining (issue "CoTAP pretraining", item 6).
+
+Every ``interval`` training iterations :class:`DenseProbeHook` extracts the backbone's 2D-wide
+patch features on a small labelled segmentation subset, fits a 1x1-conv (linear) probe on part of
+it with Adam and logs the mIoU on the rest, as ``probe/mIoU`` (and ``probe/aAcc``).
+
+Example (pretraining config, ``default_scope='mmpretrain'``)::
+
+    custom_hooks = [
+        dict(type='TeacherEMAHook'),
+        dict(type='DenseProbeHook', interval=1600, num_images=100, img_size=224,
+             dataset=dict(type='PascalVOCDataset', data_root='data/VOCdevkit/VOC2012',
+                          data_prefix=dict(img_path='JPEGImages',
+                                           seg_map_path='SegmentationClass'),
+                          ann_file='ImageSets/Segmentation/val.txt')),
+    ]
+    # keep the checkpoint with the best probe mIoU
+    default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1600,
+                                         save_best='probe/mIoU', rule='greater'))
+
+The dataset config is built in mmsegmentation's scope; its ``pipeline`` is ignored: the hook loads
+each sample with mmcv's ``LoadImageFromFile`` and mmseg's ``LoadAnnotations`` (so ``label_map``
+and ``reduce_zero_label`` of the dataset apply), resizes images (bilinear) and labels (nearest) to
+``img_size`` and normalises with the ImageNet mean/std (BGR->RGB), independently of the
+algorithm's data preprocessor.
+
+Best-checkpoint selection: there is no validation loop in iteration-based pretraining, so the hook
+hands its metrics to every :class:`~mmengine.hooks.CheckpointHook` whose ``save_best`` keys are
+all among them (e.g. ``save_best='probe/mIoU'``; ``'auto'`` is not served) by calling that hook's
+``after_val_epoch(runner, metrics)``, which is exactly what a ``ValLoop`` would trigger. Only
+CheckpointHooks are called: ``runner.call_hook('after_val_epoch')`` would also run the
+LoggerHook's validation logging, which needs a val dataloader. The probe of the model after ``k``
+iterations runs at the start of iteration ``k`` (``before_train_iter``, where ``runner.iter == k``,
+as in a ``ValLoop``), so best checkpoints are named ``best_probe_mIoU_iter_{k}.pth`` and carry
+``iter=k``; the probe after the last iteration runs in ``after_train``.
+
+In distributed training every rank runs the (deterministic) probe on its own copy of the subset.
+"""
+import math
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import MMLogger
+from mmengine.model import is_model_wrapper
+from mmengine.registry import DefaultScope
+
+from cotap_mm.registry import HOOKS
+
+__all__ = ['DenseProbeHook', 'fit_linear_probe', 'segmentation_scores']
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def segmentation_scores(pred, label, num_classes, ignore_index=255):
+    """mIoU and pixel accuracy from a bincount confusion matrix (mmseg ``IoUMetric`` semantics).
+
+    Pixels whose label is ``ignore_index`` or outside ``[0, num_classes)`` are skipped; classes
+    absent from both prediction and label (union 0) are left out of the mean, like mmseg's
+    ``nanmean``.
+
+    Args:
+        pred (Tensor): Predicted class ids, any shape.
+        label (Tensor): Ground-truth ids, same shape.
+        num_classes (int): Number of classes.
+        ignore_index (int): Label value to ignore.
+
+    Returns:
+        tuple[float, float, Tensor]: mIoU, aAcc (both in [0, 1]) and per-class IoU (NaN where
+        the union is empty).
+    """
+    pred, label = pred.reshape(-1).long(), label.reshape(-1).long()
+    valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
+    pred, label = pred[valid].clamp_(0, num_classes - 1), label[valid]
+    conf = torch.bincount(label * num_classes + pred,
+                          minlength=num_classes**2).reshape(num_classes, num_classes).double()
+    inter = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - inter
+    iou = inter / union  # NaN where union == 0
+    present = union > 0
+    miou = iou[present].mean().item() if bool(present.any()) else float('nan')
+    total = conf.sum().item()
+    aacc = inter.sum().item() / total if total > 0 else float('nan')
+    return miou, aacc, iou.float()
+
+
+def _probe_logits(weight, bias, feats, size):
+    logits = F.conv2d(feats, weight[:, :, None, None], bias)
+    return F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+
+
+def fit_linear_probe(feats,
+                     labels,
+                     num_classes,
+                     iters=200,
+                     lr=1e-2,
+                     batch_size=None,
+                     ignore_index=255,
+                     normalize=True,
+                     seed=0):
+    """Fit a 1x1-conv probe on feature maps with Adam; return a predictor.
+
+    Logits (B, K, h, w) are upsampled bilinearly to the label resolution (H, W) and trained with
+    cross-entropy ignoring ``ignore_index`` (mmseg style). The global RNG is left untouched: the
+    initialisation and the batch sampling use a private generator seeded with ``seed``.
+
+    Args:
+        feats (Tensor): (N, C, h, w) features.
+        labels (Tensor): (N, H, W) integer labels.
+        num_classes (int): Number of classes K.
+        iters (int): Adam steps.
+        lr (float): Adam learning rate.
+        batch_size (int, optional): Images per step, sampled at random; ``None``: full batch.
+        ignore_index (int): Label value to ignore.
+        normalize (bool): Standardise each channel with the mean/std of ``feats``.
+        seed (int): Seed of the private generator.
+
+    Returns:
+        Callable[[Tensor], Tensor]: maps (M, C, h, w) features to (M, K, H, W) logits.
+    """
+    device = feats.device
+    N, C = feats.shape[:2]
+    size = tuple(labels.shape[-2:])
+    labels = labels.long()
+    if normalize:
+        mean = feats.mean(dim=(0, 2, 3), keepdim=True)
+        std = feats.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    else:
+        mean = torch.zeros(1, C, 1, 1, device=device, dtype=feats.dtype)
+        std = torch.ones(1, C, 1, 1, device=device, dtype=feats.dtype)
+    x = (feats - mean) / std
+    gen = torch.Generator().manual_seed(int(seed))
+    weight = (torch.randn(num_classes, C, generator=gen) * 0.01).to(device).requires_grad_()
+    bias = torch.zeros(num_classes, device=device, requires_grad=True)
+    optim = torch.optim.Adam([weight, bias], lr=lr)
+    with torch.enable_grad():
+        for _ in range(int(iters)):
+            if batch_size is None or batch_size >= N:
+                xb, yb = x, labels
+            else:
+                idx = torch.randperm(N, generator=gen)[:batch_size].to(device)
+                xb, yb = x[idx], labels[idx]
+            loss = F.cross_entropy(_probe_logits(weight, bias, xb, size), yb,
+                                   ignore_index=ignore_index)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+    weight, bias = weight.detach(), bias.detach()
+
+    def predict(new_feats):
+        with torch.no_grad():
+            return _probe_logits(weight, bias, (new_feats - mean) / std, size)
+
+    return predict
+
+
+@HOOKS.register_module()
+class DenseProbeHook(Hook):
+    """Log the mIoU of a quick linear probe on the backbone's patch features.
+
+    Args:
+        dataset (dict | Dataset, optional): mmseg dataset (config, built in mmseg's scope, or a
+            built dataset with ``get_data_info``) whose samples have ``img_path`` and
+            ``seg_map_path``. ``None``: the hook does nothing (one info line).
+        val_dataset (dict | Dataset, optional): Separate evaluation set; then all of ``dataset``
+            (up to ``num_images``) is used for fitting.
+        num_classes (int, optional): Default: ``len(dataset.metainfo['classes'])``.
+        interval (int): Probe after every ``interval`` iterations (released: 1600).
+        after_train (bool): Also probe the final model (if not probed at that iteration).
+        probe_at_start (bool): Also probe the weights training starts (or resumes) from.
+        num_images (int, optional): Use the first ``num_images`` samples of ``dataset`` (and of
+            ``val_dataset``); ``None``: all.
+        fit_ratio (float): Without ``val_dataset``: fraction of the subset used for fitting, the
+            rest is evaluated (default 0.8).
+        img_size (int | tuple[int, int]): Size images and labels are resized to.
+        which (str): ``'student'`` (default; released evaluation uses the student) or
+            ``'teacher'`` (``model.teacher.module.backbone``).
+        probe_iters (int): Adam steps of the probe.
+        probe_lr (float): Adam learning rate.
+        probe_batch_size (int, optional): Images per Adam step; ``None``: full batch.
+        batch_size (int): Images per backbone forward during feature extraction.
+        normalize_features (bool): Standardise feature channels before the probe.
+        ignore_index (int): Label to ignore.
+        seed (int): Seed of the probe's private generator.
+        save_best (bool): Hand the metrics to matching ``CheckpointHook``s (see module doc).
+        prefix (str): Metric name prefix.
+    """
+    priority = 'LOW'  # before CheckpointHook (VERY_LOW), so its after_train sees the last best
+
+    def __init__(self,
+                 dataset=None,
+                 val_dataset=None,
+                 num_classes: Optional[int] = None,
+                 interval: int = 1600,
+                 after_train: bool = True,
+                 probe_at_start: bool = False,
+                 num_images: Optional[int] = 100,
+                 fit_ratio: float = 0.8,
+                 img_size: Union[int, Sequence[int]] = 224,
+                 which: str = 'student',
+                 probe_iters: int = 200,
+                 probe_lr: float = 1e-2,
+                 probe_batch_size: Optional[int] = 16,
+                 batch_size: int = 16,
+                 normalize_features: bool = True,
+                 ignore_index: int = 255,
+                 seed: int = 0,
+                 save_best: bool = True,
+                 prefix: str = 'probe'):
+        if which not in ('student', 'teacher'):
+            raise ValueError(f"DenseProbeHook: which must be 'student' or 'teacher', got {which!r}")
+        if not isinstance(interval, int) or interval <= 0:
+            raise ValueError(f'DenseProbeHook: interval must be a positive int, got {interval!r}')
+        if not 0 < fit_ratio < 1:
+            raise ValueError(f'DenseProbeHook: fit_ratio must be in (0, 1), got {fit_ratio!r}')
+        self.dataset_cfg = dataset
+        self.val_dataset_cfg = val_dataset
+        self.num_classes = num_classes
+        self.interval = interval
+        self.probe_after_train = after_train
+        self.probe_at_start = probe_at_start
+        self.num_images = num_images
+        self.fit_ratio = fit_ratio
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.which = which
+        self.probe_iters = probe_iters
+        self.probe_lr = probe_lr
+        self.probe_batch_size = probe_batch_size
+        self.batch_size = batch_size
+        self.normalize_features = normalize_features
+        self.ignore_index = ignore_index
+        self.seed = seed
+        self.save_best = save_best
+        self.prefix = prefix
+        self._data = None  # (fit_imgs, fit_labels, val_imgs, val_labels), uint8/long on CPU
+        self._start_iter = 0
+        self._last_probed = None
+        self.enabled = dataset is not None
+
+    # ------------------------------------------------------------------ data
+    @staticmethod
+    def _build_dataset(cfg):
+        if not isinstance(cfg, dict):
+            return cfg
+        from mmseg.registry import DATASETS
+        cfg = dict(cfg)
+        cfg['pipeline'] = []  # samples are loaded by the hook itself
+        with DefaultScope.overwrite_default_scope('mmseg'):
+            return DATASETS.build(cfg)
+
+    def _load(self, dataset, indices):
+        from mmcv.transforms import LoadImageFromFile
+        from mmseg.datasets.transforms import LoadAnnotations
+        load_img, load_ann = LoadImageFromFile(), LoadAnnotations()
+        imgs, labels = [], []
+        for i in indices:
+            info = dataset.get_data_info(i)
+            info.setdefault('seg_fields', [])
+            info.setdefault('reduce_zero_label', False)
+            results = load_ann(load_img(info))
+            img = torch.from_numpy(np.ascontiguousarray(results['img'][..., ::-1]))  # BGR->RGB
+            img = img.permute(2, 0, 1)[None].float()
+            img = F.interpolate(img, size=self.img_size, mode='bilinear', align_corners=False)
+            imgs.append(img.round().clamp(0, 255).to(torch.uint8))
+            seg = torch.from_numpy(results['gt_seg_map'].astype(np.int64))[None, None].float()
+            labels.append(F.interpolate(seg, size=self.img_size, mode='nearest').long()[:, 0])
+        return torch.cat(imgs), torch.cat(labels)
+
+    def _prepare(self, logger):
+        dataset = self._build_dataset(self.dataset_cfg)
+        if self.num_classes is None:
+            self.num_classes = len(dataset.metainfo['classes'])
+        cap = len(dataset) if self.num_images is None else min(self.num_images, len(dataset))
+        if self.val_dataset_cfg is not None:
+            val_dataset = self._build_dataset(self.val_dataset_cfg)
+            vcap = (len(val_dataset) if self.num_images is None else
+                    min(self.num_images, len(val_dataset)))
+            fit = self._load(dataset, range(cap))
+            val = self._load(val_dataset, range(vcap))
+        else:
+            if cap < 2:
+                raise ValueError('DenseProbeHook: need at least 2 images to split into fit/eval '
+                                 f'parts, got {cap}')
+            n_fit = min(cap - 1, max(1, int(round(self.fit_ratio * cap))))
+            imgs, labels = self._load(dataset, range(cap))
+            fit, val = (imgs[:n_fit], labels[:n_fit]), (imgs[n_fit:], labels[n_fit:])
+        self._data = (*fit, *val)
+        logger.info(f'DenseProbeHook: {len(fit[0])} fit / {len(val[0])} eval images at '
+                    f'{self.img_size}, {self.num_classes} classes, {self.which} backbone')
+
+    # ------------------------------------------------------------------ model
+    def _backbone(self, runner):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if self.which == 'teacher':
+            teacher = model.teacher
+            model = getattr(teacher, 'module', teacher)
+        return model.backbone
+
+    @staticmethod
+    def to_feature_map(out):
+        """Backbone output -> (B, C, h, w): a map as is; tokens (B, [1+]N, C) on a square grid."""
+        if isinstance(out, (tuple, list)):  # one output per out_index: take the last
+            out = out[-1]
+        if isinstance(out, (tuple, list)):  # e.g. mmseg's ViT [patch_map, cls_token]
+            out = out[0]
+        if out.dim() == 4:
+            return out
+        if out.dim() != 3:
+            raise ValueError(f'DenseProbeHook: cannot read a feature map from a backbone output '
+                             f'of shape {tuple(out.shape)}')
+        B, T, C = out.shape
+        side = math.isqrt(T)
+        if side * side != T:  # CLS first
+            out, T = out[:, 1:], T - 1
+            side = math.isqrt(T)
+            if side * side != T:
+                raise ValueError(f'DenseProbeHook: {T + 1} tokens are neither a square grid nor '
+                                 'CLS + a square grid')
+        return out.transpose(1, 2).reshape(B, C, side, side)
+
+    def _extract(self, backbone, imgs):
+        device = next(backbone.parameters()).device
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        feats = []
+        for start in range(0, len(imgs), self.batch_size):
+            x = (imgs[start:start + self.batch_size].to(device).float() - mean) / std
+            feats.append(self.to_feature_map(backbone(x)).float())
+        return torch.cat(feats)
+
+    # ------------------------------------------------------------------ probe
+    def evaluate(self, runner):
+        """Run the probe now; log and return ``{prefix/mIoU, prefix/aAcc}`` (or None if off)."""
+        if not self.enabled:
+            return None
+        logger = MMLogger.get_current_instance()
+        if self._data is None:
+            self._prepare(logger)
+        fit_imgs, fit_labels, val_imgs, val_labels = self._data
+        backbone = self._backbone(runner)
+        modes = {m: m.training for m in backbone.modules()}
+        backbone.eval()
+        try:
+            with torch.no_grad():
+                fit_feats = self._extract(backbone, fit_imgs)
+                val_feats = self._extract(backbone, val_imgs)
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+        device = fit_feats.device
+        predict = fit_linear_probe(
+            fit_feats, fit_labels.to(device), self.num_classes, iters=self.probe_iters,
+            lr=self.probe_lr, batch_size=self.probe_batch_size, ignore_index=self.ignore_index,
+            normalize=self.normalize_features, seed=self.seed)
+        preds = torch.cat([predict(val_feats[s:s + self.batch_size]).argmax(1)
+                           for s in range(0, len(val_feats), self.batch_size)])
+        miou, aacc, _ = segmentation_scores(preds.cpu(), val_labels, self.num_classes,
+                                            self.ignore_index)
+        metrics = {f'{self.prefix}/mIoU': miou, f'{self.prefix}/aAcc': aacc}
+        step = runner.iter
+        for key, value in metrics.items():
+            runner.message_hub.update_scalar(key, value)
+        runner.visualizer.add_scalars(metrics, step=step)
+        logger.info(f'DenseProbeHook: iter {step}: {self.which} linear probe '
+                    + ', '.join(f'{k}: {v:.4f}' for k, v in metrics.items()))
+        self._last_probed = step
+        if self.save_best:
+            self._notify_checkpoint_hooks(runner, metrics)
+        return metrics
+
+    @staticmethod
+    def _notify_checkpoint_hooks(runner, metrics):
+        for hook in runner.hooks:
+            keys = getattr(hook, 'key_indicators', None)
+            if (isinstance(hook, CheckpointHook) and hook.save_best and keys
+                    and all(k in metrics for k in keys)):
+                hook.after_val_epoch(runner, metrics)
+
+    # ------------------------------------------------------------------ hook points
+    def before_train(self, runner) -> None:
+        if not self.enabled:
+            MMLogger.get_current_instance().info(
+                'DenseProbeHook: no labelled subset configured (dataset=None); probe is off')
+            return
+        self._start_iter = runner.iter
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        it = runner.iter  # iterations completed so far
+        if not self.enabled or it % self.interval or self._last_probed == it:
+            return
+        if it == self._start_iter and not self.probe_at_start:
+            return
+        self.evaluate(runner)
+
+    def after_train(self, runner) -> None:
+        it = runner.iter
+        if not self.enabled or self._last_probed == it:
+            return
+        if self.probe_after_train or (it % self.interval == 0 and it != self._start_iter):
+            self.evaluate(runner)

@@ -1,0 +1,1 @@
+from .resumable_loop import *  # noqa: F401,F403
