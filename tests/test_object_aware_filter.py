@@ -1,7 +1,6 @@
 """ObjectAwareFilter: equality with a per-position, per-head loop reference; shapes; no kernel grad."""
 import pytest
 import torch
-import torch.nn.functional as F
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
 
 from cotap_mm.models.necks import ObjectAwareFilter

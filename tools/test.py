@@ -17,25 +17,13 @@ them as well). ``--out``:
 ``--launcher pytorch`` on CPU uses gloo, as in ``tools/train.py`` (see ``tools/dist_test.sh``).
 """
 import argparse
-import importlib.util
 import os
 import os.path as osp
 import sys
 
-_TOOLS_DIR = osp.dirname(osp.abspath(__file__))
-
-
-def _load_train_helpers():
-    """tools/train.py (imported by path: tools/ is not a package) adds the repository root to
-    ``sys.path``, imports cotap_mm and holds the CPU-distributed helpers shared with this tool."""
-    spec = importlib.util.spec_from_file_location('_cotap_mm_tools_train',
-                                                  osp.join(_TOOLS_DIR, 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_train = _load_train_helpers()
+# tools/ (for launch_utils, which also makes the repository root importable)
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import launch_utils as _launch  # noqa: E402
 
 import mmengine  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
@@ -107,7 +95,7 @@ def enable_visualization(cfg, args, parser):
 
 def merge_args(cfg, args, parser):
     cfg.launcher = args.launcher
-    _train.set_work_dir(cfg, args)
+    _launch.set_work_dir(cfg, args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show or args.show_dir:
@@ -116,11 +104,11 @@ def merge_args(cfg, args, parser):
             and not args.out.endswith(_PICKLE_EXTS):
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    _train.set_dataloader_defaults(cfg, fields=('test_dataloader', ), persistent=False,
+    _launch.set_dataloader_defaults(cfg, fields=('test_dataloader', ), persistent=False,
                                    no_pin_memory=args.no_pin_memory)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    _train.fix_persistent_workers(cfg, fields=('test_dataloader', ))
+    _launch.fix_persistent_workers(cfg, fields=('test_dataloader', ))
     return cfg
 
 
@@ -144,8 +132,8 @@ def main(argv=None):
         parser.error(f'--out {args.out}: predictions are dumped as a pickle (.pkl/.pickle); '
                      'use --out-item metrics for a metrics file')
     cfg = merge_args(cfg, args, parser)
-    _train.setup_cpu_distributed(cfg, args.launcher)
-    runner = _train.build_runner(cfg)
+    _launch.setup_cpu_distributed(cfg, args.launcher)
+    runner = _launch.build_runner(cfg)
     if dump_preds:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()

@@ -172,7 +172,6 @@ class CoTAP(BaseSelfSupervisor):
     def loss(self, inputs: Dict[str, List[Tensor]], data_samples: List[DataSample],
              **kwargs) -> Dict[str, Tensor]:
         student_in, teacher_in = inputs['student'], inputs['teacher']
-        G, L = self.num_global, self.num_local
         with torch.no_grad():
             teacher = self.teacher.module
             tokens, extras = teacher.backbone(self._crops(teacher_in, 0, 'global'),
@@ -190,7 +189,7 @@ class CoTAP(BaseSelfSupervisor):
         self.bank.update(extras['block_input'])
         s_cls = self.cls_head(tokens[0][:, 0])
         s_patch_local = s_cls_local = None
-        if L:
+        if self.num_local:
             s_patch_local = self._maps(self.backbone(self._crops(student_in, 0, 'local'))[0],
                                        self.patch_head)
             s_cls_local = self.cls_head(self.backbone(self._crops(student_in, 1,

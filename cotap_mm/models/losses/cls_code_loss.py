@@ -107,49 +107,51 @@ def intra_cls_loss(teacher_codes: Tensor, student_logits: Tensor,
         return ce / (M * G * student_logits.shape[0])
 
 
+class _CodeLoss(nn.Module):
+    """A code loss function as a module: ``loss_weight * fn(teacher_codes, student_logits, T)``."""
+    loss_fn = None
+
+    def __init__(self, temperature: float, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f'{type(self).__name__}: `temperature` must be > 0, got '
+                             f'{temperature}')
+        self.temperature = temperature
+        self.loss_weight = loss_weight
+
+    def forward(self, teacher_codes: Tensor, student_logits: Tensor) -> Tensor:
+        return self.loss_weight * type(self).loss_fn(teacher_codes, student_logits,
+                                                     self.temperature)
+
+    def extra_repr(self) -> str:
+        return f'temperature={self.temperature}, loss_weight={self.loss_weight}'
+
+
 @MODELS.register_module()
-class InnerCLSLoss(nn.Module):
-    """Module form of :func:`inner_cls_loss`, scaled by ``loss_weight``.
+class InnerCLSLoss(_CodeLoss):
+    """Module form of :func:`inner_cls_loss` (teacher_codes (G, M, K), student_logits (V, M, K)),
+    scaled by ``loss_weight``.
 
     Args:
         temperature (float): student temperature. Defaults to 0.1.
         loss_weight (float): multiplier. Defaults to 1.0.
     """
+    loss_fn = inner_cls_loss
 
     def __init__(self, temperature: float = 0.1, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f'InnerCLSLoss: `temperature` must be > 0, got {temperature}')
-        self.temperature = temperature
-        self.loss_weight = loss_weight
-
-    def forward(self, teacher_codes: Tensor, student_logits: Tensor) -> Tensor:
-        """teacher_codes (G, M, K), student_logits (V, M, K)."""
-        return self.loss_weight * inner_cls_loss(teacher_codes, student_logits, self.temperature)
-
-    def extra_repr(self) -> str:
-        return f'temperature={self.temperature}, loss_weight={self.loss_weight}'
+        super().__init__(temperature, loss_weight)
 
 
 @MODELS.register_module()
-class IntraCLSLoss(nn.Module):
-    """Module form of :func:`intra_cls_loss`, scaled by ``loss_weight``.
+class IntraCLSLoss(_CodeLoss):
+    """Module form of :func:`intra_cls_loss` (teacher_codes (G, M, K), student_logits
+    (G, M, K), M = 2B with u's then v's), scaled by ``loss_weight``.
 
     Args:
         temperature (float): student temperature. Defaults to 0.2.
         loss_weight (float): multiplier. Defaults to 1.0.
     """
+    loss_fn = intra_cls_loss
 
     def __init__(self, temperature: float = 0.2, loss_weight: float = 1.0) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f'IntraCLSLoss: `temperature` must be > 0, got {temperature}')
-        self.temperature = temperature
-        self.loss_weight = loss_weight
-
-    def forward(self, teacher_codes: Tensor, student_logits: Tensor) -> Tensor:
-        """teacher_codes (G, M, K), student_logits (G, M, K); M = 2B, u's then v's."""
-        return self.loss_weight * intra_cls_loss(teacher_codes, student_logits, self.temperature)
-
-    def extra_repr(self) -> str:
-        return f'temperature={self.temperature}, loss_weight={self.loss_weight}'
+        super().__init__(temperature, loss_weight)
