@@ -3,8 +3,8 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from cotap_mm.models.utils.data_preprocessor import (BatchPhotometricAug, CoTAPDataPreprocessor,
-                                                     gaussian_blur)
+from cotap_mm.models.utils import gaussian_blur
+from cotap_mm.models.utils.data_preprocessor import BatchPhotometricAug, CoTAPDataPreprocessor
 from cotap_mm.registry import MODELS
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
@@ -70,7 +70,7 @@ def test_ops_match_torchvision():
 def test_blur_matches_torchvision_on_small_crops():
     x = torch.rand(3, 3, 8, 8)
     sig = torch.tensor([0.1, 1.0, 2.0])
-    y = gaussian_blur(x, sig, 7)
+    y = gaussian_blur(x, 7, sig)
     for i in range(3):
         s = float(sig[i])
         torch.testing.assert_close(y[i], TF.gaussian_blur(x[i], [7, 7], [s, s]), atol=1e-5,

@@ -3,10 +3,10 @@
 from typing import List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from mmpretrain.models.utils.data_preprocessor import SelfSupDataPreprocessor
 
 from cotap_mm.registry import MODELS
+from .gaussian_blur import gaussian_blur
 
 __all__ = ['CoTAPDataPreprocessor', 'BatchPhotometricAug', 'rgb_to_hsv', 'hsv_to_rgb']
 
@@ -79,21 +79,6 @@ def adjust_hue(x, f):
     return hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Per-image Gaussian blur (reflect padding, as torchvision): x (N, C, H, W), sigma (N,)."""
-    n, c, h, w = x.shape
-    half = (kernel_size - 1) * 0.5
-    t = torch.linspace(-half, half, kernel_size, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t[None] / sigma[:, None].to(x.dtype)).pow(2))     # (N, k)
-    k = k / k.sum(dim=1, keepdim=True)
-    k = k.repeat_interleave(c, dim=0)                                         # (N*C, k)
-    pad = kernel_size // 2
-    y = F.pad(x.reshape(1, n * c, h, w), [pad, pad, pad, pad], mode='reflect')
-    y = F.conv2d(y, k.view(n * c, 1, 1, kernel_size), groups=n * c)
-    y = F.conv2d(y, k.view(n * c, 1, kernel_size, 1), groups=n * c)
-    return y.view(n, c, h, w)
-
-
 class BatchPhotometricAug:
     """SimCLR/DINO-style photometric augmentation of float RGB images in [0, 1] (spec §5.3).
 
@@ -140,7 +125,7 @@ class BatchPhotometricAug:
             x[idx] = _gray(x[idx]).expand(-1, 3, -1, -1)
         idx = params['blur'].nonzero()[:, 0]
         if idx.numel():
-            x[idx] = gaussian_blur(x[idx], params['sigma'][idx], self.blur_kernel)
+            x[idx] = gaussian_blur(x[idx], self.blur_kernel, params['sigma'][idx])
         return x
 
     def __call__(self, x: torch.Tensor, groups: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -13,44 +13,11 @@ The patch that crosses the 1 - mass boundary is kept too, so the kept mass is al
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['attention_foreground_mask', 'gaussian_blur']
+from .gaussian_blur import gaussian_blur
 
-
-def _gaussian_kernel1d(kernel_size: int, sigma: float, dtype, device) -> Tensor:
-    # Same construction as torchvision.transforms.functional._get_gaussian_kernel1d.
-    half = (kernel_size - 1) * 0.5
-    x = torch.linspace(-half, half, steps=kernel_size, dtype=dtype, device=device)
-    pdf = torch.exp(-0.5 * (x / sigma).pow(2))
-    return pdf / pdf.sum()
-
-
-def gaussian_blur(maps: Tensor, kernel_size: int = 7, sigma: float = 0.6) -> Tensor:
-    """Separable Gaussian blur with reflect padding, as ``torchvision.transforms.GaussianBlur``.
-
-    Args:
-        maps: (B, h, w) floating-point maps. Reflect padding needs h, w > kernel_size // 2.
-
-    Returns:
-        (B, h, w) blurred maps.
-    """
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f'gaussian_blur: `kernel_size` must be a positive odd int, '
-                         f'got {kernel_size}')
-    if not sigma > 0:
-        raise ValueError(f'gaussian_blur: `sigma` must be > 0, got {sigma}')
-    pad = kernel_size // 2
-    h, w = maps.shape[-2:]
-    if pad >= h or pad >= w:
-        raise ValueError(f'gaussian_blur: reflect padding of {pad} needs a grid larger than '
-                         f'{pad} in both dims, got ({h}, {w}); use a smaller `blur_kernel`')
-    k = _gaussian_kernel1d(kernel_size, sigma, maps.dtype, maps.device)
-    x = F.pad(maps.unsqueeze(1), (pad, pad, pad, pad), mode='reflect')
-    x = F.conv2d(x, k.view(1, 1, 1, -1))  # along w
-    x = F.conv2d(x, k.view(1, 1, -1, 1))  # along h
-    return x.squeeze(1)
+__all__ = ['attention_foreground_mask']
 
 
 @torch.no_grad()
