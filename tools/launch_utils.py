@@ -129,3 +129,19 @@ def build_runner(cfg):
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     return RUNNERS.build(cfg)
+
+
+def add_launcher_args(parser):
+    """``--launcher`` and the ``--local-rank`` that ``torch.distributed.launch`` passes."""
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch>=2) or --local_rank (older)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launcher_args(parser, argv=None):
+    """Parse ``argv`` and export ``LOCAL_RANK`` for mmengine when the launcher did not."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return parser, args

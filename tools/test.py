@@ -17,7 +17,6 @@ them as well). ``--out``:
 ``--launcher pytorch`` on CPU uses gloo, as in ``tools/train.py`` (see ``tools/dist_test.sh``).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -53,13 +52,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs merged into the config')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return parser, args
+    _launch.add_launcher_args(parser)
+    return _launch.parse_launcher_args(parser, argv)
 
 
 def _is_mmseg(cfg):

@@ -18,14 +18,14 @@ Multi-process launch: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import sys
 
 # tools/ (for launch_utils) and the repository root (cotap_mm from a source checkout)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from launch_utils import (accelerator_available, build_runner, fix_persistent_workers,  # noqa: E402
-                          import_cotap_mm, set_dataloader_defaults, set_work_dir,
+from launch_utils import (accelerator_available, add_launcher_args,  # noqa: E402
+                          build_runner, fix_persistent_workers, import_cotap_mm,
+                          parse_launcher_args, set_dataloader_defaults, set_work_dir,
                           setup_cpu_distributed)
 from mmengine.config import Config, DictAction  # noqa: E402
 
@@ -53,14 +53,8 @@ def parse_args(argv=None):
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs merged into the config, e.g. '
         'train_cfg.max_iters=10 or key="[a,b]"; no white space inside a value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch>=2) or --local_rank (older)
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return parser, args
+    add_launcher_args(parser)
+    return parse_launcher_args(parser, argv)
 
 
 def check_amp(parser):
