@@ -19,7 +19,7 @@ model = dict(
         with_oaf=True,
         num_prototypes=64,
         # produced by tools/model_converters (DINO ViT-S/16 teacher weights, `backbone.` keys)
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/dino_vit-s16.pth',
+        init_cfg=dict(type='CoTAPPretrained', checkpoint='checkpoints/dino_vit-s16.pth',
                       prefix='backbone.')),
     patch_head=dict(type='CoTAPProjectionHead', in_channels=2 * embed_dims, num_prototypes=512),
     cls_head=dict(type='CoTAPProjectionHead', in_channels=2 * embed_dims, num_prototypes=4096),

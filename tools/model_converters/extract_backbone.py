@@ -1,0 +1,59 @@
+"""Extract the backbone of a cotap_mm CoTAP pretraining checkpoint for mmseg / mmpretrain.
+
+    python tools/model_converters/extract_backbone.py SRC DST [--which student|teacher]
+
+SRC is a checkpoint saved by the Runner during CoTAP pretraining (student backbone under
+``backbone.*``, EMA teacher under ``teacher.module.backbone.*``); DST gets
+``{'meta': {...}, 'state_dict': {'backbone.<key>': tensor}}`` (heads, queues, the prototype bank
+and the teacher are dropped), written atomically. Load it with
+``init_cfg=dict(type='CoTAPPretrained', checkpoint=DST, prefix='backbone.')``.
+
+``--which`` defaults to the student: the released CoTAP evaluation loads the student weights
+(its loader drops ``net_teacher.*``, spec §6.1), so the student reproduces the paper's numbers.
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from cotap_mm.utils.checkpoint_conversion import (CheckpointConversionError,  # noqa: E402
+                                                  extract_backbone, format_summary)
+from cotap_mm.utils.fileio import atomic_save  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Extract the CoTAPVisionTransformer backbone of a CoTAP pretraining '
+        'checkpoint.')
+    parser.add_argument('src', metavar='SRC', help='checkpoint of cotap_mm CoTAP pretraining')
+    parser.add_argument('dst', metavar='DST', help='output .pth (written atomically)')
+    parser.add_argument('--which', choices=('student', 'teacher'), default='student',
+                        help='student (default, what the official evaluation uses) or the EMA '
+                        'teacher')
+    parser.add_argument('--num-heads', type=int, default=None,
+                        help='number of heads recorded in meta when it cannot be inferred')
+    parser.add_argument('--unsafe-pickle', action='store_true',
+                        help='allow torch.load(weights_only=False); trusted files only')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.unsafe_pickle:
+        print('warning: --unsafe-pickle: the file may be loaded with weights_only=False, which '
+              'executes any code pickled in it; use it only for files you trust.',
+              file=sys.stderr)
+    try:
+        ckpt = extract_backbone(args.src, which=args.which, num_heads=args.num_heads,
+                                unsafe_pickle=args.unsafe_pickle)
+        atomic_save(ckpt, args.dst)
+    except (CheckpointConversionError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(format_summary(ckpt, dst=args.dst))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
