@@ -205,6 +205,44 @@ class ObjectAwareFilter(BaseModule):
         x = x + layer.attn.gamma1(layer.attn.proj(out))
         return layer.ffn(layer.ln2(x), identity=x)
 
+    def _patch_attn(self, x_p, hw, layer, k):
+        """Patch-branch attention over the prototypes, (B, heads, M, N), softmax over M."""
+        B, N, D = x_p.shape
+        H, W = hw
+        heads = layer.attn.num_heads
+        M = self.num_prototypes
+        w, b = layer.attn.qkv.weight, layer.attn.qkv.bias
+        q = F.linear(layer.ln1(x_p), w[:D], None if b is None else b[:D])  # (B, N, D)
+        # channel c = h * d_h + j (head-major, as in qkv.reshape(..., heads, d_h)), so a grouped
+        # conv with groups=heads correlates each head's query map with its own key templates.
+        q_map = q.transpose(1, 2).reshape(B, D, H, W)
+        # (M, 3, 3, heads, d_h) -> (heads * M, d_h, 3, 3): output channel h * M + m
+        weight = k.permute(3, 0, 4, 1, 2).reshape(heads * M, D // heads, 3, 3)
+        # conv2d is a cross-correlation (no flip); padding=1 zero-pads the queries outside the grid
+        logits = F.conv2d(q_map, weight.to(q_map.dtype), padding=1, groups=heads)
+        return (logits.view(B, heads, M, N) * M**-0.5).softmax(dim=2)  # softmax over prototypes
+
+    def prototype_attention(self, x_p, hw, layer=None):
+        """Attention of each patch to the prototypes in the patch branch (for inspection).
+
+        The same α that :meth:`forward_patch` uses to mix the prototypes' values; e.g.
+        ``attn.mean(1).argmax(-1)`` is each patch's dominant prototype (tools/visualize.py).
+
+        Args:
+            x_p (Tensor): Patch tokens (B, N, D), row-major over the (H, W) grid.
+            hw (tuple[int, int]): Grid shape (H, W), ``H * W == N``.
+            layer (TransformerEncoderLayer, optional): Layer whose weights are used.
+
+        Returns:
+            Tensor: α of shape (B, heads, N, M); sums to 1 over M.
+        """
+        layer = self._get_layer(layer)
+        if x_p.dim() != 3 or len(hw) != 2 or hw[0] * hw[1] != x_p.shape[1]:
+            raise ValueError(f'ObjectAwareFilter.prototype_attention: x_p must be (B, N, D) '
+                             f'with N = H * W, got shape {tuple(x_p.shape)} and hw={tuple(hw)}')
+        k, _ = self._prototype_kv(layer)
+        return self._patch_attn(x_p, tuple(int(s) for s in hw), layer, k).transpose(2, 3)
+
     def forward_patch(self, x_p, hw, layer=None):
         """Patch branch.
 
@@ -218,20 +256,8 @@ class ObjectAwareFilter(BaseModule):
         """
         layer = self._get_layer(layer)
         B, N, D = x_p.shape
-        H, W = hw
-        heads = layer.attn.num_heads
-        M = self.num_prototypes
         k, v = self._prototype_kv(layer)
-        w, b = layer.attn.qkv.weight, layer.attn.qkv.bias
-        q = F.linear(layer.ln1(x_p), w[:D], None if b is None else b[:D])  # (B, N, D)
-        # channel c = h * d_h + j (head-major, as in qkv.reshape(..., heads, d_h)), so a grouped
-        # conv with groups=heads correlates each head's query map with its own key templates.
-        q_map = q.transpose(1, 2).reshape(B, D, H, W)
-        # (M, 3, 3, heads, d_h) -> (heads * M, d_h, 3, 3): output channel h * M + m
-        weight = k.permute(3, 0, 4, 1, 2).reshape(heads * M, D // heads, 3, 3)
-        # conv2d is a cross-correlation (no flip); padding=1 zero-pads the queries outside the grid
-        logits = F.conv2d(q_map, weight.to(q_map.dtype), padding=1, groups=heads)
-        attn = (logits.view(B, heads, M, N) * M**-0.5).softmax(dim=2)  # softmax over prototypes
+        attn = self._patch_attn(x_p, hw, layer, k)  # (B, heads, M, N)
         v_mean = v.mean(dim=(1, 2)).transpose(0, 1)  # (heads, M, d_h): 9-position mean
         out = torch.einsum('bhmn,hmd->bnhd', attn, v_mean.to(attn.dtype)).reshape(B, N, D)
         x_f = self._finish(layer, x_p, out)

@@ -1,0 +1,380 @@
+"""Pictures of a CoTAP backbone: PCA of patch features, OAF prototype assignments, foreground mask.
+
+Usage::
+
+    python tools/visualize.py CONFIG CHECKPOINT IMAGE_OR_DIR [...] --out-dir DIR \\
+        [--size 448] [--which student|teacher] [--cfg-options KEY=VALUE ...]
+
+For every image ``<stem>`` it writes (see docs/visualize.md):
+
+- ``<stem>_pca.png`` (S, 2S): the image | the first 3 principal components of the OAF patch
+  features (2D wide), fitted jointly on all given images, min-max scaled per component to RGB;
+- ``<stem>_prototypes.png`` (S, S): each patch coloured by the prototype with the highest
+  OAF patch-branch attention (mean over heads), blended over the image;
+- ``<stem>_foreground.png`` (S, S): the teacher-style foreground mask of the last layer's CLS
+  attention (spec §4.4), over the image;
+
+and ``summary.png``, a contact sheet (rows: images; columns: image | PCA | prototypes |
+foreground). ``CONFIG`` is any config whose ``model`` is a ``CoTAPVisionTransformer`` or has one
+as ``model.backbone`` (pretraining or mmseg config). ``CHECKPOINT`` is a CoTAP pretraining
+checkpoint (``--which`` picks ``backbone.*`` or ``teacher.module.backbone.*``) or a backbone-only
+file with ``backbone.*`` keys; weights are loaded strictly.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import Dict, List, Sequence
+
+# Make the repository root importable when run from a source checkout without `pip install -e`.
+_REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+# ImageNet statistics on the 0-255 scale, RGB (as the CoTAP data preprocessors)
+MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+PREFIXES = dict(student='backbone.', teacher='teacher.module.backbone.')
+COLUMNS = ('image', 'PCA', 'prototypes', 'foreground')
+
+
+class VisualizeKeyError(KeyError):
+    """A KeyError (bad config or checkpoint keys) whose multi-line message prints readably."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ''
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(
+        description='Visualise a CoTAP backbone: PCA of patch features, OAF prototype '
+        'assignments and the CLS-attention foreground mask.')
+    p.add_argument('config', help='config whose model is (or has as model.backbone) a '
+                   'CoTAPVisionTransformer')
+    p.add_argument('checkpoint', help='CoTAP pretraining checkpoint or backbone-only file '
+                   '(backbone.* keys)')
+    p.add_argument('images', nargs='+', help='image files and/or folders of images')
+    p.add_argument('--out-dir', required=True, help='folder for the PNGs')
+    p.add_argument('--size', type=int, default=448,
+                   help='images are resized to SIZE x SIZE (a multiple of the patch size)')
+    p.add_argument('--which', choices=('student', 'teacher'), default='student',
+                   help='for a CoTAP pretraining checkpoint: the student (backbone.*) or the EMA '
+                   'teacher (teacher.module.backbone.*)')
+    p.add_argument('--pca-interp', choices=('nearest', 'bilinear'), default='nearest',
+                   help='upsampling of the PCA colours to the image (prototype ids and the mask '
+                   'are always nearest)')
+    p.add_argument('--fg-mass', type=float, default=None,
+                   help='attention mass kept by the foreground mask; defaults to the config\'s '
+                   'model.fg_mass, else 0.6 (spec §4.4)')
+    p.add_argument('--alpha', type=float, default=0.5,
+                   help='opacity of the prototype colours over the image')
+    p.add_argument('--tile-size', type=int, default=224, help='tile side in summary.png')
+    p.add_argument('--batch-size', type=int, default=4, help='images per forward pass')
+    p.add_argument('--device', default=None, help='torch device (default: cuda if available)')
+    p.add_argument('--save-arrays', action='store_true',
+                   help='also write <stem>_maps.npz with the patch-level maps')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override config settings, e.g. model.backbone.num_prototypes=32')
+    args = p.parse_args(argv)
+    if args.size <= 0:
+        p.error(f'--size must be positive, got {args.size}')
+    if args.batch_size <= 0:
+        p.error(f'--batch-size must be positive, got {args.batch_size}')
+    if args.tile_size <= 0:
+        p.error(f'--tile-size must be positive, got {args.tile_size}')
+    if args.fg_mass is not None and not 0 < args.fg_mass <= 1:
+        p.error(f'--fg-mass must be in (0, 1], got {args.fg_mass}')
+    if not 0 <= args.alpha <= 1:
+        p.error(f'--alpha must be in [0, 1], got {args.alpha}')
+    if not osp.isfile(args.config):
+        p.error(f'config file not found: {args.config}')
+    if not osp.isfile(args.checkpoint):
+        p.error(f'checkpoint file not found: {args.checkpoint}')
+    try:
+        args.image_paths = collect_images(args.images)
+    except (FileNotFoundError, ValueError) as e:
+        p.error(str(e))
+    return args
+
+
+def collect_images(paths: Sequence[str]) -> List[str]:
+    """Image files from files and folders (a folder: its image files, sorted, not recursive)."""
+    out = []
+    for path in paths:
+        if osp.isdir(path):
+            found = sorted(osp.join(path, f) for f in os.listdir(path)
+                           if f.lower().endswith(IMAGE_EXTS) and osp.isfile(osp.join(path, f)))
+            if not found:
+                raise ValueError(f'no images ({", ".join(IMAGE_EXTS)}) in folder {path!r}')
+            out.extend(found)
+        elif osp.isfile(path):
+            out.append(path)
+        else:
+            raise FileNotFoundError(f'image path not found: {path!r}')
+    return out
+
+
+def output_stems(paths: Sequence[str]) -> List[str]:
+    """File stems, made unique with ``_2``, ``_3``... when two inputs share a name."""
+    stems, seen = [], {}
+    for path in paths:
+        stem = osp.splitext(osp.basename(path))[0]
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        stems.append(stem if n == 1 else f'{stem}_{n}')
+    return stems
+
+
+def load_image(path: str, size: int):
+    """Read an image as RGB, resize to (size, size).
+
+    Returns:
+        tuple: uint8 (size, size, 3) RGB and the normalised float tensor (3, size, size).
+    """
+    import cv2
+    data = np.fromfile(path, dtype=np.uint8)  # imdecode: also non-ASCII paths
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise ValueError(f'visualize: cannot read image {path!r} (not an image OpenCV can '
+                         'decode); remove it from the inputs')
+    shrink = bgr.shape[0] > size or bgr.shape[1] > size
+    bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA if shrink else
+                     cv2.INTER_LINEAR)
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    x = (rgb.astype(np.float32) - MEAN) / STD
+    return rgb, torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
+# -- model ---------------------------------------------------------------------------------------
+
+
+def backbone_config(cfg):
+    """The CoTAPVisionTransformer config of ``cfg.model`` (itself, or its ``backbone``)."""
+    model = cfg.get('model', None)
+    if model is None:
+        raise VisualizeKeyError('visualize: the config has no `model`')
+
+    def is_cotap_vit(c):
+        return isinstance(c, dict) and str(c.get('type', '')).split('.')[-1] == \
+            'CoTAPVisionTransformer'
+
+    if is_cotap_vit(model):
+        return model
+    if is_cotap_vit(model.get('backbone', None)):
+        return model.backbone
+    found = model.get('backbone', {}).get('type', None) if isinstance(
+        model.get('backbone', None), dict) else None
+    raise ValueError(f'visualize: the config\'s model (type={model.get("type")!r}) is not a '
+                     f'CoTAPVisionTransformer and has none as model.backbone (found '
+                     f'{found!r}); use a CoTAP pretraining or mmseg config')
+
+
+def build_backbone(cfg):
+    """Build the backbone for inspection: ``out_type='raw'`` on the last layer, no init_cfg.
+
+    ``'raw'`` returns the last layer's tokens (the OAF's input); the OAF is then run here through
+    :meth:`ObjectAwareFilter.forward_patch` / ``prototype_attention`` exactly as the backbone's
+    ``'featmap'`` path does, so both the features and the attention come from one forward.
+    """
+    from cotap_mm.registry import MODELS
+    bcfg = dict(backbone_config(cfg))
+    bcfg['type'] = 'CoTAPVisionTransformer'  # drop a scope prefix such as 'mmseg.'
+    if not bcfg.get('with_oaf', True):
+        raise ValueError('visualize: the backbone has with_oaf=False; the pictures need the '
+                         'object-aware filter (its 2D-wide features and prototypes)')
+    bcfg.pop('init_cfg', None)  # weights come from CHECKPOINT; no pretrained download
+    bcfg.update(out_type='raw', out_indices=-1)
+    return MODELS.build(bcfg)
+
+
+def load_state(checkpoint: str, which: str) -> Dict[str, torch.Tensor]:
+    """The backbone state dict (prefix removed) of a CoTAP or backbone-only checkpoint."""
+    # trusted local file; mmengine checkpoints hold non-tensor metadata
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f'visualize: {checkpoint!r} holds no state dict')
+    prefix = PREFIXES[which]
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if sub:
+        return sub
+    sample = sorted(state)[:8]
+    if which == 'teacher':
+        raise VisualizeKeyError(f'visualize: --which teacher, but {checkpoint!r} has no '
+                       f'"{prefix}*" keys (first keys: {sample}); it is not a CoTAP pretraining '
+                       'checkpoint with an EMA teacher. Use --which student.')
+    if 'cls_token' in state or 'patch_embed.projection.weight' in state:
+        return dict(state)  # a bare backbone state dict without prefix
+    raise VisualizeKeyError(f'visualize: {checkpoint!r} has no "{prefix}*" keys (first keys: {sample}); '
+                   'expected a CoTAP checkpoint or a backbone-only file with backbone.* keys')
+
+
+def load_weights(backbone: torch.nn.Module, checkpoint: str, which: str, logger=None):
+    """Strictly load the backbone weights; raise listing missing/unexpected/mismatched keys."""
+    state = load_state(checkpoint, which)
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    # pos_embed is resized by mmpretrain's load hook (other image size), so not a mismatch
+    mismatched = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                        for k in set(own) & set(state)
+                        if k != 'pos_embed' and tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or mismatched:
+        raise VisualizeKeyError(
+            f'visualize: the {which} weights in {checkpoint!r} do not match the backbone built '
+            f'from the config (arch, patch_size, num_prototypes, with_oaf?).\n'
+            f'  missing keys ({len(missing)}): {missing}\n'
+            f'  unexpected keys ({len(unexpected)}): {unexpected}\n'
+            f'  shape mismatches ({len(mismatched)}): {mismatched}\n'
+            'Fix the config (or --cfg-options), or pick the right --which.')
+    backbone.load_state_dict(state, strict=True)
+    if logger is not None:
+        logger.info(f'Loaded the {which} backbone ({len(state)} tensors) from {checkpoint}')
+
+
+@torch.no_grad()
+def compute_maps(backbone, x: torch.Tensor, fg_mass: float = 0.6) -> Dict[str, torch.Tensor]:
+    """Patch-level maps of a batch.
+
+    Args:
+        backbone: a :class:`CoTAPVisionTransformer` built by :func:`build_backbone` (``'raw'``).
+        x: normalised images (B, 3, S, S), S a multiple of the patch size.
+        fg_mass: attention mass kept by the foreground mask.
+
+    Returns:
+        dict of CPU tensors: ``features`` (B, h, w, 2D) OAF patch features; ``prototype_attn``
+        (B, heads, N, M) OAF patch-branch α; ``prototype_ids`` (B, h, w) argmax over M of α
+        averaged over heads; ``cls_attn`` (B, heads, N) last-layer CLS->patch attention;
+        ``fg_mask`` (B, h, w) {0, 1} from ``attention_foreground_mask`` of ``cls_attn``.
+    """
+    from cotap_mm.models.utils import attention_foreground_mask
+    p = backbone.patch_size
+    B, _, H, W = x.shape
+    if H % p or W % p:
+        raise ValueError(f'visualize: image size {(H, W)} is not a multiple of the patch size {p}')
+    hw = (H // p, W // p)
+    (tokens, ), extras = backbone(x, return_attn=True)  # (B, 1+N, D), last layer output
+    patch = tokens[:, backbone.num_extra_tokens:]
+    layer = backbone.layers[-1]
+    feats = backbone.oaf.forward_patch(patch, hw, layer)  # (B, N, 2D), as out_type='featmap'
+    alpha = backbone.oaf.prototype_attention(patch, hw, layer)  # (B, heads, N, M)
+    ids = alpha.mean(dim=1).argmax(dim=-1)  # (B, N)
+    mask = attention_foreground_mask(extras['attn'], hw, mass=fg_mass)  # (B, 1, h, w)
+    return dict(features=feats.reshape(B, *hw, -1).float().cpu(),
+                prototype_attn=alpha.float().cpu(),
+                prototype_ids=ids.reshape(B, *hw).cpu(),
+                cls_attn=extras['attn'].float().cpu(),
+                fg_mask=mask[:, 0].float().cpu())
+
+
+def render_image(rgb: np.ndarray, maps: Dict[str, np.ndarray], pca: dict, palette: np.ndarray,
+                 pca_interp: str = 'nearest', alpha: float = 0.5) -> Dict[str, np.ndarray]:
+    """The three pictures of one image (uint8 RGB): ``pca`` (S, 2S), ``prototypes``,
+    ``foreground`` (S, S), and the bare upsampled ``pca_map`` (S, S) for the contact sheet."""
+    from cotap_mm.visualization import (colorize_labels, mask_overlay, overlay, pca_to_rgb,
+                                        upsample)
+    size = rgb.shape[:2]
+    pca_map = upsample(pca_to_rgb(maps['features'], pca), size, pca_interp)
+    protos = overlay(rgb, upsample(colorize_labels(maps['prototype_ids'], palette), size), alpha)
+    fg = mask_overlay(rgb, upsample(maps['fg_mask'], size))
+    return dict(pca=np.concatenate([rgb, pca_map], axis=1), pca_map=pca_map, prototypes=protos,
+                foreground=fg)
+
+
+def _save_npz(path, **arrays):
+    tmp = path + '.tmp.npz'  # np.savez adds .npz to names without it
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv=None) -> List[str]:
+    args = parse_args(argv)
+    import cotap_mm  # noqa: F401  (registers the backbone, applies torch compat patches)
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmengine.utils import ProgressBar
+
+    from cotap_mm.visualization import (fit_pca, image_grid, label_palette, pca_to_rgb,
+                                        save_png)
+
+    name = 'cotap_visualize'
+    # a second main() in one process (tests) must not re-pass arguments to get_instance
+    logger = (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
+              MMLogger.get_instance(name, log_level='INFO'))
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    backbone = build_backbone(cfg)
+    p = backbone.patch_size
+    if args.size % p:
+        raise SystemExit(f'visualize: --size {args.size} is not a multiple of the patch size '
+                         f'{p}; use e.g. {max(p, args.size // p * p)}')
+    load_weights(backbone, args.checkpoint, args.which, logger)
+    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    backbone.to(device).eval()
+    fg_mass = args.fg_mass
+    if fg_mass is None:
+        fg_mass = float(cfg.model.get('fg_mass', 0.6))  # a CoTAP algorithm config has one
+    M = backbone.oaf.num_prototypes
+    if M > 64:
+        logger.warning(f'{M} prototypes but the fixed palette has 64 well-separated colours; '
+                       'ids above 63 reuse the palette sequence and may look alike')
+    palette = label_palette(max(64, M))
+    paths, stems = args.image_paths, output_stems(args.image_paths)
+    logger.info(f'{len(paths)} images at {args.size}x{args.size} (grid {args.size // p}x'
+                f'{args.size // p}), {M} prototypes, foreground mass {fg_mass}, device {device}')
+
+    # pass 1: forward every image; keep the patch-level maps (the PCA needs all of them)
+    images, maps = [], []
+    bar = ProgressBar(len(paths))
+    for start in range(0, len(paths), args.batch_size):
+        batch = [load_image(path, args.size) for path in paths[start:start + args.batch_size]]
+        x = torch.stack([t for _, t in batch]).to(device)
+        out = compute_maps(backbone, x, fg_mass)
+        for i, (rgb, _) in enumerate(batch):
+            images.append(rgb)
+            maps.append({k: v[i].numpy() for k, v in out.items() if k != 'prototype_attn'})
+            bar.update()
+    sys.stdout.write('\n')
+    pca = fit_pca([m['features'] for m in maps], num_components=3)
+    ev = pca['explained_variance']
+    logger.info('PCA fitted jointly on all images; variance of components 1-3: ' +
+                ', '.join(f'{v:.3g}' for v in ev))
+
+    # pass 2: render and write
+    os.makedirs(args.out_dir, exist_ok=True)
+    written, rows = [], []
+    bar = ProgressBar(len(paths))
+    for rgb, m, stem in zip(images, maps, stems):
+        pics = render_image(rgb, m, pca, palette, args.pca_interp, args.alpha)
+        for kind in ('pca', 'prototypes', 'foreground'):
+            written.append(save_png(osp.join(args.out_dir, f'{stem}_{kind}.png'), pics[kind]))
+        if args.save_arrays:
+            path = osp.join(args.out_dir, f'{stem}_maps.npz')
+            _save_npz(path, pca_rgb=pca_to_rgb(m['features'], pca),
+                      prototype_ids=m['prototype_ids'].astype(np.int64),
+                      fg_mask=m['fg_mask'].astype(np.uint8), cls_attn=m['cls_attn'])
+            written.append(path)
+        rows.append([rgb, pics['pca_map'], pics['prototypes'], pics['foreground']])
+        bar.update()
+    sys.stdout.write('\n')
+    tile = min(args.tile_size, args.size)
+    written.append(save_png(osp.join(args.out_dir, 'summary.png'),
+                            image_grid(rows, tile_size=(tile, tile), col_titles=COLUMNS)))
+    logger.info(f'Wrote {len(written)} files to {args.out_dir}: {len(paths)} images x '
+                f'(pca, prototypes, foreground{", maps.npz" if args.save_arrays else ""}) + '
+                f'summary.png ({args.which} weights of {osp.basename(args.checkpoint)})')
+    return written
+
+
+if __name__ == '__main__':
+    main()
