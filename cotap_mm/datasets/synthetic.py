@@ -1,0 +1,533 @@
+"""Synthetic "things and stuff" scenes for the CPU demo (no download, no model code).
+
+Each scene is a ``size x size`` RGB image split into 1-3 background ("stuff") regions by smooth
+random boundaries, with 1-4 textured objects ("things") painted over it, later objects occluding
+earlier ones. Every class has its own shape (things), colour distribution and texture, with
+per-instance jitter (hue, saturation, brightness, scale, rotation, aspect, texture period and
+phase) so that neither colour nor texture alone identifies a class. The per-pixel label map
+holds the class of the top-most surface at each pixel.
+
+The module is pure numpy + OpenCV and deterministic: one scene depends only on the
+``numpy.random.Generator`` passed to :func:`generate_scene`, and :func:`write_synthetic_dataset`
+seeds one generator per image from ``(seed, split, index)``, so a file's content does not depend
+on how many images the other splits hold, and the splits never share a stream.
+
+It does not import any model code: ``tools/make_synthetic_scenes.py`` only needs numpy and cv2.
+Layout written on disk and class table: ``docs/synthetic.md``.
+"""
+import colorsys
+import json
+import os
+import os.path as osp
+import shutil
+from typing import Callable, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+__all__ = [
+    'CLASSES', 'PALETTE', 'THING_CLASSES', 'STUFF_CLASSES', 'IGNORE_INDEX', 'GENERATOR_VERSION',
+    'generate_scene', 'write_synthetic_dataset', 'render_preview', 'colorize_label'
+]
+
+GENERATOR_VERSION = 'cotap_mm.synthetic/1'
+IGNORE_INDEX = 255
+JPEG_QUALITY = 95
+
+# --- class table -------------------------------------------------------------------------------
+# Things: (name, shape, texture, hue in degrees, saturation, value, (hue offset, value factor) of
+# the second texture colour). Neighbouring hues overlap after jitter (e.g. disc/star/triangle:
+# red/orange/yellow; square/ellipse: blue/cyan; and square vs the water stuff), so colour is a
+# strong but imperfect cue; shape and texture have to be used too.
+_THINGS = (
+    ('disc', 'disc', 'stripes', 0., 0.75, 0.85, (0., 0.45)),
+    ('square', 'square', 'checker', 215., 0.70, 0.80, (20., 1.25)),
+    ('triangle', 'triangle', 'dots', 52., 0.80, 0.90, (-25., 0.45)),
+    ('star', 'star', 'noise', 28., 0.85, 0.90, (10., 0.55)),
+    ('ring', 'ring', 'gradient', 285., 0.60, 0.80, (0., 0.35)),
+    ('cross', 'cross', 'crosshatch', 130., 0.65, 0.75, (0., 1.35)),
+    ('ellipse', 'ellipse', 'rings', 185., 0.70, 0.80, (-15., 0.45)),
+    ('crescent', 'crescent', 'zigzag', 325., 0.65, 0.85, (30., 0.5)),
+)
+# Stuff: (name, texture, hue, sat, value, (hue offset, value factor) of the second colour).
+_STUFF = (
+    ('grass', 'grass', 100., 0.65, 0.50, (-15., 1.45)),
+    ('water', 'water', 205., 0.70, 0.50, (-10., 1.6)),
+    ('brick', 'brick', 10., 0.65, 0.60, (25., 1.4)),
+    ('sand', 'sand', 40., 0.35, 0.80, (-5., 0.8)),
+)
+THING_CLASSES = tuple(t[0] for t in _THINGS)
+STUFF_CLASSES = tuple(s[0] for s in _STUFF)
+#: Label ``i`` is ``CLASSES[i]``: the 8 things, then the 4 stuff classes.
+CLASSES = THING_CLASSES + STUFF_CLASSES
+NUM_THINGS = len(THING_CLASSES)
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    """HSV (degrees, [0, 1], [0, 1]) -> float32 RGB in [0, 1], shape (3,)."""
+    return np.array(colorsys.hsv_to_rgb((h % 360.) / 360., float(np.clip(s, 0, 1)),
+                                        float(np.clip(v, 0, 1))), dtype=np.float32)
+
+
+#: Display colour of each class (RGB, uint8): the class's mean colour, for label visualisation.
+PALETTE = [[int(round(255 * c)) for c in _hsv(*t[3:6])] for t in _THINGS] + \
+          [[int(round(255 * c)) for c in _hsv(*s[2:5])] for s in _STUFF]
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: Tuple[int, int]) -> np.ndarray:
+    """Smooth random field in [0, 1]: (size, size) float32, a bicubic upsampling of a
+    ``cells = (rows, cols)`` uniform grid (fewer cells = smoother)."""
+    grid = rng.random(cells).astype(np.float32)
+    field = cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+    lo, hi = field.min(), field.max()
+    return (field - lo) / max(hi - lo, 1e-6)
+
+
+def _mix(c1: np.ndarray, c2: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per-pixel blend (H, W, 3) of colours c1 (t=0) and c2 (t=1); t: (H, W) in [0, 1]."""
+    t = t[..., None]
+    return c1 * (1. - t) + c2 * t
+
+
+def _jittered_colours(rng: np.random.Generator, h: float, s: float, v: float,
+                      second: Tuple[float, float], hue_jitter: float) -> Tuple[np.ndarray, ...]:
+    """The two colours of one instance: the class colour with hue/sat/value jitter, and the
+    texture's second colour (hue offset, value factor) derived from the jittered one."""
+    h = h + rng.uniform(-hue_jitter, hue_jitter)
+    s = s * rng.uniform(0.75, 1.15)
+    v = v * rng.uniform(0.8, 1.15)
+    return _hsv(h, s, v), _hsv(h + second[0], s * 0.9, v * second[1])
+
+
+# --- stuff -------------------------------------------------------------------------------------
+
+
+def _stuff_texture(rng: np.random.Generator, kind: str, size: int, yy: np.ndarray,
+                   xx: np.ndarray) -> np.ndarray:
+    """Texture field t (size, size) in [0, 1] of one stuff class, in image coordinates."""
+    if kind == 'grass':
+        # Blades: smooth along y (few rows), sharp along x; plus fine speckle.
+        blades = _smooth_noise(rng, size, (max(2, size // 16), max(4, size // 2)))
+        speck = rng.random((size, size)).astype(np.float32)
+        return np.clip(0.75 * blades + 0.25 * speck, 0, 1)
+    if kind == 'water':
+        a = rng.uniform(0, np.pi)
+        period = size * rng.uniform(0.10, 0.16)
+        along = xx * np.cos(a) + yy * np.sin(a)
+        across = -xx * np.sin(a) + yy * np.cos(a)
+        wobble = 0.25 * period * np.sin(2 * np.pi * across / (size * rng.uniform(0.3, 0.5)))
+        w = 0.5 + 0.5 * np.sin(2 * np.pi * (along + wobble) / period + rng.uniform(0, 2 * np.pi))
+        return (w ** 2).astype(np.float32)  # narrow bright crests
+    if kind == 'brick':
+        bh = size * rng.uniform(0.09, 0.12)
+        bw = bh * rng.uniform(1.8, 2.4)
+        y = yy + rng.uniform(0, bh)
+        row = np.floor(y / bh)
+        x = xx + rng.uniform(0, bw) + (row % 2) * bw / 2
+        col = np.floor(x / bw)
+        mortar = ((y % bh) < 1.3) | ((x % bw) < 1.3)
+        # Per-brick shade from a small random table, indexed by the brick's (row, col).
+        table = rng.uniform(0.0, 0.3, size=(64, 64)).astype(np.float32)
+        shade = table[row.astype(np.int64) % 64, col.astype(np.int64) % 64]
+        return np.where(mortar, 1.0, shade).astype(np.float32)
+    if kind == 'sand':
+        speck = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (3, 3), 0.7)
+        a = rng.uniform(0, np.pi)
+        ripple = 0.5 + 0.5 * np.sin(
+            2 * np.pi * (xx * np.cos(a) + yy * np.sin(a)) / (size * rng.uniform(0.05, 0.08)))
+        return np.clip(0.6 * speck + 0.4 * ripple, 0, 1).astype(np.float32)
+    raise ValueError(f'unknown stuff texture {kind!r}')
+
+
+def _stuff_layout(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Region map (size, size) int: which of the K (1-3) stuff regions owns each pixel.
+
+    The argmax of K smooth random fields (3x3 control points) gives large regions with smooth,
+    random boundaries."""
+    k = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    if k == 1:
+        return np.zeros((size, size), dtype=np.int64)
+    fields = np.stack([_smooth_noise(rng, size, (3, 3)) for _ in range(k)])
+    return fields.argmax(0)
+
+
+# --- things ------------------------------------------------------------------------------------
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Inside-test of a unit-size shape in local coordinates (u, v) (object radius = 1)."""
+    if shape in ('disc', 'ellipse'):  # the ellipse comes from its aspect ratio
+        return r <= 1.0
+    if shape == 'square':
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.82
+    # Triangle and star reach a little beyond radius 1 so that their areas are closer to the
+    # others' (a triangle inscribed in the unit circle covers only 41% of the disc).
+    if shape == 'triangle':  # equilateral, circumradius 1.25: three half-planes
+        m = np.ones_like(u, dtype=bool)
+        for a in (np.pi / 6, 5 * np.pi / 6, 3 * np.pi / 2):
+            m &= (np.cos(a) * u + np.sin(a) * v) <= 0.625
+        return m
+    if shape == 'star':  # 5 points: radius oscillates between 0.5 and 1.15 with the angle
+        theta = np.arctan2(v, u)
+        f = (theta * 5 / (2 * np.pi)) % 1.0
+        return r <= 0.5 + 0.65 * np.abs(2 * f - 1)
+    if shape == 'ring':
+        return (r <= 1.0) & (r >= 0.55)
+    if shape == 'cross':
+        au, av = np.abs(u), np.abs(v)
+        return ((au <= 0.33) & (av <= 1.0)) | ((av <= 0.33) & (au <= 1.0))
+    if shape == 'crescent':
+        return (r <= 1.0) & ((u - 0.5) ** 2 + v ** 2 > 0.8 ** 2)
+    raise ValueError(f'unknown shape {shape!r}')
+
+
+def _thing_texture(rng: np.random.Generator, kind: str, u: np.ndarray, v: np.ndarray,
+                   r: np.ndarray, size: int) -> np.ndarray:
+    """Texture field t in [0, 1] in the object's frame (it rotates and scales with the object)."""
+    p = rng.uniform(0.8, 1.2)  # period jitter (relative to the class's nominal period)
+    ph = rng.uniform(0, 1)
+    if kind == 'stripes':
+        a = np.deg2rad(45 + rng.uniform(-12, 12))
+        return 0.5 + 0.5 * np.sin(2 * np.pi * ((u * np.cos(a) + v * np.sin(a)) / (0.45 * p) + ph))
+    if kind == 'checker':
+        q = 0.5 * p
+        return ((np.floor(u / q + ph) + np.floor(v / q + ph)) % 2).astype(np.float32)
+    if kind == 'dots':
+        q = 0.42 * p
+        du, dv = (u / q + ph) % 1 - 0.5, (v / q + ph) % 1 - 0.5
+        return (du ** 2 + dv ** 2 < 0.28 ** 2).astype(np.float32)
+    if kind == 'noise':
+        n = _smooth_noise(rng, size, (max(2, size // 6), max(2, size // 6)))
+        return (n > 0.5).astype(np.float32) * 0.8 + 0.2 * n
+    if kind == 'gradient':
+        a = rng.uniform(0, 2 * np.pi)
+        return np.clip(0.5 + 0.5 * (u * np.cos(a) + v * np.sin(a)), 0, 1)
+    if kind == 'crosshatch':
+        q = 0.45 * p
+        return ((np.abs(np.sin(np.pi * (u / q + ph))) < 0.35) |
+                (np.abs(np.sin(np.pi * (v / q + ph))) < 0.35)).astype(np.float32)
+    if kind == 'rings':
+        return 0.5 + 0.5 * np.sin(2 * np.pi * (r / (0.35 * p) + ph))
+    if kind == 'zigzag':
+        q = 0.4 * p
+        tri = np.abs(((u / q + ph) % 1) * 2 - 1)  # triangle wave along u
+        return ((v / q + 0.6 * tri) % 1 < 0.5).astype(np.float32)
+    raise ValueError(f'unknown thing texture {kind!r}')
+
+
+def _draw_objects_params(rng: np.random.Generator, size: int, mode: str,
+                         main_class: Optional[int]) -> List[dict]:
+    """Classes, centres, radii, angles and aspects of the objects, in painting order."""
+    objs = []
+    if mode == 'scene':
+        n = int(rng.integers(1, 5))
+        for _ in range(n):
+            objs.append(dict(cls=int(rng.integers(NUM_THINGS)),
+                             radius=size * rng.uniform(0.13, 0.30),
+                             center=rng.uniform(0.1, 0.9, size=2) * size))
+    elif mode == 'object_centric':
+        # 0-2 small distractors first, then the large main object on top near the centre.
+        cls = int(rng.integers(NUM_THINGS)) if main_class is None else int(main_class)
+        for _ in range(int(rng.integers(0, 3))):
+            objs.append(dict(cls=int(rng.integers(NUM_THINGS)),
+                             radius=size * rng.uniform(0.08, 0.14),
+                             center=rng.uniform(0.1, 0.9, size=2) * size))
+        objs.append(dict(cls=cls, radius=size * rng.uniform(0.28, 0.40),
+                         center=rng.uniform(0.38, 0.62, size=2) * size))
+    else:
+        raise ValueError(f"generate_scene: mode={mode!r}; use 'scene' or 'object_centric'")
+    for o in objs:
+        shape = _THINGS[o['cls']][1]
+        o['angle'] = float(rng.uniform(0, 2 * np.pi))
+        # Width/height ratio: the ellipse is elongated, the disc nearly round, others mildly.
+        o['aspect'] = float(rng.uniform(0.42, 0.6) if shape == 'ellipse' else
+                            rng.uniform(0.9, 1.1) if shape == 'disc' else rng.uniform(0.8, 1.25))
+        o['radius'] = float(o['radius'])
+        o['center'] = [float(c) for c in o['center']]
+    return objs
+
+
+# --- public API --------------------------------------------------------------------------------
+
+
+def generate_scene(rng: np.random.Generator,
+                   size: int = 96,
+                   mode: str = 'scene',
+                   main_class: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, dict]:
+    """Render one synthetic scene.
+
+    Args:
+        rng (numpy.random.Generator): The only source of randomness (same state, same scene).
+        size (int): Image side in pixels (>= 16). Defaults to 96.
+        mode (str): ``'scene'`` (1-4 objects anywhere, COCO-like) or ``'object_centric'``
+            (one large object near the centre on top of 0-2 small ones, ImageNet-like).
+        main_class (int, optional): Thing class of the large object in ``'object_centric'``
+            mode (``0 <= main_class < 8``); random if ``None``.
+
+    Returns:
+        tuple:
+        - img (np.ndarray): uint8 (size, size, 3), **RGB**.
+        - label (np.ndarray): uint8 (size, size), class index into :data:`CLASSES` of the
+          top-most surface; every pixel is labelled (no :data:`IGNORE_INDEX`).
+        - info (dict): JSON-serialisable: ``objects`` (list of dicts with ``cls``, ``name``,
+          ``center`` [x, y], ``radius``, ``angle``, ``aspect``, ``visible_px``), ``stuff``
+          (stuff class indices present), ``dominant`` (thing class with the most visible
+          pixels) and ``dominant_name``.
+    """
+    if not isinstance(size, (int, np.integer)) or size < 16:
+        raise ValueError(f'generate_scene: size={size!r}; it must be an int >= 16')
+    if main_class is not None and not 0 <= int(main_class) < NUM_THINGS:
+        raise ValueError(f'generate_scene: main_class={main_class!r}; it must be a thing class '
+                         f'index in [0, {NUM_THINGS})')
+    size = int(size)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+
+    # Background: 1-3 stuff regions, distinct stuff classes.
+    regions = _stuff_layout(rng, size)
+    k = int(regions.max()) + 1
+    stuff_ids = rng.permutation(len(_STUFF))[:k]
+    img = np.zeros((size, size, 3), dtype=np.float32)
+    label = np.zeros((size, size), dtype=np.uint8)
+    for j, sid in enumerate(stuff_ids):
+        _, kind, h, s, v, second = _STUFF[sid]
+        c1, c2 = _jittered_colours(rng, h, s, v, second, hue_jitter=12.)
+        tex = _stuff_texture(rng, kind, size, yy, xx)  # drawn even if the region is empty:
+        m = regions == j  # keeps the random stream independent of the region areas
+        img[m] = _mix(c1, c2, tex)[m]
+        label[m] = NUM_THINGS + sid
+
+    # Things, painted in order (later ones occlude earlier ones).
+    objs = _draw_objects_params(rng, size, mode, main_class)
+    for o in objs:
+        name, shape, texture, h, s, v, second = _THINGS[o['cls']]
+        c1, c2 = _jittered_colours(rng, h, s, v, second, hue_jitter=18.)
+        cx, cy = o['center']
+        ca, sa = np.cos(o['angle']), np.sin(o['angle'])
+        dx, dy = xx - cx, yy - cy
+        ax = o['radius'] * np.sqrt(o['aspect'])
+        ay = o['radius'] / np.sqrt(o['aspect'])
+        u = (dx * ca + dy * sa) / ax
+        v_ = (-dx * sa + dy * ca) / ay
+        r = np.sqrt(u ** 2 + v_ ** 2)
+        mask = _shape_mask(shape, u, v_, r)
+        tex = _thing_texture(rng, texture, u, v_, r, size)
+        # Soft directional shading so objects look like surfaces, not flat stickers.
+        la = rng.uniform(0, 2 * np.pi)
+        shade = 1.0 + 0.12 * np.clip(u * np.cos(la) + v_ * np.sin(la), -1, 1)
+        img[mask] = (_mix(c1, c2, tex) * shade[..., None])[mask]
+        label[mask] = o['cls']
+        o['name'] = name
+
+    # Photometric: slight blur (soft edges), global gain, sensor noise.
+    img = cv2.GaussianBlur(img, (3, 3), 0.6)
+    img = img * rng.uniform(0.85, 1.15) + rng.normal(0, 0.012, size=img.shape)
+    img = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+    counts = np.bincount(label.ravel(), minlength=len(CLASSES))
+    for o in objs:
+        o['visible_px'] = int(counts[o['cls']])  # per class: same-class objects share pixels
+    thing_counts = counts[:NUM_THINGS]
+    dominant = int(thing_counts.argmax()) if thing_counts.max() > 0 else None
+    info = dict(
+        objects=objs,
+        stuff=[int(c) for c in np.unique(label) if c >= NUM_THINGS],
+        dominant=dominant,
+        dominant_name=None if dominant is None else CLASSES[dominant])
+    return img, label, info
+
+
+def colorize_label(label: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 label -> (H, W, 3) uint8 RGB with :data:`PALETTE` (ignore = black)."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[:len(PALETTE)] = np.array(PALETTE, dtype=np.uint8)
+    return lut[label]
+
+
+def render_preview(seed: int = 0, size: int = 96, num: int = 3, scale: int = 2) -> np.ndarray:
+    """A (num*size*scale, 2*size*scale, 3) uint8 RGB grid: scene | coloured label per row.
+
+    Uses the ``'preview'`` stream of ``seed`` (independent of the dataset splits)."""
+    rows = []
+    for i in range(num):
+        img, label, _ = generate_scene(_rng(seed, 'preview', i), size)
+        row = np.concatenate([img, colorize_label(label)], axis=1)
+        rows.append(cv2.resize(row, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
+    return np.concatenate(rows, axis=0)
+
+
+# --- writer ------------------------------------------------------------------------------------
+
+# One independent random stream per (seed, split, image index): the code of a split must never
+# change, or the files change.
+_SPLIT_CODES = dict(coco=1, imagenet=2, seg_train=3, seg_val=4, preview=5)
+
+
+def _rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_CODES[split],
+                                                         int(index)]))
+
+
+def _write_image(path: str, img_rgb: np.ndarray) -> None:
+    ok = cv2.imwrite(path, cv2.cvtColor(img_rgb, cv2.COLOR_RGB2BGR),
+                     [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise OSError(f'write_synthetic_dataset: cv2 could not write {path!r}')
+
+
+def _write_png(path: str, arr: np.ndarray) -> None:
+    if not cv2.imwrite(path, arr):
+        raise OSError(f'write_synthetic_dataset: cv2 could not write {path!r}')
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, 'w') as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write('\n')
+
+
+def _is_ours(out_dir: str) -> bool:
+    """True if ``out_dir/meta.json`` says this generator wrote the folder."""
+    try:
+        with open(osp.join(out_dir, 'meta.json')) as f:
+            return str(json.load(f).get('generator', '')).startswith('cotap_mm.synthetic/')
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_synthetic_dataset(out_dir: str,
+                            seed: int = 0,
+                            size: int = 96,
+                            num_coco: int = 1000,
+                            num_imagenet: int = 1000,
+                            num_seg_train: int = 200,
+                            num_seg_val: int = 100,
+                            force: bool = False,
+                            progress: Optional[Callable[[], None]] = None) -> Dict:
+    """Write the COCO-, ImageNet- and mmseg-style folders of synthetic scenes under ``out_dir``.
+
+    Layout (see ``docs/synthetic.md``)::
+
+        out_dir/coco/train2017/{i:012d}.jpg                  # 'scene' mode, i = 0..num_coco-1
+        out_dir/imagenet/train/<dominant class>/<class>_{i:06d}.jpg   # 'object_centric' mode
+        out_dir/seg/img_dir/{train,val}/{split}_{i:06d}.jpg  # 'scene' mode
+        out_dir/seg/ann_dir/{train,val}/{split}_{i:06d}.png  # uint8 labels 0..11 (255 = ignore)
+        out_dir/seg/classes.json                             # classes, palette, ignore_index
+        out_dir/meta.json                                    # seed, counts, size, classes, version
+
+    Everything is first written to ``out_dir + '.tmp'`` and then renamed to ``out_dir``, so an
+    interrupted run never leaves a half-written ``out_dir``. The ImageNet object-centric scenes
+    cycle their main class (``i % 8``), so the class folders are balanced; an image goes to the
+    folder of its *dominant* (largest visible) thing class, nearly always the main one.
+
+    Args:
+        out_dir (str): Output folder. Must not exist or be empty, unless ``force``.
+        seed (int): Base seed; image ``i`` of split ``s`` uses the stream ``(seed, s, i)``.
+        size (int): Image side in pixels.
+        num_coco, num_imagenet, num_seg_train, num_seg_val (int): Image counts (>= 0).
+        force (bool): Replace an existing non-empty ``out_dir``, but only one that this
+            function wrote (its ``meta.json`` says so); any other folder is never deleted.
+        progress (callable, optional): Called once per written image (e.g. a progress bar's
+            ``update``).
+
+    Returns:
+        dict: The content of ``meta.json``.
+    """
+    counts = dict(num_coco=num_coco, num_imagenet=num_imagenet, num_seg_train=num_seg_train,
+                  num_seg_val=num_seg_val)
+    for k, n in counts.items():
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f'write_synthetic_dataset: {k}={n!r}; it must be an int >= 0')
+    if not isinstance(size, (int, np.integer)) or size < 16:
+        raise ValueError(f'write_synthetic_dataset: size={size!r}; it must be an int >= 16')
+    out_dir = osp.abspath(out_dir.rstrip('/\\') or out_dir)
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise FileExistsError(f'write_synthetic_dataset: {out_dir!r} exists and is not a folder')
+    non_empty = osp.isdir(out_dir) and bool(os.listdir(out_dir))
+    if non_empty and not force:
+        raise FileExistsError(f'write_synthetic_dataset: output folder {out_dir!r} is not empty; '
+                              'pass force=True (--force) to replace it, or pick another folder.')
+    if non_empty and not _is_ours(out_dir):
+        raise FileExistsError(
+            f'write_synthetic_dataset: refusing to replace {out_dir!r}: it has no meta.json '
+            'written by this generator, so it may hold other data. Delete it yourself or pick '
+            'another folder.')
+
+    tmp = out_dir + '.tmp'
+    if osp.exists(tmp):  # left over by an interrupted run; only ever written by us
+        shutil.rmtree(tmp)
+    dirs = dict(coco=osp.join(tmp, 'coco', 'train2017'),
+                imagenet=osp.join(tmp, 'imagenet', 'train'),
+                seg_train=(osp.join(tmp, 'seg', 'img_dir', 'train'),
+                           osp.join(tmp, 'seg', 'ann_dir', 'train')),
+                seg_val=(osp.join(tmp, 'seg', 'img_dir', 'val'),
+                         osp.join(tmp, 'seg', 'ann_dir', 'val')))
+    for d in (dirs['coco'], dirs['imagenet'], *dirs['seg_train'], *dirs['seg_val']):
+        os.makedirs(d)
+
+    def tick():
+        if progress is not None:
+            progress()
+
+    try:
+        pixel_counts = np.zeros(len(CLASSES), dtype=np.int64)
+        for i in range(num_coco):
+            img, _, _ = generate_scene(_rng(seed, 'coco', i), size, 'scene')
+            _write_image(osp.join(dirs['coco'], f'{i:012d}.jpg'), img)
+            tick()
+        per_class = {c: 0 for c in THING_CLASSES}
+        for i in range(num_imagenet):
+            img, _, info = generate_scene(_rng(seed, 'imagenet', i), size, 'object_centric',
+                                          main_class=i % NUM_THINGS)
+            name = info['dominant_name']
+            os.makedirs(osp.join(dirs['imagenet'], name), exist_ok=True)
+            _write_image(osp.join(dirs['imagenet'], name, f'{name}_{i:06d}.jpg'), img)
+            per_class[name] += 1
+            tick()
+        for split, n in (('seg_train', num_seg_train), ('seg_val', num_seg_val)):
+            img_dir, ann_dir = dirs[split]
+            for i in range(n):
+                img, label, _ = generate_scene(_rng(seed, split, i), size, 'scene')
+                stem = f'{split}_{i:06d}'
+                _write_image(osp.join(img_dir, stem + '.jpg'), img)
+                _write_png(osp.join(ann_dir, stem + '.png'), label)
+                pixel_counts += np.bincount(label.ravel(), minlength=len(CLASSES))
+                tick()
+        classes_json = dict(classes=list(CLASSES), palette=PALETTE, ignore_index=IGNORE_INDEX,
+                            thing_classes=list(THING_CLASSES), stuff_classes=list(STUFF_CLASSES))
+        _write_json(osp.join(tmp, 'seg', 'classes.json'), classes_json)
+        meta = dict(
+            generator=GENERATOR_VERSION,
+            seed=int(seed),
+            size=int(size),
+            counts=dict(coco=num_coco, imagenet=num_imagenet, seg_train=num_seg_train,
+                        seg_val=num_seg_val),
+            imagenet_per_class={k: v for k, v in per_class.items() if v},
+            seg_pixel_fraction={c: round(float(p) / max(1, pixel_counts.sum()), 5)
+                                for c, p in zip(CLASSES, pixel_counts)},
+            classes=list(CLASSES),
+            thing_classes=list(THING_CLASSES),
+            stuff_classes=list(STUFF_CLASSES),
+            palette=PALETTE,
+            ignore_index=IGNORE_INDEX,
+            jpeg_quality=JPEG_QUALITY,
+            streams={k: v for k, v in _SPLIT_CODES.items() if k != 'preview'},
+        )
+        _write_json(osp.join(tmp, 'meta.json'), meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    # Swap in: the old folder (empty, or ours with force) goes only after the new one is complete.
+    if osp.isdir(out_dir):
+        old = out_dir + '.old'
+        if osp.exists(old):
+            shutil.rmtree(old)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old)
+    else:
+        os.makedirs(osp.dirname(out_dir), exist_ok=True)
+        os.replace(tmp, out_dir)
+    return meta

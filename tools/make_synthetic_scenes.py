@@ -1,0 +1,123 @@
+"""Generate the synthetic "things and stuff" scenes of the CPU demo (docs/synthetic.md).
+
+    python tools/make_synthetic_scenes.py OUT [--seed 0] [--size 96] [--num-coco 1000]
+        [--num-imagenet 1000] [--num-seg-train 200] [--num-seg-val 100] [--force]
+        [--preview PNG]
+    python tools/make_synthetic_scenes.py --preview docs/images/synthetic_scenes.png
+
+Writes OUT/coco/train2017 (pretraining, COCO-style), OUT/imagenet/train/<class> (object-centric,
+ImageNet-style), OUT/seg/{img_dir,ann_dir}/{train,val} + OUT/seg/classes.json (mmseg layout;
+different random streams from the pretraining images) and OUT/meta.json. The output is
+byte-identical for the same arguments. Everything is written to OUT.tmp first and renamed to OUT
+at the end. A non-empty OUT is replaced only with --force, and only if a previous run of this
+tool wrote it.
+
+With --preview PNG (and optionally no OUT) it also writes a small picture of a few scenes next
+to their coloured label maps.
+"""
+import argparse
+import importlib.util
+import os
+import os.path as osp
+import sys
+import time
+from typing import List, Optional
+
+import cv2
+
+from mmengine.logging import MMLogger
+from mmengine.utils import ProgressBar
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _load_synthetic():
+    """Load cotap_mm/datasets/synthetic.py by path: it needs only numpy and cv2, and importing
+    the ``cotap_mm`` package would import torch and every model for nothing."""
+    path = osp.join(ROOT, 'cotap_mm', 'datasets', 'synthetic.py')
+    spec = importlib.util.spec_from_file_location('cotap_mm_synthetic', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(description='Generate synthetic things-and-stuff scenes in the '
+                                'COCO / ImageNet / mmseg folder layouts (docs/synthetic.md)')
+    p.add_argument('out', nargs='?', help='output folder (must not exist or be empty, '
+                   'unless --force)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--size', type=int, default=96, help='image side in pixels (>= 16)')
+    p.add_argument('--num-coco', type=int, default=1000, help='COCO-style scenes (pretraining)')
+    p.add_argument('--num-imagenet', type=int, default=1000,
+                   help='object-centric scenes in ImageNet class folders (pretraining)')
+    p.add_argument('--num-seg-train', type=int, default=200, help='labelled scenes, probe train')
+    p.add_argument('--num-seg-val', type=int, default=100, help='labelled scenes, probe val')
+    p.add_argument('--force', action='store_true',
+                   help='replace a non-empty OUT written earlier by this tool')
+    p.add_argument('--preview', metavar='PNG',
+                   help='also write a preview picture (scenes | labels) to this .png')
+    p.add_argument('--preview-num', type=int, default=3, help='scenes in the preview')
+    args = p.parse_args(argv)
+    if args.out is None and args.preview is None:
+        p.error('give an output folder OUT, or --preview PNG (or both)')
+    for name in ('num_coco', 'num_imagenet', 'num_seg_train', 'num_seg_val'):
+        if getattr(args, name) < 0:
+            p.error(f'--{name.replace("_", "-")} must be >= 0')
+    if args.size < 16:
+        p.error('--size must be >= 16')
+    return args
+
+
+def write_preview(syn, path: str, seed: int, size: int, num: int) -> None:
+    """Write ``render_preview`` as a PNG, atomically."""
+    if not path.lower().endswith('.png'):
+        raise ValueError(f'--preview {path!r}: the preview is written as PNG; use a .png name')
+    grid = syn.render_preview(seed=seed, size=size, num=num, scale=2 if size <= 96 else 1)
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp.{os.getpid()}.png'
+    try:
+        # Maximum zlib level: the picture is committed to the repository.
+        if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+            raise OSError(f'cv2 could not write {tmp!r}')
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def main(argv: Optional[List[str]] = None) -> Optional[dict]:
+    args = parse_args(argv)
+    name = 'make_synthetic_scenes'
+    logger = (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
+              MMLogger.get_instance(name, logger_name=name, log_level='INFO'))
+    syn = _load_synthetic()
+    meta = None
+    if args.out is not None:
+        total = args.num_coco + args.num_imagenet + args.num_seg_train + args.num_seg_val
+        logger.info(f'Writing {total} synthetic {args.size}px scenes (seed {args.seed}) to '
+                    f'{args.out}: coco {args.num_coco}, imagenet {args.num_imagenet}, seg train '
+                    f'{args.num_seg_train}, seg val {args.num_seg_val}')
+        t0 = time.time()
+        bar = ProgressBar(total) if total else None
+        meta = syn.write_synthetic_dataset(
+            args.out, seed=args.seed, size=args.size, num_coco=args.num_coco,
+            num_imagenet=args.num_imagenet, num_seg_train=args.num_seg_train,
+            num_seg_val=args.num_seg_val, force=args.force,
+            progress=bar.update if bar else None)
+        if bar:
+            sys.stdout.write('\n')
+        logger.info(f'Done in {time.time() - t0:.1f} s: {osp.abspath(args.out)} '
+                    f'(imagenet folders: {meta["imagenet_per_class"]})')
+    if args.preview:
+        write_preview(syn, args.preview, args.seed, args.size, args.preview_num)
+        logger.info(f'Wrote preview {args.preview}')
+    return meta
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (FileExistsError, ValueError) as e:  # bad arguments / output folder: no traceback
+        sys.exit(f'make_synthetic_scenes: error: {e}')
