@@ -1,0 +1,139 @@
+"""Unsupervised segmentation probe: k-means over frozen patch features + cluster matching
+(field.md §2.2; STEGO / Leopart protocol).
+
+    python tools/analysis/cluster_segmentation.py CONFIG CHECKPOINT --data-root data/coco_stuff27 \
+        --num-classes 27 [--num-clusters 27 100 300 500] [--size 448] [--split val] \
+        [--img-dir img_dir] [--ann-dir ann_dir] [--img-suffix .jpg] [--seg-suffix .png] \
+        [--ann-file LIST] [--reduce-zero-label] [--niter 50] [--nredo 1] [--seed 0] \
+        [--work-dir DIR] [--out F]
+
+Data: mmseg layout, ROOT/img_dir/<split>/*.jpg + ROOT/ann_dir/<split>/*.png, labels 0..C-1 and
+255 ignored. Each image is squashed to ``--size`` x ``--size`` and its label resized nearest to
+the same size (spec §6.1 validation). Features: the backbone's patch map (``out_type='featmap'``,
+2D wide with the object-aware filter), each patch L2-normalised. k-means (faiss, seeded) runs on
+the patches of the evaluated split itself (as STEGO / Leopart do); every patch is assigned to its
+nearest centroid, the (size/p)^2 cluster map upsampled nearest to the label size, and clusters
+are matched to classes on the same split: one-to-one Hungarian when K <= C, many-to-one (each
+cluster to the class it overlaps most) when K > C (``--match`` overrides). mIoU (NaN classes
+dropped) and pixel accuracy in %, mmseg ``IoUMetric`` semantics. See docs/probes.md.
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import List, Optional
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # checkout
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from cotap_mm.evaluation.features import (SegFolderDataset, add_common_args,  # noqa: E402
+                                          dump_json_atomic, extract_features, format_table,
+                                          get_normalization, json_safe, load_model_for_tool,
+                                          make_loader, setup_tool)
+from cotap_mm.evaluation.functional import (assign_clusters, confusion_matrix,  # noqa: E402
+                                            faiss_kmeans, match_confusion)
+
+TOOL = 'cluster_segmentation'
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(description='k-means cluster probe for unsupervised segmentation')
+    add_common_args(p, default_batch_size=16)
+    p.add_argument('--data-root', required=True, help='mmseg-layout dataset root')
+    p.add_argument('--num-classes', type=int, required=True, help='C (labels 0..C-1)')
+    p.add_argument('--num-clusters', type=int, nargs='+',
+                   help='K values; default: C (Hungarian). Overclustering: e.g. 100 300 500')
+    p.add_argument('--match', default='auto', choices=['auto', 'hungarian', 'majority'],
+                   help='auto: Hungarian if K <= C, else many-to-one majority')
+    p.add_argument('--split', default='val')
+    p.add_argument('--img-dir', default='img_dir')
+    p.add_argument('--ann-dir', default='ann_dir')
+    p.add_argument('--img-suffix', default='.jpg')
+    p.add_argument('--seg-suffix', default='.png')
+    p.add_argument('--ann-file', help='text file (relative to ROOT) listing the image stems to '
+                   'use, one per line (e.g. curated/val2017/Coco164kFull_Stuff_Coarse_7.txt)')
+    p.add_argument('--reduce-zero-label', action='store_true',
+                   help='label 0 -> 255 and the others minus 1 (ADE20K)')
+    p.add_argument('--ignore-index', type=int, default=255)
+    p.add_argument('--size', type=int, default=448, help='square input and label size')
+    p.add_argument('--niter', type=int, default=50, help='k-means iterations')
+    p.add_argument('--nredo', type=int, default=1, help='k-means restarts (best kept)')
+    p.add_argument('--max-points-per-centroid', type=int, default=256,
+                   help='faiss trains on at most K * this many random patches')
+    p.add_argument('--feature-dtype', default='float32', choices=['float32', 'float16'])
+    p.add_argument('--eval-chunk', type=int, default=64, help='images per scoring block')
+    args = p.parse_args(argv)
+    if args.num_classes < 1 or args.size < 1 or args.niter < 1 or args.nredo < 1:
+        p.error('--num-classes, --size, --niter and --nredo must be >= 1')
+    args.num_clusters = args.num_clusters or [args.num_classes]
+    if any(k < 1 for k in args.num_clusters):
+        p.error('--num-clusters values must be >= 1')
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    work_dir, logger, out = setup_tool(args, TOOL)
+    backbone, cfg, info = load_model_for_tool(args, 'featmap', logger)
+    mean, std = get_normalization(cfg)
+    dataset = SegFolderDataset(
+        args.data_root, args.split, args.img_dir, args.ann_dir, args.img_suffix,
+        args.seg_suffix, size=args.size, num_classes=args.num_classes,
+        reduce_zero_label=args.reduce_zero_label, ignore_index=args.ignore_index, mean=mean,
+        std=std, ann_file=args.ann_file)
+    logger.info(f'{len(dataset)} {args.split} images squashed to {args.size}x{args.size}, '
+                f'{args.num_classes} classes, K in {args.num_clusters}')
+    dtype = getattr(torch, args.feature_dtype)
+    # (B, C, h, w) patch maps -> (B, h, w, C) on the CPU, each patch L2-normalised, so that
+    # the (N*h*w, C) matrix for k-means is a view, not a second copy
+    feats, labels = extract_features(
+        backbone, make_loader(dataset, args), args.device,
+        lambda o: F.normalize(o.float(), dim=1).permute(0, 2, 3, 1).contiguous().to(dtype).cpu(),
+        'patch features', logger)
+    N, h, w, C_feat = feats.shape
+    flat = feats.view(-1, C_feat)  # (N*h*w, C_feat)
+    logger.info(f'{flat.shape[0]} patches ({N} images x {h}x{w}), {C_feat}-d')
+    device = torch.device(args.device)
+    rows, runs = [], []
+    for K in args.num_clusters:
+        logger.info(f'k-means K={K}: faiss, niter={args.niter}, nredo={args.nredo}, '
+                    f'seed={args.seed}')
+        centroids = faiss_kmeans(flat, K, niter=args.niter, nredo=args.nredo, seed=args.seed,
+                                 max_points_per_centroid=args.max_points_per_centroid,
+                                 use_gpu=False)
+        assign = assign_clusters(flat, centroids, device=device).view(N, h, w)
+        # accumulate the (K+1, C) cluster confusion image block by image block, so the
+        # upsampled (N, size, size) cluster map never exists at once
+        cc = torch.zeros((K + 1, args.num_classes), dtype=torch.long)
+        for s in range(0, N, args.eval_chunk):
+            a = assign[s:s + args.eval_chunk, None].to(device).float()
+            a = F.interpolate(a, size=labels.shape[-2:], mode='nearest')[:, 0].long()
+            cc += confusion_matrix(a, labels[s:s + args.eval_chunk].to(device), K,
+                                   args.num_classes, args.ignore_index).cpu()
+        mapping, m = match_confusion(cc[:-1], args.num_classes, args.match, miss=cc[-1])
+        runs.append(dict(num_clusters=K, **m, cluster_to_class=mapping.tolist(),
+                         clusters_used=int((torch.bincount(assign.flatten(), minlength=K) > 0)
+                                           .sum())))
+        rows.append([K, m['method'], m['mIoU'], m['aAcc'], m['num_valid_classes']])
+        logger.info(f'K={K} ({m["method"]}): mIoU {m["mIoU"]:.2f}, aAcc {m["aAcc"]:.2f}')
+    logger.info('\n' + format_table('Cluster segmentation (matched on the evaluated split)',
+                                    ['K', 'matching', 'mIoU %', 'aAcc %', 'classes scored'],
+                                    rows))
+    results = dict(
+        tool=TOOL,
+        protocol='faiss k-means on L2-normalised patch features of the split; clusters matched '
+        'to classes on the same split (Hungarian K<=C, majority K>C); mmseg IoU semantics',
+        config=args.config, checkpoint=args.checkpoint, checkpoint_meta=info['meta'],
+        data_root=args.data_root, split=args.split, num_images=N, num_classes=args.num_classes,
+        size=args.size, feature_dim=C_feat, patch_grid=[h, w], niter=args.niter,
+        nredo=args.nredo, seed=args.seed, max_points_per_centroid=args.max_points_per_centroid,
+        runs=runs)
+    path = dump_json_atomic(json_safe(results), out)
+    logger.info(f'Results written to {path}')
+    return results
+
+
+if __name__ == '__main__':
+    main()
