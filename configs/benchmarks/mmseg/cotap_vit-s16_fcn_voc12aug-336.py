@@ -1,0 +1,21 @@
+# CoTAP ViT-S/16, FCN head (3 UpsampleBlocks, x8), Adam lr 3e-3 cosine to 1e-4,
+# on Pascal VOC 2012 trainaug / val.
+# Spec method.md §6.1: 400k samples / 128 = 3125 iterations,
+# 8 GPUs x 16; image 336 -> label 336; val 336 -> 336.
+# Backbone weights: --cfg-options model.backbone.init_cfg.checkpoint=PATH (docs/downstream.md).
+# Protocol switch: replace the dataset base below by the commented standard-protocol one
+# (labels at original resolution, mmseg resize/crop pipelines).
+_base_ = [
+    './_base_/models/cotap_vit-s16_fcn.py',
+    './_base_/datasets/voc12aug_cotap-336.py',
+    # standard protocol: './_base_/datasets/voc12aug_mmseg.py'
+    './_base_/schedules/adam_cosine.py',
+    './_base_/default_runtime.py',
+]
+steps = 3125
+model = dict(decode_head=dict(num_classes=21))
+param_scheduler = [
+    dict(type='CosineAnnealingLR', T_max=steps + 5, eta_min=1e-4, by_epoch=False, begin=0,
+         end=steps)
+]
+train_cfg = dict(max_iters=steps, val_interval=steps)  # evaluate the final model

@@ -1,0 +1,131 @@
+"""COCO-Stuff-27: the 27 coarse COCO-Stuff classes of IIC/STEGO, as used by CoTAP (spec §6.1).
+
+Needs mmsegmentation: imported by :mod:`cotap_mm.segmentation`, never by ``import cotap_mm``.
+
+The fine->coarse table (:data:`FINE_TO_COARSE`) and the raw-label checks are plain numpy and are
+shared with ``tools/dataset_converters/coco_stuff27.py``, which writes the 27-class label PNGs this
+dataset reads.
+"""
+import numpy as np
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
+
+__all__ = [
+    'COCOStuff27Dataset', 'COCOSTUFF27_CLASSES', 'FINE_TO_COARSE', 'UNUSED_RAW_IDS',
+    'fine_to_coarse_lut'
+]
+
+# The 27 coarse classes in STEGO's order: the 12 COCO "thing" supercategories (0-11), then the
+# 15 "stuff" supercategories (12-26). STEGO names two of each kind 'food' and 'furniture'; they are
+# suffixed here so that IoUMetric's per-class table is unambiguous.
+COCOSTUFF27_CLASSES = (
+    'electronic', 'appliance', 'food-things', 'furniture-things', 'indoor', 'kitchen',
+    'accessory', 'animal', 'outdoor', 'person', 'sports', 'vehicle',  # things 0-11
+    'ceiling', 'floor', 'food-stuff', 'furniture-stuff', 'rawmaterial', 'textile', 'wall',
+    'window', 'building', 'ground', 'plant', 'sky', 'solid', 'structural', 'water')  # stuff 12-26
+
+# STEGO's fine->coarse table (src/data.py, class Coco), written as runs: for each coarse class, the
+# raw stuffthingmaps values (0..181 = COCO-Stuff id - 1) that map onto it.
+_COARSE_TO_FINE = {
+    0: [*range(71, 77)],                     # electronic: tv .. cell phone
+    1: [*range(77, 83)],                     # appliance: microwave .. (unused id 82)
+    2: [*range(51, 61)],                     # food (things): banana .. cake
+    3: [*range(61, 71)],                     # furniture (things): chair .. (unused id 70)
+    4: [*range(83, 91)],                     # indoor: book .. (unused id 90)
+    5: [*range(43, 51)],                     # kitchen: (unused 44) bottle .. bowl
+    6: [*range(25, 33)],                     # accessory: (unused 25) backpack .. suitcase
+    7: [*range(15, 25)],                     # animal: bird .. giraffe
+    8: [*range(9, 15)],                      # outdoor: traffic light .. bench
+    9: [0],                                  # person
+    10: [*range(33, 43)],                    # sports: frisbee .. tennis racket
+    11: [*range(1, 9)],                      # vehicle: bicycle .. boat
+    12: [101, 102],                          # ceiling
+    13: [100, 113, 114, 115, 116, 117],      # floor
+    14: [120, 121, 152, 169],                # food (stuff)
+    15: [97, 106, 107, 109, 111, 122, 129, 132, 155, 160, 164],  # furniture (stuff)
+    16: [99, 131, 138, 142],                 # rawmaterial
+    17: [91, 92, 103, 104, 108, 130, 136, 140, 151, 166, 167],  # textile
+    18: [*range(170, 177)],                  # wall
+    19: [179, 180],                          # window
+    20: [94, 95, 127, 150, 157, 165],        # building
+    21: [110, 124, 125, 135, 139, 143, 144, 146, 148, 153, 158],  # ground
+    22: [93, 96, 118, 123, 128, 133, 141, 162, 168],  # plant
+    23: [105, 156],                          # sky
+    24: [126, 134, 149, 159, 161, 181],      # solid
+    25: [98, 112, 137, 145, 163],            # structural
+    26: [119, 147, 154, 177, 178],           # water
+}
+#: dict raw value (0..181) -> coarse class (0..26); 255 (unlabeled) is kept as 255.
+FINE_TO_COARSE = {fine: coarse for coarse, fines in _COARSE_TO_FINE.items() for fine in fines}
+assert sorted(FINE_TO_COARSE) == list(range(182)), 'the fine->coarse table must cover 0..181'
+
+#: Raw values that never occur in COCO-Stuff stuffthingmaps: the 11 unused COCO ids (12, 26, 29,
+#: 30, 45, 66, 68, 69, 71, 83, 91) minus one. mmseg's ``*_labelTrainIds.png`` (0..170, compacted)
+#: does use them, which is how a converter tells the two apart.
+UNUSED_RAW_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
+
+
+def fine_to_coarse_lut():
+    """The 256-entry uint8 lookup table raw value -> coarse label (255 for 255 and 182..254).
+
+    Returns:
+        np.ndarray: (256, ) uint8; ``lut[raw_map]`` is the 27-class map.
+    """
+    lut = np.full(256, 255, dtype=np.uint8)
+    for fine, coarse in FINE_TO_COARSE.items():
+        lut[fine] = coarse
+    return lut
+
+
+def _palette(num_classes):
+    """PASCAL-VOC-style bit-interleaved colours (deterministic, distinct), skipping black."""
+    palette = []
+    for label in range(1, num_classes + 1):
+        rgb, ind = [0, 0, 0], label
+        for shift in reversed(range(8)):
+            for ch in range(3):
+                rgb[ch] |= ((ind >> ch) & 1) << shift
+            ind >>= 3
+        palette.append(rgb)
+    return palette
+
+
+@DATASETS.register_module()
+class COCOStuff27Dataset(BaseSegDataset):
+    """COCO-Stuff-27 (IIC/STEGO curated subsets), for mmsegmentation.
+
+    Layout (``tools/dataset_converters/coco_stuff27.py`` writes ``annotations27``)::
+
+        data/cocostuff/
+        ├── images/{train2017,val2017}/<id>.jpg
+        ├── annotations27/{train2017,val2017}/<id>.png     # 0..26, 255 = ignore
+        └── curated/train2017/Coco164kFull_Stuff_Coarse.txt
+            curated/val2017/Coco164kFull_Stuff_Coarse_7.txt
+
+    ``ann_file`` is the STEGO curated list: one image id (file name without extension) per line;
+    :class:`BaseSegDataset` adds ``img_suffix`` / ``seg_map_suffix``. Without ``ann_file`` every
+    image under ``data_prefix['img_path']`` is used.
+
+    The labels must already be the 27 coarse classes; the raw stuffthingmaps (0..181) or mmseg's
+    ``*_labelTrainIds.png`` (0..170) would be read as wrong classes without an error (both are
+    uint8 PNGs), so point ``seg_map_path`` at the converter's output.
+
+    Args:
+        img_suffix (str): Defaults to '.jpg'.
+        seg_map_suffix (str): Defaults to '.png'.
+        **kwargs: Other arguments of :class:`mmseg.datasets.BaseSegDataset` (``data_root``,
+            ``data_prefix``, ``ann_file``, ``pipeline``, ...).
+    """
+    METAINFO = dict(classes=COCOSTUFF27_CLASSES, palette=_palette(len(COCOSTUFF27_CLASSES)))
+
+    def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
+        if kwargs.get('reduce_zero_label', False):
+            raise ValueError('COCOStuff27Dataset: reduce_zero_label must be False (class 0, '
+                             "'electronic', is a real class; 255 is the ignore value)")
+        if str(seg_map_suffix).endswith('_labelTrainIds.png'):
+            raise ValueError(
+                f'COCOStuff27Dataset: seg_map_suffix={seg_map_suffix!r} points at mmseg\'s '
+                'COCO-Stuff-171 train ids, not the 27 coarse classes; convert the raw '
+                'stuffthingmaps with tools/dataset_converters/coco_stuff27.py and use its '
+                "'.png' output")
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)

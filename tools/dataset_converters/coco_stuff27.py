@@ -1,0 +1,175 @@
+"""Convert COCO-Stuff stuffthingmaps to the 27 coarse classes of COCO-Stuff-27 (IIC/STEGO).
+
+    python tools/dataset_converters/coco_stuff27.py data/cocostuff [-o OUT_DIR] [--nproc 8]
+        [--splits train2017 val2017] [--all-images]
+
+Input layout (COCO 2017 images, the COCO-Stuff ``stuffthingmaps_trainval2017.zip`` maps and the
+IIC/STEGO curated lists)::
+
+    data/cocostuff/
+    ├── images/{train2017,val2017}/<id>.jpg
+    ├── annotations/{train2017,val2017}/<id>.png   # raw stuffthingmaps: 0..181, 255 unlabeled
+    └── curated/train2017/Coco164kFull_Stuff_Coarse.txt
+        curated/val2017/Coco164kFull_Stuff_Coarse_7.txt
+
+Output: ``OUT_DIR/<split>/<id>.png`` (default ``OUT_DIR`` = ``data/cocostuff/annotations27``),
+uint8 0..26 with 255 = ignore, through STEGO's fine->coarse table
+(``cotap_mm.datasets.coco_stuff27.FINE_TO_COARSE``); read by ``COCOStuff27Dataset``. By default
+only the images of the curated lists are converted (49,629 train / 2,175 val); ``--all-images``
+converts every map in ``annotations/<split>``.
+
+mmseg's own COCO-Stuff converter writes ``*_labelTrainIds.png`` maps whose values 0..170 are
+already remapped; the table would give wrong classes on them, so such input is refused: by file
+name, and by content (raw maps never use the 11 unused COCO ids, train ids do).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from functools import partial
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # repo root
+
+DEFAULT_LISTS = {
+    'train2017': 'curated/train2017/Coco164kFull_Stuff_Coarse.txt',
+    'val2017': 'curated/val2017/Coco164kFull_Stuff_Coarse_7.txt',
+}
+_TRAIN_IDS_SUFFIX = '_labelTrainIds.png'
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert COCO-Stuff stuffthingmaps (0..181) to COCO-Stuff-27 label PNGs')
+    parser.add_argument('coco_root', help='folder holding images/, annotations/ and curated/')
+    parser.add_argument('-o', '--out-dir', help='output folder (default: COCO_ROOT/annotations27)')
+    parser.add_argument('--ann-dir', default='annotations',
+                        help='raw stuffthingmaps folder, relative to COCO_ROOT '
+                        '(default: annotations)')
+    parser.add_argument('--splits', nargs='+', default=['train2017', 'val2017'])
+    parser.add_argument('--list', action='append', default=[], metavar='SPLIT=FILE',
+                        help='image-id list of a split, relative to COCO_ROOT (default: the STEGO '
+                        'curated lists); repeat for several splits')
+    parser.add_argument('--all-images', action='store_true',
+                        help='convert every map of the split, not only the listed ids')
+    parser.add_argument('--nproc', type=int, default=1, help='worker processes (default: 1)')
+    args = parser.parse_args(argv)
+    if args.nproc < 1:
+        parser.error(f'--nproc must be >= 1, got {args.nproc}')
+    lists = dict(DEFAULT_LISTS)
+    for item in args.list:
+        if '=' not in item:
+            parser.error(f'--list {item!r}: expected SPLIT=FILE')
+        split, path = item.split('=', 1)
+        lists[split] = path
+    args.lists = lists
+    return parser, args
+
+
+def _refuse_train_ids(what):
+    raise ValueError(
+        f'{what} looks like mmseg\'s COCO-Stuff-171 *_labelTrainIds.png (values 0..170, already '
+        'remapped); the STEGO fine->coarse table applies to the RAW stuffthingmaps (0..181, 255 '
+        'unlabeled) from stuffthingmaps_trainval2017.zip. Point the converter at those (their '
+        'files are named <id>.png).')
+
+
+def check_raw_map(label, path):
+    """Raise if ``label`` (uint8 HxW) is not a raw COCO-Stuff stuffthingmap."""
+    from cotap_mm.datasets.coco_stuff27 import UNUSED_RAW_IDS
+    values = np.unique(label)
+    bad = values[(values > 181) & (values != 255)]
+    if bad.size:
+        raise ValueError(f'{path}: values {bad.tolist()[:10]} are outside 0..181 and 255; not a '
+                         'COCO-Stuff stuffthingmap')
+    unused = sorted(set(values.tolist()) & set(UNUSED_RAW_IDS))
+    if unused:
+        _refuse_train_ids(f'{path} (it contains {unused}, ids that COCO-Stuff never uses)')
+
+
+def convert_one(image_id, src_dir, dst_dir, lut):
+    """Convert ``src_dir/<id>.png`` to ``dst_dir/<id>.png``; returns the number of labelled
+    pixels."""
+    src = osp.join(src_dir, image_id + '.png')
+    if not osp.isfile(src):
+        if osp.isfile(osp.join(src_dir, image_id + _TRAIN_IDS_SUFFIX)):
+            _refuse_train_ids(f'{src_dir} (it has {image_id}{_TRAIN_IDS_SUFFIX} but no '
+                              f'{image_id}.png)')
+        raise FileNotFoundError(f'{src}: missing label map of a listed image id')
+    with Image.open(src) as img:
+        if img.mode not in ('L', 'P'):
+            raise ValueError(f'{src}: expected a single-channel (L or P) PNG, got mode {img.mode}')
+        label = np.array(img, dtype=np.uint8)
+    check_raw_map(label, src)
+    coarse = lut[label]
+    dst = osp.join(dst_dir, image_id + '.png')
+    tmp = dst + f'.tmp{os.getpid()}.png'
+    Image.fromarray(coarse, mode='L').save(tmp)
+    os.replace(tmp, dst)  # atomic: an interrupted run leaves no truncated label
+    return int((coarse != 255).sum())
+
+
+def read_ids(list_file):
+    with open(list_file) as f:
+        ids = [line.strip() for line in f if line.strip()]
+    for image_id in ids:
+        if osp.splitext(image_id)[1]:
+            raise ValueError(f'{list_file}: entries must be image ids without extension, got '
+                             f'{image_id!r}')
+    return ids
+
+
+def main(argv=None):
+    parser, args = parse_args(argv)
+    from mmengine.logging import MMLogger
+    from mmengine.utils import track_parallel_progress, track_progress
+
+    from cotap_mm.datasets.coco_stuff27 import fine_to_coarse_lut
+    name = 'coco_stuff27_converter'
+    logger = (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
+              MMLogger.get_instance(name, log_level='INFO'))
+    root = args.coco_root
+    out_dir = args.out_dir or osp.join(root, 'annotations27')
+    lut = fine_to_coarse_lut()
+    if osp.realpath(out_dir) == osp.realpath(osp.join(root, args.ann_dir)):
+        parser.error('--out-dir must differ from the raw annotations folder (same file names)')
+    totals = {}
+    for split in args.splits:
+        src_dir = osp.join(root, args.ann_dir, split)
+        if not osp.isdir(src_dir):
+            parser.error(f'raw label folder not found: {src_dir}')
+        names = sorted(os.listdir(src_dir))
+        if args.all_images:
+            ids = [n[:-4] for n in names
+                   if n.endswith('.png') and not n.endswith(_TRAIN_IDS_SUFFIX)]
+            if not ids and any(n.endswith(_TRAIN_IDS_SUFFIX) for n in names):
+                _refuse_train_ids(f'{src_dir} (only *{_TRAIN_IDS_SUFFIX} files)')
+        else:
+            if split not in args.lists:
+                parser.error(f'no image list for split {split!r}: pass --list {split}=FILE or '
+                             '--all-images')
+            list_file = osp.join(root, args.lists[split])
+            if not osp.isfile(list_file):
+                parser.error(f'image list not found: {list_file} (the STEGO curated lists, or '
+                             '--all-images)')
+            ids = read_ids(list_file)
+        if not ids:
+            parser.error(f'no image ids for split {split!r}')
+        dst_dir = osp.join(out_dir, split)
+        os.makedirs(dst_dir, exist_ok=True)
+        logger.info(f'{split}: converting {len(ids)} maps {src_dir} -> {dst_dir} '
+                    f'(nproc={args.nproc})')
+        func = partial(convert_one, src_dir=src_dir, dst_dir=dst_dir, lut=lut)
+        if args.nproc > 1:
+            counts = track_parallel_progress(func, ids, nproc=args.nproc)
+        else:
+            counts = track_progress(func, ids)
+        totals[split] = len(ids)
+        logger.info(f'{split}: {len(ids)} maps written, {sum(counts)} labelled pixels')
+    return totals
+
+
+if __name__ == '__main__':
+    main()
