@@ -8,7 +8,13 @@ Features: the images (in :func:`cotap_mm.datasets.image_list.list_images` order,
 the ImageNet statistics, passed through a plain ViT (``CoTAPVisionTransformer(with_oaf=False,
 out_type='raw')``), and the last-layer patch tokens (CLS dropped) are averaged and
 L2-normalised. The npz holds ``nns``: int64 (N, k), the top-k by cosine similarity (faiss
-``IndexFlatIP``), the image itself in column 0.
+``IndexFlatIP``), the image itself in column 0, and what it was computed on, which
+``KNNPairDataset`` checks: ``num_images``, ``image_list_sha1`` (the digest of the sorted relative
+image list, :func:`cotap_mm.datasets.image_list.image_list_digest`) and ``image_dir``.
+
+Every image is decoded: unreadable or truncated files are all listed in one error at the end (no
+output is written), so this tool also finds the corrupt files of a folder. The npz is written
+atomically (temporary file + ``os.replace``).
 
 The released files (``nns_vit_base_*_train_None_224.npz``) came from DINO ViT-B/16; pass such a
 backbone with ``--checkpoint`` (an mmengine checkpoint whose ``state_dict`` has ``backbone.*``
@@ -30,7 +36,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.utils import ProgressBar  # noqa: E402
 
-from cotap_mm.datasets.image_list import IMG_EXTENSIONS, list_images  # noqa: E402
+from cotap_mm.datasets.image_list import (IMG_EXTENSIONS, check_jpeg_complete,  # noqa: E402
+                                          image_list_digest, list_images)
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -57,7 +64,12 @@ def parse_args(argv: Optional[List[str]] = None):
 
 
 class _Images(torch.utils.data.Dataset):
-    """Resize (shorter side) + centre crop + ImageNet normalisation: (3, S, S) float."""
+    """Resize (shorter side) + centre crop + ImageNet normalisation: ((3, S, S) float, error).
+
+    An unreadable image gives zeros and a non-empty error string (the caller lists all of them
+    at the end rather than stopping at the first one). Truncated JPEGs count as unreadable, as
+    in ``ImageList`` (:func:`check_jpeg_complete`).
+    """
 
     def __init__(self, paths, size):
         self.paths, self.size = paths, size
@@ -68,7 +80,8 @@ class _Images(torch.utils.data.Dataset):
     def __getitem__(self, i):
         path = self.paths[i]
         try:
-            with Image.open(path) as im:
+            check_jpeg_complete(path)
+            with Image.open(path) as im:  # PIL raises on truncated files (unlike OpenCV)
                 im = im.convert('RGB')
                 w, h = im.size
                 s = self.size / min(w, h)
@@ -77,11 +90,13 @@ class _Images(torch.utils.data.Dataset):
                 left, top = (nw - self.size) // 2, (nh - self.size) // 2
                 im = im.crop((left, top, left + self.size, top + self.size))
                 x = np.asarray(im, dtype=np.float32) / 255.0
-        except Exception as e:
-            raise RuntimeError(f'precompute_knn: cannot read image {path!r} (row {i}): {e}. '
-                               'Replace or delete it (the npz rows must match ImageList, which '
-                               'lists the same files).') from e
-        return torch.from_numpy(((x - MEAN) / STD).transpose(2, 0, 1).copy())
+        except Exception as e:  # decoding errors come as many types (OSError, SyntaxError, ...)
+            return torch.zeros(3, self.size, self.size), f'{type(e).__name__}: {e}'
+        return torch.from_numpy(((x - MEAN) / STD).transpose(2, 0, 1).copy()), ''
+
+
+class UnreadableImagesError(RuntimeError):
+    """Some images of the folder cannot be decoded (listed in the message)."""
 
 
 def load_backbone_weights(model: torch.nn.Module, checkpoint: str, prefix: str, logger):
@@ -102,7 +117,8 @@ def load_backbone_weights(model: torch.nn.Module, checkpoint: str, prefix: str, 
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise KeyError(f'precompute_knn: {checkpoint!r} does not match '
-                       f'the CoTAPVisionTransformer (embed_dims={model.embed_dims}) built from --arch/--patch-size '
+                       f'the CoTAPVisionTransformer (embed_dims={model.embed_dims}) built '
+                       'from --arch/--patch-size '
                        f'with prefix {prefix!r}.\n  missing keys: {missing}\n  unexpected '
                        f'keys: {unexpected}\nCheck --arch / --patch-size / --prefix, or '
                        'convert the checkpoint to mmpretrain VisionTransformer keys.')
@@ -111,19 +127,35 @@ def load_backbone_weights(model: torch.nn.Module, checkpoint: str, prefix: str, 
 
 
 @torch.no_grad()
-def extract_features(model, paths, image_size, batch_size, num_workers, device):
-    """(N, D) float32 L2-normalised mean-pooled patch features, in ``paths`` order."""
+def extract_features(model, paths, image_size, batch_size, num_workers, device, logger=None):
+    """(N, D) float32 L2-normalised mean-pooled patch features, in ``paths`` order.
+
+    Raises:
+        UnreadableImagesError: after the pass, listing every image that could not be decoded.
+    """
     loader = torch.utils.data.DataLoader(_Images(paths, image_size), batch_size=batch_size,
                                          shuffle=False, num_workers=num_workers)
-    feats = []
+    feats, bad, start = [], [], 0
     bar = ProgressBar(len(paths))
-    for x in loader:
+    for x, errors in loader:
+        bad.extend((start + j, err) for j, err in enumerate(errors) if err)
+        start += len(errors)
         tokens = model(x.to(device))[-1]                         # (B, 1 + N, D)
         f = tokens[:, 1:].float().mean(dim=1)
         feats.append(torch.nn.functional.normalize(f, dim=1).cpu())
         for _ in range(x.shape[0]):
             bar.update()
     sys.stdout.write('\n')
+    if bad:
+        lines = [f'  {paths[i]}: {err}' for i, err in bad]
+        if logger is not None:
+            logger.error('Unreadable images:\n' + '\n'.join(lines))
+        shown = '\n'.join(lines[:20]) + (f'\n  ... and {len(lines) - 20} more (all in the '
+                                         'log above)' if len(lines) > 20 else '')
+        raise UnreadableImagesError(
+            f'precompute_knn: {len(bad)} of {len(paths)} images cannot be read (nothing '
+            f'written):\n{shown}\nReplace or delete them (the npz rows must match ImageList, '
+            'which lists the same files), then run this command again.')
     return torch.cat(feats).numpy().astype(np.float32)
 
 
@@ -157,6 +189,8 @@ def knn(features: np.ndarray, k: int) -> np.ndarray:
 
 
 def save_npz_atomic(path: str, **arrays):
+    """``np.savez`` to a temporary file next to ``path``, then ``os.replace``: an interrupted
+    run leaves neither a partial ``path`` nor the temporary file (an old ``path`` is kept)."""
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp.{os.getpid()}'
     try:
@@ -176,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
     paths = list_images(args.image_dir, args.extensions)
     if not paths:
         raise FileNotFoundError(f'precompute_knn: no image with extensions {args.extensions} '
-                                f'under {args.image_dir!r}')
+                                f'under {args.image_dir!r}; check the folder or --extensions')
     k = args.k
     if k > len(paths):
         logger.warning(f'--k {k} > number of images {len(paths)}: using k={len(paths)}')
@@ -193,9 +227,12 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
     logger.info(f'{len(paths)} images under {args.image_dir}; arch={args.arch}/'
                 f'{args.patch_size}, image size {args.image_size}, k={k}')
     feats = extract_features(model, paths, args.image_size, args.batch_size, args.num_workers,
-                             args.device)
+                             args.device, logger)
     nns = knn(feats, k)
-    save_npz_atomic(args.out, nns=nns)
+    # What the rows were computed on: KNNPairDataset refuses the file for another image list.
+    save_npz_atomic(args.out, nns=nns, num_images=np.int64(len(paths)),
+                    image_list_sha1=np.str_(image_list_digest(paths, args.image_dir)),
+                    image_dir=np.str_(osp.abspath(args.image_dir)))
     logger.info(f'Wrote {args.out}: nns {nns.shape} {nns.dtype}')
     return nns
 

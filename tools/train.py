@@ -13,6 +13,9 @@ Same flags and flow as mmpretrain's ``tools/train.py``, plus what CPU-only machi
 - ``persistent_workers`` is only turned on for dataloaders with ``num_workers > 0`` (torch
   refuses it otherwise); ``pin_memory`` defaults to on only when CUDA is available.
 - ``--amp`` without a GPU stops with a clear error (mmengine's ``AmpOptimWrapper`` asserts CUDA).
+- A config key that a component does not take (``model.inner_patch_loss.temprature``) stops
+  with a ``ConfigArgumentError`` naming the component, the key, where it is set and the closest
+  valid argument names, instead of a bare ``__init__() got an unexpected keyword argument``.
 
 Multi-process launch: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh``.
 """
@@ -23,10 +26,10 @@ import sys
 
 # tools/ (for launch_utils) and the repository root (cotap_mm from a source checkout)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from launch_utils import (accelerator_available, add_launcher_args,  # noqa: E402
-                          build_runner, fix_persistent_workers, import_cotap_mm,
-                          parse_launcher_args, set_dataloader_defaults, set_work_dir,
-                          setup_cpu_distributed)
+from launch_utils import (ConfigArgumentError, accelerator_available,  # noqa: E402
+                          add_launcher_args, build_runner, explain_unexpected_kwarg,
+                          fix_persistent_workers, import_cotap_mm, parse_launcher_args,
+                          set_dataloader_defaults, set_work_dir, setup_cpu_distributed)
 from mmengine.config import Config, DictAction  # noqa: E402
 
 
@@ -133,8 +136,16 @@ def main(argv=None):
     cfg = merge_args(cfg, args, parser)
     import_cotap_mm()
     setup_cpu_distributed(cfg, args.launcher)
-    runner = build_runner(cfg)
-    runner.train()
+    try:
+        # the model is built here and the dataloaders in train(): a config key that a
+        # component does not take surfaces as a bare TypeError from deep inside mmengine
+        runner = build_runner(cfg)
+        runner.train()
+    except TypeError as e:
+        msg = explain_unexpected_kwarg(e, cfg)
+        if msg is None:
+            raise
+        raise ConfigArgumentError(msg) from e
 
 
 if __name__ == '__main__':

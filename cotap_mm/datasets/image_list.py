@@ -1,4 +1,5 @@
 """A label-free dataset of all images under a folder (COCO train2017, ImageNet train)."""
+import hashlib
 import os
 import os.path as osp
 import warnings
@@ -8,7 +9,8 @@ from mmengine.dataset import BaseDataset
 
 from cotap_mm.registry import DATASETS, TRANSFORMS
 
-__all__ = ['ImageList', 'list_images', 'IMG_EXTENSIONS']
+__all__ = ['ImageList', 'list_images', 'image_list_digest', 'check_jpeg_complete',
+           'IMG_EXTENSIONS']
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
@@ -43,6 +45,48 @@ def list_images(root: str, extensions: Sequence[str] = IMG_EXTENSIONS) -> List[s
     return [osp.join(root, r) for r in rel]
 
 
+def image_list_digest(paths: Sequence[str], root: str) -> str:
+    """SHA-1 of the image list relative to ``root`` (``/``-separated, one path per line).
+
+    ``tools/precompute_knn.py`` stores it in the kNN npz and :class:`KNNPairDataset` compares
+    it with its own list, so a kNN file of another folder (or of the same folder after images
+    were added, removed or renamed) is refused even when the image count happens to match.
+
+    Args:
+        paths (Sequence[str]): Image paths under ``root``, in dataset order.
+        root (str): The folder they are listed from.
+
+    Returns:
+        str: 40 hex digits.
+    """
+    rel = (osp.relpath(p, root).replace(os.sep, '/') for p in paths)
+    return hashlib.sha1('\n'.join(rel).encode('utf-8')).hexdigest()
+
+
+JPEG_EOI = b'\xff\xd9'
+_JPEG_TAIL = 1024  # bytes searched for the end-of-image marker (padding after it is common)
+
+
+def check_jpeg_complete(path: str) -> None:
+    """Raise ``ValueError`` if the JPEG ``path`` has no end-of-image marker near its end.
+
+    OpenCV (mmcv's default decoder) decodes a truncated JPEG without error, filling the missing
+    rows with grey, so truncation is checked separately: entropy-coded scan data never holds
+    the bytes ``FF D9`` (0xFF is always stuffed), so a file cut inside the scan has no marker
+    in its tail. Reads only the last ``_JPEG_TAIL`` bytes. Other formats are not checked.
+    """
+    if not path.lower().endswith(('.jpg', '.jpeg')):
+        return
+    with open(path, 'rb') as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - _JPEG_TAIL))
+        tail = f.read()
+    if JPEG_EOI not in tail:
+        raise ValueError(f'truncated JPEG: no end-of-image marker (FF D9) in the last '
+                         f'{len(tail)} of {size} bytes')
+
+
 @DATASETS.register_module()
 class ImageList(BaseDataset):
     """All images under ``data_root/data_prefix``, sorted (:func:`list_images`), no labels.
@@ -55,7 +99,10 @@ class ImageList(BaseDataset):
     keeps its own count) and remembered, and :meth:`prepare_data` returns ``None`` so that the
     caller draws another index (mmengine's ``__getitem__`` does this up to ``max_refetch``
     times; :class:`KNNPairDataset` does its own retries). With ``'error'`` a ``RuntimeError``
-    names the file.
+    names the file. Truncated JPEGs (which OpenCV would decode silently, grey-filled) count as
+    unreadable (:func:`check_jpeg_complete`). The images are not decoded up front (too slow for
+    ImageNet); ``tools/precompute_knn.py``, which decodes every image, lists all unreadable
+    files of a folder at once.
 
     Args:
         data_root (str): Dataset root, e.g. ``'data/coco'``. Defaults to ``''``.
@@ -100,13 +147,28 @@ class ImageList(BaseDataset):
         return self.data_prefix['img_path']
 
     def load_data_list(self) -> List[dict]:
+        if not osp.isdir(self.img_dir):
+            raise FileNotFoundError(
+                f'ImageList: image folder {self.img_dir!r} does not exist (data_root='
+                f'{self.data_root!r}, data_prefix={self.data_prefix["img_path"]!r}). Put the '
+                'images there (layout: docs/data.md) or point the config\'s data_root / '
+                'data_prefix at them, e.g. `--cfg-options data_root=/path/to/data/`.')
         paths = list_images(self.img_dir, self.extensions)
         if not paths:
             raise FileNotFoundError(f'ImageList: no image with extensions {self.extensions} '
                                     f'under {self.img_dir!r} (data_root={self.data_root!r}, '
-                                    f'data_prefix={self.data_prefix}); check the paths or '
-                                    'the extensions argument.')
+                                    f'data_prefix={self.data_prefix["img_path"]!r}); check '
+                                    'that the images were extracted there, the data_root / '
+                                    'data_prefix of the config, or its extensions argument.')
+        # Kept here: after full_init the list is serialized (and possibly subset by `indices`).
+        self._list_digest = image_list_digest(paths, self.img_dir)
         return [dict(img_path=p) for p in paths]
+
+    def list_digest(self) -> str:
+        """:func:`image_list_digest` of all images under the folder (before ``indices``),
+        which the kNN file records."""
+        self.full_init()
+        return self._list_digest
 
     def get_img_path(self, idx: int) -> str:
         return self.get_data_info(idx)['img_path']
@@ -117,6 +179,7 @@ class ImageList(BaseDataset):
             return None
         data_info = self.get_data_info(idx)
         try:
+            check_jpeg_complete(data_info['img_path'])
             results = self.pipeline(data_info)
             if results is None or results.get('img') is None:
                 raise ValueError('the pipeline returned no image')
@@ -125,12 +188,14 @@ class ImageList(BaseDataset):
             if self.on_bad_image == 'error':
                 raise RuntimeError(
                     f'ImageList: cannot read image {path!r} (index {idx}): '
-                    f'{type(e).__name__}: {e}. Replace or delete the file (then re-run '
-                    "tools/precompute_knn.py), or set on_bad_image='skip'.") from e
+                    f'{type(e).__name__}: {e}. Replace or delete the file, then re-run '
+                    'tools/precompute_knn.py on the folder (it decodes every image and lists '
+                    "all unreadable ones), or set on_bad_image='skip'.") from e
             self._bad_indices.add(idx)
             self.num_bad_images += 1
             warnings.warn(f'ImageList: skipping unreadable image {path!r} (index {idx}): '
                           f'{type(e).__name__}: {e} ({self.num_bad_images} skipped so far in '
-                          'this process)')
+                          'this process). Replace or delete it; tools/precompute_knn.py on '
+                          'the folder lists all unreadable images (then use its new kNN file).')
             return None
         return results

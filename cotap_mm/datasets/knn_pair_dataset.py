@@ -1,10 +1,12 @@
 """kNN pairing of images (spec §5.1) and the CoTAP COCO + ImageNet item (spec §0, §5)."""
 import copy
+import logging
 import os.path as osp
 from typing import Optional, Sequence, Union
 
 import numpy as np
 from mmengine.dataset import Compose
+from mmengine.logging import print_log
 
 from cotap_mm.registry import DATASETS, TRANSFORMS
 
@@ -13,9 +15,20 @@ __all__ = ['KNNPairDataset', 'CoTAPDualDataset', 'load_nns']
 NN_COLUMN_RANGES = ('exclude_self', 'with_self')
 
 
+# Metadata written by tools/precompute_knn.py next to `nns` (absent from the released files).
+META_KEYS = ('num_images', 'image_list_sha1', 'image_dir')
+
+
 def load_nns(nns_file: str, num_images: Optional[int] = None, min_columns: int = 1,
-             key: str = 'nns', self_check_ratio: float = 0.9) -> np.ndarray:
+             key: str = 'nns', self_check_ratio: float = 0.9,
+             list_digest: Optional[str] = None, image_dir: Optional[str] = None) -> np.ndarray:
     """Load and check a STEGO-format neighbour file.
+
+    Files written by ``tools/precompute_knn.py`` also record what they were computed on:
+    ``num_images`` and ``image_list_sha1`` (:func:`image_list_digest` of the sorted relative
+    image list) and ``image_dir``; a file of another image list is refused even when the
+    image count matches. The released STEGO files hold only ``nns``: their order cannot be
+    verified beyond the row count and the self-in-column-0 check, which is logged.
 
     Args:
         nns_file (str): ``.npz`` with ``key`` -> int array (N, >= min_columns), row i = the
@@ -25,21 +38,42 @@ def load_nns(nns_file: str, num_images: Optional[int] = None, min_columns: int =
         key (str): Array name. Defaults to ``'nns'``.
         self_check_ratio (float): At least this fraction of rows must have column 0 == row
             index (duplicate images may legitimately swap). Defaults to 0.9.
+        list_digest (str, optional): The dataset's image-list digest, compared with the file's.
+        image_dir (str, optional): The dataset's image folder (for the messages).
 
     Returns:
         np.ndarray: (N, C) int64.
     """
     make = f'python tools/precompute_knn.py IMAGE_DIR {nns_file}'
+    where = f'IMAGE_DIR = {image_dir}' if image_dir else ('IMAGE_DIR = the folder the dataset '
+                                                          'lists, e.g. data/coco/train2017')
     if not osp.isfile(nns_file):
         raise FileNotFoundError(
             f'KNNPairDataset: neighbour file {nns_file!r} not found. Download the released '
-            f'nns.zip (see docs/data.md) or compute it with `{make}` (IMAGE_DIR = the folder '
-            'the dataset lists, e.g. data/coco/train2017).')
+            f'nns.zip (see docs/data.md) or compute it with `{make}` ({where}).')
     with np.load(nns_file) as npz:
         if key not in npz.files:
             raise KeyError(f'KNNPairDataset: {nns_file!r} has no array {key!r} (found '
                            f'{npz.files}); expected the STEGO format written by `{make}`.')
         nns = np.asarray(npz[key])
+        meta = {k: npz[k].item() for k in META_KEYS if k in npz.files}
+    if list_digest is not None and 'image_list_sha1' in meta:
+        if meta['image_list_sha1'] != list_digest or (
+                num_images is not None and meta.get('num_images', num_images) != num_images):
+            raise ValueError(
+                f'KNNPairDataset: {nns_file!r} was computed on another image list: '
+                f'{meta.get("num_images")} images under {meta.get("image_dir", "?")!r} '
+                f'(list sha1 {meta["image_list_sha1"][:12]}), but the dataset lists '
+                f'{num_images} images under {image_dir!r} (list sha1 {list_digest[:12]}); '
+                'its rows would pair the wrong images. Use the kNN file of this folder, or '
+                f'regenerate it with `{make}` ({where}; also after adding, removing or '
+                'renaming images).')
+    elif list_digest is not None:
+        print_log(f'KNNPairDataset: {nns_file!r} records no image list (STEGO format, e.g. '
+                  'the released files): its row order cannot be verified beyond the row '
+                  'count and the image itself in column 0. Make sure it was computed on '
+                  f'{image_dir or "this folder"} as listed by list_images (sorted relative '
+                  'paths).', logger='current', level=logging.WARNING)
     if nns.ndim != 2 or not np.issubdtype(nns.dtype, np.integer):
         raise ValueError(f'KNNPairDataset: {nns_file!r}[{key!r}] must be a 2-D integer array '
                          f'(N, k), got shape {nns.shape} dtype {nns.dtype}.')
@@ -54,8 +88,11 @@ def load_nns(nns_file: str, num_images: Optional[int] = None, min_columns: int =
                 f'{num_images} images: the file belongs to another image set or order. '
                 f'Regenerate it with `{make}` on the same folder and extensions.')
         if nns.min() < 0 or nns.max() >= num_images:
+            bad = np.argwhere((nns < 0) | (nns >= num_images))[0]
             raise ValueError(f'KNNPairDataset: {nns_file!r} has neighbour indices outside '
-                             f'[0, {num_images}); regenerate it with `{make}`.')
+                             f'[0, {num_images}) (min {nns.min()}, max {nns.max()}; first at '
+                             f'row {bad[0]}, column {bad[1]}): it is corrupt or belongs to '
+                             f'another image set. Regenerate it with `{make}`.')
         ratio = float((nns[:, 0] == np.arange(num_images)).mean())
         if ratio < self_check_ratio:
             raise ValueError(
@@ -106,7 +143,10 @@ class KNNPairDataset:
         first = 1 if nn_column_range == 'exclude_self' else 0
         self.columns = np.arange(first, first + num_neighbors)
         self.nns_file = nns_file
-        nns = load_nns(nns_file, len(self.dataset), min_columns=first + num_neighbors)
+        digest = getattr(self.dataset, 'list_digest', None)
+        nns = load_nns(nns_file, len(self.dataset), min_columns=first + num_neighbors,
+                       list_digest=digest() if callable(digest) else None,
+                       image_dir=getattr(self.dataset, 'img_dir', None))
         # Keep only the columns we draw from (the released files have 30: ~300 MB for ImageNet).
         self.nns = np.ascontiguousarray(nns[:, :first + num_neighbors])
 

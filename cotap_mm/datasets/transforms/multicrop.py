@@ -1,5 +1,6 @@
 """Leopart-style multi-crop with an overlap constraint and relative crop boxes (spec §5.2)."""
 import math
+import warnings
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -69,6 +70,10 @@ class CoTAPMultiCrop(BaseTransform):
 
     Randomness comes from ``np.random`` (seeded per dataloader worker by mmengine).
 
+    Images smaller than the global crop side are accepted (as torchvision's RandomResizedCrop,
+    the crops are upsampled), with a warning naming the file, for the first
+    ``MAX_SMALL_WARNINGS`` such images per process.
+
     Args:
         size_crops (Sequence[int]): Output sides (global, local). Defaults to (224, 96).
         nmb_crops (Sequence[int]): Numbers (G, L). Defaults to (2, 4).
@@ -80,6 +85,8 @@ class CoTAPMultiCrop(BaseTransform):
         min_overlap (float): Overlap threshold as a fraction of the image area. Defaults to 0.01.
         max_tries (int): Resampling budget per crop for the overlap constraint. Defaults to 1000.
     """
+
+    MAX_SMALL_WARNINGS = 10
 
     def __init__(self,
                  size_crops: Sequence[int] = (224, 96),
@@ -107,6 +114,7 @@ class CoTAPMultiCrop(BaseTransform):
         self.ratio = tuple(ratio)
         self.min_overlap = min_overlap
         self.max_tries = max_tries
+        self._num_small = 0
 
     @property
     def num_crops(self) -> int:
@@ -176,6 +184,8 @@ class CoTAPMultiCrop(BaseTransform):
             raise TypeError('CoTAPMultiCrop: results["img"] must be an (H, W[, C]) ndarray (put '
                             f'LoadImageFromFile before it), got {type(img)}')
         height, width = img.shape[:2]
+        if min(height, width) < self.size_crops[0]:
+            self._warn_small(results.get('img_path'), height, width)
         boxes = self.sample_boxes(height, width)
         sizes = self.crop_sizes()
         chw = torch.from_numpy(np.ascontiguousarray(img if img.ndim == 3 else img[..., None]))
@@ -195,6 +205,18 @@ class CoTAPMultiCrop(BaseTransform):
         results['bbox_gc'] = bbox_gc
         results['bbox_all'] = bbox_all
         return results
+
+    def _warn_small(self, path, height: int, width: int) -> None:
+        self._num_small += 1
+        if self._num_small > self.MAX_SMALL_WARNINGS:
+            return
+        more = (' (further small images are not reported)'
+                if self._num_small == self.MAX_SMALL_WARNINGS else '')
+        warnings.warn(
+            f'CoTAPMultiCrop: image {path!r} is {height}x{width} px, smaller than the '
+            f'{self.size_crops[0]}-px global crop: its crops are upsampled. If that is not '
+            'intended, remove such images (then regenerate the kNN file) or lower '
+            f'size_crops{more}.')
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(size_crops={self.size_crops}, nmb_crops='
