@@ -6,7 +6,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=200),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=10000, max_keep_ckpts=5),
+    # CheckpointHook with atomic writes (temp file + fsync + rename, then `last_checkpoint`):
+    # a run killed while saving resumes from the last complete checkpoint
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=10000,
+                    max_keep_ckpts=5),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 # the EMA teacher follows the student after every optimiser step (spec §4.2, step 12)
