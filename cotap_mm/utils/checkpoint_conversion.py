@@ -671,7 +671,8 @@ def convert_checkpoint(src,
     return ckpt
 
 
-def extract_backbone(src, which='student', num_heads=None, unsafe_pickle=False):
+def extract_backbone(src, which='student', num_heads=None, unsafe_pickle=False,
+                     drop_final_norm=False):
     """Backbone of a cotap_mm CoTAP pretraining checkpoint as a ``backbone.*`` checkpoint.
 
     The CoTAP algorithm (``cotap_mm/models/algorithms/cotap.py``) keeps the student backbone
@@ -685,6 +686,9 @@ def extract_backbone(src, which='student', num_heads=None, unsafe_pickle=False):
             ``'teacher'``.
         num_heads (int, optional): Recorded in meta when it cannot be inferred.
         unsafe_pickle (bool): See :func:`load_source`.
+        drop_final_norm (bool): Drop the final LayerNorm (``ln1.*``) of a backbone trained with
+            ``final_norm=True`` (e.g. the demo's DINO-like init), as CoTAP drops DINO's final
+            norm (spec §2.1); it is listed under ``meta['dropped']``.
 
     Returns:
         dict: ``{'meta': {...}, 'state_dict': {'backbone.<key>': Tensor}}``.
@@ -707,6 +711,10 @@ def extract_backbone(src, which='student', num_heads=None, unsafe_pickle=False):
             f'{src}: no CoTAP {which} backbone found (expected keys under one of {list(roots)}); '
             f'keys that did not match: {_first(sd)}.{extra}')
     sub = OrderedDict((k[len(root):], v) for k, v in sd.items() if k.startswith(root))
+    dropped = {}
+    if drop_final_norm:
+        dropped['final norm (--drop-final-norm)'] = [k for k in sub if k.startswith('ln1.')]
+        sub = OrderedDict((k, v) for k, v in sub.items() if not k.startswith('ln1.'))
     for key in ('cls_token', 'pos_embed', 'patch_embed.projection.weight',
                 'layers.0.ffn.layers.0.0.weight'):
         if key not in sub:
@@ -745,7 +753,7 @@ def extract_backbone(src, which='student', num_heads=None, unsafe_pickle=False):
         num_prototypes=num_prototypes,
         final_norm=final_norm,
         backbone_cfg=backbone_cfg,
-        dropped={},
+        dropped={k: v for k, v in dropped.items() if v},
         ignored_outside_prefix=dict(count=len(sd) - len(sub),
                                     first=[k for k in sd if not k.startswith(root)][:20]),
         num_converted=len(sub),

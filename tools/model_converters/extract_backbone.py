@@ -31,6 +31,9 @@ def parse_args(argv=None):
     parser.add_argument('--which', choices=('student', 'teacher'), default='student',
                         help='student (default, what the official evaluation uses) or the EMA '
                         'teacher')
+    parser.add_argument('--drop-final-norm', action='store_true',
+                        help='drop the final LayerNorm (ln1.*) of a backbone trained with '
+                        'final_norm=True, as CoTAP drops DINO\'s (spec §2.1)')
     parser.add_argument('--num-heads', type=int, default=None,
                         help='number of heads recorded in meta when it cannot be inferred')
     parser.add_argument('--unsafe-pickle', action='store_true',
@@ -46,7 +49,8 @@ def main(argv=None):
               file=sys.stderr)
     try:
         ckpt = extract_backbone(args.src, which=args.which, num_heads=args.num_heads,
-                                unsafe_pickle=args.unsafe_pickle)
+                                unsafe_pickle=args.unsafe_pickle,
+                                drop_final_norm=args.drop_final_norm)
         atomic_save(ckpt, args.dst)
     except (CheckpointConversionError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -82,13 +82,15 @@ class CoTAP(BaseSelfSupervisor):
                  teacher_momentum_steps: Optional[int] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
-        backbone = dict(backbone, out_type='oaf_raw')
+        # tokens (B, 1+N, 2D) through the OAF; without it (the "w/o OAF" ablation, or an
+        # image-level init as in the demo) the plain tokens (B, 1+N, D)
+        backbone = dict(backbone, out_type='oaf_raw' if backbone.get('with_oaf', True) else 'raw')
         if data_preprocessor is None:
             data_preprocessor = dict(type='CoTAPDataPreprocessor')
         super().__init__(backbone=backbone, data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg)
-        if not getattr(self.backbone, 'with_oaf', False):
-            raise ValueError('CoTAP: the backbone must be a CoTAPVisionTransformer with_oaf=True')
+        if not hasattr(self.backbone, 'with_oaf'):
+            raise ValueError('CoTAP: the backbone must be a CoTAPVisionTransformer')
         unknown = set(loss_weights or {}) - set(LOSS_TERMS)
         if unknown:
             raise ValueError(f'CoTAP: unknown `loss_weights` keys {sorted(unknown)}; expected '
@@ -103,9 +105,10 @@ class CoTAP(BaseSelfSupervisor):
         self.intra_cls_loss = MODELS.build(intra_cls_loss)
         self.entropy_loss = MODELS.build(entropy_loss)
         self.num_global, self.num_local = (int(n) for n in num_crops)
+        # the prototype bank feeds the OAF's k-means and entropy loss: only with an OAF
         self.bank = PrototypeBank(**dict(dict(embed_dims=self.backbone.embed_dims,
                                               num_prototypes=self.backbone.oaf.num_prototypes),
-                                         **bank))
+                                         **bank)) if self.backbone.with_oaf else None
         world = get_world_size()
         self.patch_queue = FeatureQueue(max(1, queue_sizes[0] // world),
                                         self.patch_head.num_prototypes)
@@ -127,9 +130,10 @@ class CoTAP(BaseSelfSupervisor):
                 and not osp.isfile(osp.expanduser(str(checkpoint)))):
             raise FileNotFoundError(
                 f'CoTAP: init checkpoint `model.backbone.init_cfg.checkpoint={checkpoint}` does not '
-                'exist. Convert the DINO/iBOT/Mugs/Leopart release to an mmengine checkpoint with '
-                'mmpretrain VisionTransformer keys under `backbone.` and put it there, or start '
-                'from random weights with `--cfg-options model.backbone.init_cfg=None`.')
+                'exist. Convert the DINO/iBOT/Mugs/Leopart release with `python '
+                'tools/model_converters/convert.py --src-format {dino,ibot,mugs,leopart,timm} SRC '
+                f'{checkpoint}` (docs/converters.md), or start from random weights with '
+                '`--cfg-options model.backbone.init_cfg=None`.')
         super().init_weights()
 
     def _student(self) -> nn.ModuleDict:
@@ -184,9 +188,12 @@ class CoTAP(BaseSelfSupervisor):
 
         s_patch = self._maps(self.backbone(self._crops(student_in, 0, 'global'))[0],
                              self.patch_head)
-        tokens, extras = self.backbone(self._crops(student_in, 1, 'global'),
-                                       return_block_input=True)
-        self.bank.update(extras['block_input'])
+        if self.bank is not None:
+            tokens, extras = self.backbone(self._crops(student_in, 1, 'global'),
+                                           return_block_input=True)
+            self.bank.update(extras['block_input'])
+        else:
+            tokens = self.backbone(self._crops(student_in, 1, 'global'))
         s_cls = self.cls_head(tokens[0][:, 0])
         s_patch_local = s_cls_local = None
         if self.num_local:
@@ -195,7 +202,11 @@ class CoTAP(BaseSelfSupervisor):
             s_cls_local = self.cls_head(self.backbone(self._crops(student_in, 1,
                                                                   'local'))[0][:, 0])
 
-        kernel = self.bank.maybe_cluster()
+        # a diverged model: stop here, before the losses fail on NaN inputs without context
+        self._check_finite('output', dict(teacher_patch_scores=t_patch, teacher_cls_scores=t_cls,
+                                          student_patch_scores=s_patch,
+                                          student_cls_scores=s_cls))
+        kernel = None if self.bank is None else self.bank.maybe_cluster()
         if kernel is not None:
             set_kernel(self.backbone, kernel)
             if self.teacher_kernel_sync:
@@ -211,7 +222,10 @@ class CoTAP(BaseSelfSupervisor):
             losses.update(self._code_losses(t_patch, t_rows, t_cls, s_patch, s_patch_local,
                                             s_cls, s_cls_local, fg_mask, data_samples))
         losses['cotap'] = self.correspondence_head.loss(s_patch, t_patch, fg_mask)
-        losses['entropy'] = self.entropy_loss(self.backbone.oaf.kernel, self.bank.samples)
+        if self.bank is not None:
+            losses['entropy'] = self.entropy_loss(self.backbone.oaf.kernel, self.bank.samples)
+        else:
+            losses['entropy'] = s_cls.new_zeros(())
 
         self.patch_queue.push(t_rows[fg_mask.flatten() > 0], max_insert=self.queue_inserts[0])
         self.cls_queue.push(t_cls, max_insert=None if self.cls_queue.is_empty else
@@ -240,15 +254,28 @@ class CoTAP(BaseSelfSupervisor):
             inner_cls=self.inner_cls_loss(cls_codes, s_cls_all),
             intra_cls=self.intra_cls_loss(cls_codes, self._per_crop(s_cls, G)))
 
+    def _check_finite(self, what: str, tensors: Dict[str, Tensor]) -> None:
+        """Stop on a non-finite tensor, naming it and the iteration (one sync for all).
+
+        Raised inside the forward pass, so the optimiser step and ``CheckpointHook`` never see
+        this iteration: the checkpoints on disk all come from finite steps.
+        """
+        finite = torch.stack([torch.isfinite(t.detach()).all() for t in tensors.values()])
+        if bool(finite.all()):
+            return
+        name = list(tensors)[int((~finite).nonzero()[0])]
+        value = tensors[name].detach()
+        shown = value.item() if value.numel() == 1 else 'not finite'
+        hub = MessageHub.get_current_instance()
+        it, total = hub.get_info('iter'), hub.get_info('max_iters')
+        log = '' if it is None else f' (the log\'s Iter(train) [{it + 1}/{total}])'
+        raise FloatingPointError(
+            f'CoTAP: {what} `{name}` is {shown} at iteration {it}{log}; stopping, nothing of '
+            'this iteration was saved. Check the learning rate (optim_wrapper.optimizer.lr), '
+            'the AMP loss scale and the input data, then resume from the last checkpoint with '
+            '`tools/train.py CONFIG --resume`.')
+
     def _weighted(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Weight the terms and stop on a non-finite one, naming it and the iteration."""
-        out = {}
-        for name in LOSS_TERMS:
-            value = losses[name]
-            if not bool(torch.isfinite(value.detach()).all()):
-                it = MessageHub.get_current_instance().get_info('iter')
-                raise FloatingPointError(f'CoTAP: loss term `{name}` is {value.item()} at '
-                                         f'iteration {it}; stopping (check the learning rate, '
-                                         'AMP loss scale and the input data)')
-            out[f'loss_{name}'] = self.loss_weights[name] * value
-        return out
+        self._check_finite('loss term', {name: losses[name] for name in LOSS_TERMS})
+        return {f'loss_{name}': self.loss_weights[name] * losses[name] for name in LOSS_TERMS}
