@@ -161,3 +161,10 @@ def test_bad_arguments():
         CoTAPVisionTransformer(arch='tiny', out_type='oaf_raw', with_oaf=False)
     with pytest.raises(ValueError, match='with_cls_token'):
         CoTAPVisionTransformer(arch='tiny', with_cls_token=False)
+
+
+def test_frozen_stages_beyond_num_layers_freezes_everything():
+    """The linear-probe idiom frozen_stages=12 also works on a smaller model (clamped)."""
+    vit = CoTAPVisionTransformer(arch='tiny', frozen_stages=12)
+    assert vit.frozen_stages == 2
+    assert not any(p.requires_grad for p in vit.parameters())

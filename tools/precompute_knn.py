@@ -52,8 +52,11 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument('--prefix', default='backbone.',
                    help='state-dict key prefix of the backbone in the checkpoint '
                         '(default "backbone."; keys without it are used if none has it)')
-    p.add_argument('--arch', default='base', choices=['tiny', 'small', 'base'])
-    p.add_argument('--patch-size', type=int, default=16)
+    p.add_argument('--arch', choices=['tiny', 'small', 'base'],
+                   help='ViT size (default: the `arch` recorded in the --checkpoint meta by '
+                        'tools/model_converters, else base)')
+    p.add_argument('--patch-size', type=int,
+                   help='patch size (default: from the --checkpoint meta, else 16)')
     p.add_argument('--k', type=int, default=30, help='neighbours per image, self included')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--image-size', type=int, default=224)
@@ -202,6 +205,21 @@ def save_npz_atomic(path: str, **arrays):
             os.remove(tmp)
 
 
+def _arch_from_args(args, logger):
+    """(arch, patch_size): the command line's, else the --checkpoint meta's (written by
+    tools/model_converters), else ViT-B/16."""
+    meta = {}
+    if args.checkpoint and (args.arch is None or args.patch_size is None):
+        ckpt = torch.load(args.checkpoint, map_location='cpu', weights_only=False)
+        meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
+        meta = meta if isinstance(meta, dict) else {}
+    arch = args.arch or meta.get('arch') or 'base'
+    patch_size = args.patch_size or meta.get('patch_size') or 16
+    if meta.get('arch') and not args.arch:
+        logger.info(f'arch {arch}, patch size {patch_size} from the meta of {args.checkpoint}')
+    return arch, patch_size
+
+
 def main(argv: Optional[List[str]] = None) -> np.ndarray:
     args = parse_args(argv)
     name = 'precompute_knn'
@@ -215,7 +233,8 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
     if k > len(paths):
         logger.warning(f'--k {k} > number of images {len(paths)}: using k={len(paths)}')
         k = len(paths)
-    model = CoTAPVisionTransformer(arch=args.arch, patch_size=args.patch_size,
+    arch, patch_size = _arch_from_args(args, logger)
+    model = CoTAPVisionTransformer(arch=arch, patch_size=patch_size,
                                    img_size=args.image_size, with_oaf=False, out_type='raw')
     if args.checkpoint:
         load_backbone_weights(model, args.checkpoint, args.prefix, logger)
@@ -224,8 +243,8 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
                        'from a RANDOMLY INITIALISED ViT, so the neighbours are meaningless. '
                        'Use this for tests only.\n' + '!' * 78)
     model.eval().to(args.device)
-    logger.info(f'{len(paths)} images under {args.image_dir}; arch={args.arch}/'
-                f'{args.patch_size}, image size {args.image_size}, k={k}')
+    logger.info(f'{len(paths)} images under {args.image_dir}; arch={arch}/'
+                f'{patch_size}, image size {args.image_size}, k={k}')
     feats = extract_features(model, paths, args.image_size, args.batch_size, args.num_workers,
                              args.device, logger)
     nns = knn(feats, k)

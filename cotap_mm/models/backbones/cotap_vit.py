@@ -45,7 +45,8 @@ class CoTAPVisionTransformer(VisionTransformer):
     - Freezing: ``frozen_stages=k`` freezes the embeddings and the first k layers as in the
       parent; ``frozen_stages=num_layers`` (mmpretrain's linear-probe idiom, e.g.
       ``frozen_stages=12``) freezes **everything, the OAF included** (the OAF runs with the last
-      layer's weights, so freezing that layer and not the OAF norms would be half a freeze).
+      layer's weights, so freezing that layer and not the OAF norms would be half a freeze);
+      larger values are clamped to ``num_layers``.
     - ``forward(x, return_attn=False, return_block_input=False)``: with either flag set, returns
       ``(outs, extras)`` where ``extras['attn']`` is the last layer's CLS->patch self-attention
       (B, heads, N) (softmax over all 1+N keys, then the CLS key dropped; recomputed from q/k
@@ -114,6 +115,11 @@ class CoTAPVisionTransformer(VisionTransformer):
         if with_oaf and not kwargs.get('with_cls_token', True):
             raise ValueError('CoTAPVisionTransformer: with_oaf=True needs with_cls_token=True '
                              '(the OAF has a CLS branch)')
+        settings = self.arch_zoo[arch.lower()] if isinstance(arch, str) else arch
+        if isinstance(settings, dict) and kwargs.get('frozen_stages', 0) > settings.get(
+                'num_layers', float('inf')):
+            # "frozen_stages=12" (the linear-probe idiom) on a smaller model: freeze everything
+            kwargs['frozen_stages'] = settings['num_layers']
         self.with_oaf = with_oaf  # read by _freeze_stages, which the parent __init__ may call
         super().__init__(
             arch=arch,
