@@ -147,3 +147,24 @@ def test_missing_init_checkpoint_fails_at_start_up(tmp_path):
     model = tiny_cotap(backbone=backbone)
     with pytest.raises(FileNotFoundError, match='missing.pth.*init_cfg=None'):
         model.init_weights()
+
+
+def test_without_oaf_trains_on_plain_tokens():
+    """with_oaf=False (an image-level init, the w/o-OAF ablation): D-wide heads, no bank, no
+    entropy term, and the code losses still train the backbone."""
+    model = tiny_cotap(
+        backbone=dict(type='CoTAPVisionTransformer', arch='tiny', patch_size=16, img_size=S_G,
+                      with_oaf=False, final_norm=True),
+        patch_head=dict(type='CoTAPProjectionHead', in_channels=64, num_prototypes=16,
+                        hidden_channels=32, bottleneck_channels=8),
+        cls_head=dict(type='CoTAPProjectionHead', in_channels=64, num_prototypes=24,
+                      hidden_channels=32, bottleneck_channels=8))
+    assert model.bank is None and not hasattr(model.backbone, 'oaf')
+    inputs, samples = synthetic_batch()
+    model.loss(inputs, samples)  # first step fills the queues
+    losses = model.loss(*synthetic_batch(seed=1))
+    assert float(losses['loss_entropy']) == 0.0
+    assert all(math.isfinite(float(v)) for v in losses.values())
+    total = sum(losses.values())
+    total.backward()
+    assert model.backbone.layers[0].attn.qkv.weight.grad.abs().sum() > 0

@@ -69,6 +69,9 @@ def parse_args(argv=None):
                    help='init backbone: seeded random weights (default), or a short image-level '
                         'self-distillation made by the demo (configs/demo/init_*.py); see '
                         'docs/demo.md for why random is the default')
+    p.add_argument('--cotap-options', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='extra --cfg-options of the CoTAP stage (ablations), e.g. '
+                        'model.loss_weights.cotap=0.')
     p.add_argument('--skip-pictures', action='store_true')
     return p.parse_args(argv)
 
@@ -103,14 +106,17 @@ def _load_tool(script):
 class Demo:
     """Runs the stages; ``self.seconds`` holds the wall time of each."""
 
-    def __init__(self, work_dir, seed, preset, init='random', console=None):
+    def __init__(self, work_dir, seed, preset, init='random', console=None, cotap_options=()):
         self.wd = osp.abspath(work_dir)
         self.init = init
+        self.cotap_options = list(cotap_options)
         self.seed, self.p = seed, PRESETS[preset]
         self.console = console or Console()
         self.seconds = {}
         self.python = sys.executable
-        self.env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONHASHSEED='0')
+        # unbuffered: the training logs drive the progress bars as they happen
+        self.env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONHASHSEED='0',
+                        PYTHONUNBUFFERED='1')
         self.env['PYTHONPATH'] = ROOT + os.pathsep + self.env.get('PYTHONPATH', '')
         # mim must be the one of this interpreter's environment
         self.mim = osp.join(osp.dirname(self.python), 'mim')
@@ -299,7 +305,8 @@ class Demo:
             self.stage('init', self.pretrain('init', p['init_iters']), total=p['init_iters'])
             self.stage('knn', self.knn('knn', self.path('init_backbone.pth')))
         self.stage('cotap', self.pretrain('cotap', p['cotap_iters'], [
-            f'model.backbone.init_cfg.checkpoint={self.path("init_backbone.pth")}']),
+            f'model.backbone.init_cfg.checkpoint={self.path("init_backbone.pth")}',
+            *self.cotap_options]),
             total=p['cotap_iters'])
         init_miou = self.stage('probe-init', self.probe('init'), total=p['probe_iters'])
         cotap_miou = self.stage('probe-cotap', self.probe('cotap'), total=p['probe_iters'])
@@ -311,7 +318,8 @@ class Demo:
             init_miou=init_miou, cotap_miou=cotap_miou,
             gain=round(cotap_miou - init_miou, 2), seed=self.seed,
             stage_seconds=self.seconds, total_seconds=round(sum(self.seconds.values()), 1),
-            mim_test_command=shlex.join(cmd), preset=p)
+            mim_test_command=shlex.join(cmd), preset=p, init=self.init,
+            cotap_options=self.cotap_options)
         tmp = self.path('results.json.tmp')
         with open(tmp, 'w') as f:
             json.dump(results, f, indent=2)
@@ -340,8 +348,8 @@ def main(argv=None):
     args = parse_args(argv)
     console = Console()
     prepare_work_dir(args.work_dir)
-    results = Demo(args.work_dir, args.seed, args.preset, args.init, console)(
-        args.skip_pictures)
+    results = Demo(args.work_dir, args.seed, args.preset, args.init, console,
+                   args.cotap_options)(args.skip_pictures)
     print_table(results, console)
     console.print(f"results: {osp.join(args.work_dir, 'results.json')}")
     console.print(f"re-evaluate the CoTAP probe: {results['mim_test_command']}")

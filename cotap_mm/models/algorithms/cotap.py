@@ -37,7 +37,10 @@ class CoTAP(BaseSelfSupervisor):
 
     Args:
         backbone (dict): a ``CoTAPVisionTransformer`` config (``out_type`` is set to
-            ``'oaf_raw'``).
+            ``'oaf_raw'``). With ``with_oaf=False`` (the "w/o OAF" ablation, or an image-level
+            init as in ``configs/demo/init_vit-tiny_synthetic.py``) the heads get the plain
+            D-wide tokens (``'raw'``), and there is no prototype bank, k-means or entropy term
+            (``loss_entropy`` is 0).
         patch_head, cls_head (dict): ``CoTAPProjectionHead`` configs (K = 512 and 4096).
         correspondence_head (dict): the CoTAP loss head (``CorrespondenceHead``).
         inner_patch_loss, inner_cls_loss, intra_cls_loss, entropy_loss (dict): loss configs.
