@@ -22,12 +22,13 @@ import json
 import math
 import os
 import os.path as osp
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
+
+from cotap_mm.utils.fileio import atomic_open, atomic_save
 
 __all__ = [
     'IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTENSIONS', 'build_backbone', 'load_backbone_weights',
@@ -356,21 +357,12 @@ def extract_features(backbone: torch.nn.Module,
 
 
 def dump_json_atomic(obj, path: str) -> str:
-    """Write ``obj`` as JSON to ``path`` through a temporary file + ``os.replace``."""
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`cotap_mm.utils.fileio.atomic_open`)."""
     path = osp.abspath(path)
     os.makedirs(osp.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), prefix='.' + osp.basename(path),
-                               suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=2, default=str)  # e.g. odd types in checkpoint meta
-            f.write('\n')
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, 'w') as f:
+        json.dump(obj, f, indent=2, default=str)  # e.g. odd types in checkpoint meta
+        f.write('\n')
     return path
 
 
@@ -475,15 +467,7 @@ def cached_features(cache: Optional[str], key: dict, compute: Callable, logger=N
         return tuple(blob['tensors'])
     tensors = compute()
     os.makedirs(osp.dirname(osp.abspath(cache)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(cache)), suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(dict(key=json.loads(json.dumps(key, default=str)), tensors=list(tensors)), tmp)
-        os.replace(tmp, cache)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save(dict(key=json.loads(json.dumps(key, default=str)), tensors=list(tensors)), cache)
     if logger is not None:
         logger.info(f'Saved features to {cache}')
     return tensors

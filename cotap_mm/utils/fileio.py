@@ -1,11 +1,12 @@
-"""Small file helpers: atomic checkpoint writes."""
+"""Small file helpers: atomic writes (checkpoints, pictures, JSON results)."""
+import contextlib
 import os
 import os.path as osp
 import tempfile
 
 import torch
 
-__all__ = ['atomic_save']
+__all__ = ['atomic_open', 'atomic_save']
 
 
 def _current_umask():
@@ -14,14 +15,39 @@ def _current_umask():
     return mask
 
 
-def atomic_save(obj, path):
-    """``torch.save(obj, path)`` that never leaves a partial file at ``path``.
+@contextlib.contextmanager
+def atomic_open(path, mode='wb'):
+    """Open a temporary file beside ``path``; on a clean exit it is flushed, fsync'ed, given the
+    usual permissions (0666 & ~umask, where mkstemp gives 0600) and renamed over ``path``.
 
-    The object is written to a temporary file in the destination directory (so that the final
-    :func:`os.replace` is a same-filesystem rename, which is atomic on POSIX and Windows), flushed
-    and fsync'ed, then renamed over ``path``. On any failure (serialisation error, full disk,
-    KeyboardInterrupt) the temporary file is removed and ``path`` is left untouched: either the
-    previous file or nothing.
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` is
+    left untouched: readers see the previous file or nothing, never a partial one. The rename is
+    within one directory, hence atomic on POSIX and Windows. The directory must exist.
+    """
+    path = os.fspath(path)
+    dirname = osp.dirname(osp.abspath(path))
+    if not osp.isdir(dirname):
+        raise FileNotFoundError(f'the directory of {path!r} does not exist ({dirname}); '
+                                'create it first')
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=dirname)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_save(obj, path):
+    """``torch.save(obj, path)`` that never leaves a partial file at ``path`` (see
+    :func:`atomic_open`).
 
     Args:
         obj: Anything ``torch.save`` accepts.
@@ -31,24 +57,9 @@ def atomic_save(obj, path):
         str: The destination path.
     """
     path = os.fspath(path)
-    dirname = osp.dirname(osp.abspath(path))
-    if not osp.isdir(dirname):
+    if not osp.isdir(osp.dirname(osp.abspath(path))):
         raise FileNotFoundError(f'atomic_save: the directory of {path!r} does not exist '
-                                f'({dirname}); create it first')
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=dirname)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give the result the usual permissions (0666 & ~umask)
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        # BaseException: also clean up on KeyboardInterrupt / SystemExit
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+                                f'({osp.dirname(osp.abspath(path))}); create it first')
+    with atomic_open(path) as f:
+        torch.save(obj, f)
     return path

@@ -6,13 +6,14 @@ Conventions: images are ``uint8`` RGB arrays of shape (H, W, 3); feature maps ar
 import colorsys
 import os
 import os.path as osp
-import tempfile
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cotap_mm.utils.fileio import atomic_open
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -307,13 +308,6 @@ def save_png(path: str, image: ArrayLike) -> str:
     ok, buf = cv2.imencode('.png', cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError(f'save_png: OpenCV could not encode an image of shape {image.shape}')
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(buf.tobytes())
     return path

@@ -75,13 +75,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                      ['train (fit check)', train_acc[1], train_acc[5]]]))
     if args.save_head:
         import os
-        import tempfile
-        d = osp.dirname(osp.abspath(args.save_head))
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix='.tmp')
-        os.close(fd)
-        torch.save(head.state_dict(), tmp)
-        os.replace(tmp, args.save_head)
+
+        from cotap_mm.utils.fileio import atomic_save
+        os.makedirs(osp.dirname(osp.abspath(args.save_head)), exist_ok=True)
+        atomic_save(head.state_dict(), args.save_head)
         results['head'] = args.save_head
     path = dump_json_atomic(json_safe(results), out)
     logger.info(f'Results written to {path}')
