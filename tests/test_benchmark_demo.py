@@ -33,3 +33,18 @@ def test_docs_section_replaced_between_markers(tmp_path, monkeypatch):
     assert text.count(benchmark_demo.MARK_START) == 1 and 'keep me' in text
     assert '| 1 | 52.00 | 55.00 | +3.00 |' in text
     assert '+2.00 +- 1.41' in text
+
+
+def test_demo_work_dir_is_replaced_only_if_the_demo_made_it(tmp_path):
+    import demo
+    other = tmp_path / 'mine'
+    other.mkdir()
+    (other / 'precious.txt').write_text('x')
+    with pytest.raises(SystemExit, match='not written by tools/demo.py'):
+        demo.prepare_work_dir(str(other))
+    assert (other / 'precious.txt').exists()
+    ours = tmp_path / 'demo'
+    demo.prepare_work_dir(str(ours))
+    (ours / 'old_result.json').write_text('{}')
+    demo.prepare_work_dir(str(ours))  # a rerun starts afresh
+    assert not (ours / 'old_result.json').exists() and (ours / demo._MARKER).exists()

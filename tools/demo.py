@@ -56,7 +56,7 @@ PRESETS = dict(
               num_pictures=2),
 )
 DEMO_HEADS = 3  # configs/demo: a 96-d ViT with 3 heads (not inferable from tensor shapes)
-_ITER = re.compile(r'Iter\(\w+\)\s*\[\s*(\d+)/(\d+)\]')
+_ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
 _MIOU = re.compile(r'mIoU:\s*([0-9.]+)')
 
 
