@@ -26,6 +26,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 import demo  # noqa: E402
 
+from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
+
 MARK_START = '<!-- benchmark_demo:start -->'
 MARK_END = '<!-- benchmark_demo:end -->'
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
@@ -94,10 +96,7 @@ def update_docs(rows, summary, argv, preset, init):
     else:
         text = text.rstrip('\n') + '\n\n## Demo: CoTAP gain over its init (synthetic scenes)\n\n' \
             + section + '\n'
-    tmp = DOCS + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, DOCS)
+    atomic_write_text(DOCS, text)
 
 
 def main(argv=None):
@@ -129,9 +128,8 @@ def main(argv=None):
     table.add_row('mean +- std', *[f"{summary[k]['mean']:.2f} +- {summary[k]['std']:.2f}"
                                    for k in ('init_miou', 'cotap_miou', 'gain')])
     console.print(table)
-    os.makedirs(args.work_dir, exist_ok=True)
-    with open(osp.join(args.work_dir, 'benchmark_demo.json'), 'w') as f:
-        json.dump(dict(rows=rows, summary=summary), f, indent=2)
+    atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),
+                      json.dumps(dict(rows=rows, summary=summary), indent=2))
     if args.update_docs:
         update_docs(rows, summary, argv, args.preset, args.init)
         console.print(f'updated {DOCS}')

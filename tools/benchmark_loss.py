@@ -29,6 +29,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
+from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
+
 DEFAULT_SIZES = (1000, 4200, 16800, 65536, 262144, 1048576)
 IMPLS = ('dense', 'chunked', 'sorted', 'auto')
 QUADRATIC = ('dense', 'chunked')
@@ -152,10 +154,7 @@ def write_section(path, section):
         text = head + section + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip('\n') + '\n\n## ContinuousAPLoss\n\n' + section + '\n'
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def parse_args(argv=None):

@@ -66,6 +66,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
+from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
+
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
 DEFAULT_DATA = osp.join(ROOT, 'work_dirs', 'benchmark_train', 'data')
 MARK_BEGIN = '<!-- benchmark_train:begin -->'
@@ -855,7 +857,7 @@ def write_section(path: str, body: str) -> None:
         text = head + section + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip('\n') + '\n\n## Training step throughput\n\n' + section + '\n'
-    _atomic_write(path, text)
+    atomic_write_text(path, text)
 
 
 def merge_runs(body_old: str, body_new: str) -> str:
@@ -882,14 +884,6 @@ def read_section(path: str) -> str:
     if MARK_BEGIN not in text or MARK_END not in text:
         return ''
     return text.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0].strip('\n')
-
-
-def _atomic_write(path: str, text: str) -> None:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -1003,7 +997,7 @@ def main(argv=None):
         if report.get('profile_ops'):
             print(report['profile_ops'])
     if args.out and not args.from_json:
-        _atomic_write(args.out, json.dumps(reports[0], indent=1))
+        atomic_write_text(args.out, json.dumps(reports[0], indent=1))
         logger.info(f'report written to {args.out}')
     if args.update_docs:
         body = read_section(args.docs)

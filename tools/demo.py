@@ -320,10 +320,8 @@ class Demo:
             stage_seconds=self.seconds, total_seconds=round(sum(self.seconds.values()), 1),
             mim_test_command=shlex.join(cmd), preset=p, init=self.init,
             cotap_options=self.cotap_options)
-        tmp = self.path('results.json.tmp')
-        with open(tmp, 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, self.path('results.json'))
+        from cotap_mm.utils.fileio import atomic_write_text
+        atomic_write_text(self.path('results.json'), json.dumps(results, indent=2))
         return results
 
 

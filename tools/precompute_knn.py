@@ -39,6 +39,7 @@ from mmengine.utils import ProgressBar  # noqa: E402
 from cotap_mm.datasets.image_list import (IMG_EXTENSIONS, check_jpeg_complete,  # noqa: E402
                                           image_list_digest, list_images)
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer  # noqa: E402
+from cotap_mm.utils.fileio import atomic_open  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -102,9 +103,18 @@ class UnreadableImagesError(RuntimeError):
     """Some images of the folder cannot be decoded (listed in the message)."""
 
 
-def load_backbone_weights(model: torch.nn.Module, checkpoint: str, prefix: str, logger):
-    """Strictly load a backbone state dict; raise listing missing / unexpected keys."""
-    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)  # trusted local file
+def _load_checkpoint(checkpoint: str):
+    return torch.load(checkpoint, map_location='cpu', weights_only=False)  # trusted local file
+
+
+def load_backbone_weights(model: torch.nn.Module, checkpoint: str, prefix: str, logger,
+                          ckpt=None):
+    """Strictly load a backbone state dict; raise listing missing / unexpected keys.
+
+    ``ckpt`` is the already loaded content of ``checkpoint``, if the caller has it.
+    """
+    if ckpt is None:
+        ckpt = _load_checkpoint(checkpoint)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     if not isinstance(state, dict):
         raise ValueError(f'precompute_knn: {checkpoint!r} holds no state dict')
@@ -192,27 +202,18 @@ def knn(features: np.ndarray, k: int) -> np.ndarray:
 
 
 def save_npz_atomic(path: str, **arrays):
-    """``np.savez`` to a temporary file next to ``path``, then ``os.replace``: an interrupted
-    run leaves neither a partial ``path`` nor the temporary file (an old ``path`` is kept)."""
+    """``np.savez`` through :func:`cotap_mm.utils.fileio.atomic_open`: an interrupted run leaves
+    neither a partial ``path`` nor the temporary file (an old ``path`` is kept)."""
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp.{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path) as f:
+        np.savez(f, **arrays)
 
 
-def _arch_from_args(args, logger):
-    """(arch, patch_size): the command line's, else the --checkpoint meta's (written by
-    tools/model_converters), else ViT-B/16."""
-    meta = {}
-    if args.checkpoint and (args.arch is None or args.patch_size is None):
-        ckpt = torch.load(args.checkpoint, map_location='cpu', weights_only=False)
-        meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
-        meta = meta if isinstance(meta, dict) else {}
+def _arch_from_args(args, ckpt, logger):
+    """(arch, patch_size): the command line's, else the meta of the loaded --checkpoint ``ckpt``
+    (written by tools/model_converters), else ViT-B/16."""
+    meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
+    meta = meta if isinstance(meta, dict) else {}
     arch = args.arch or meta.get('arch') or 'base'
     patch_size = args.patch_size or meta.get('patch_size') or 16
     if meta.get('arch') and not args.arch:
@@ -233,11 +234,12 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
     if k > len(paths):
         logger.warning(f'--k {k} > number of images {len(paths)}: using k={len(paths)}')
         k = len(paths)
-    arch, patch_size = _arch_from_args(args, logger)
+    ckpt = _load_checkpoint(args.checkpoint) if args.checkpoint else None
+    arch, patch_size = _arch_from_args(args, ckpt, logger)
     model = CoTAPVisionTransformer(arch=arch, patch_size=patch_size,
                                    img_size=args.image_size, with_oaf=False, out_type='raw')
     if args.checkpoint:
-        load_backbone_weights(model, args.checkpoint, args.prefix, logger)
+        load_backbone_weights(model, args.checkpoint, args.prefix, logger, ckpt=ckpt)
     else:
         logger.warning('!' * 78 + '\nprecompute_knn: NO --checkpoint given: the features come '
                        'from a RANDOMLY INITIALISED ViT, so the neighbours are meaningless. '

@@ -6,7 +6,7 @@ import tempfile
 
 import torch
 
-__all__ = ['atomic_open', 'atomic_save']
+__all__ = ['atomic_open', 'atomic_save', 'atomic_write_text']
 
 
 def _current_umask():
@@ -62,4 +62,17 @@ def atomic_save(obj, path):
                                 f'({osp.dirname(osp.abspath(path))}); create it first')
     with atomic_open(path) as f:
         torch.save(obj, f)
+    return path
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`); the directory is created.
+
+    Returns:
+        str: The destination path.
+    """
+    path = os.fspath(path)
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_open(path, 'w') as f:
+        f.write(text)
     return path
