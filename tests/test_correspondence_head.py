@@ -75,6 +75,30 @@ def test_builds_from_config_and_gradient_reaches_the_student_only():
     assert student.grad.abs().sum() > 0 and teacher.grad is None
 
 
+def test_fp16_similarities_round_like_an_fp16_matmul():
+    """similarity_dtype='float16': the lists are fp16 cosines of fp16-rounded unit features
+    (ties appear), the loss stays finite and trains the student."""
+    student, teacher, masks = make_batch(B=4, C=16, h=8, w=8)
+    kwargs = dict(pool_sizes=(4, ), topk=5, num_neg_draws=2, topk_tie_break='lowest_index')
+    lists = {}
+    for dtype in ('float32', 'float16'):
+        head = CorrespondenceHead(similarity_dtype=dtype, seed=3, **kwargs)
+        lists[dtype] = head.build_lists(student, teacher, masks, 4)
+    pred32, target32, labels32 = lists['float32']
+    pred16, target16, labels16 = lists['float16']
+    assert pred16.dtype == target16.dtype == torch.float16 and pred32.dtype == torch.float32
+    assert torch.equal(labels16, labels32)
+    # rounding error of fp16 operands and result, not another list
+    torch.testing.assert_close(pred16.float(), pred32, atol=2e-3, rtol=0)
+    assert not torch.equal(pred16.float(), pred32)
+    assert pred16.unique().numel() < pred32.unique().numel()  # fp16 creates ties
+    student.requires_grad_(True)
+    loss = CorrespondenceHead(similarity_dtype='float16', seed=3, **kwargs)(student, teacher,
+                                                                             masks)
+    loss.backward()
+    assert torch.isfinite(loss) and student.grad.abs().sum() > 0
+
+
 def test_aligned_masks_are_each_images_own():
     B, G, h = 4, 2, 3
     masks = torch.arange(2 * G * B, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, h, h)
@@ -137,6 +161,7 @@ def test_negative_samplers(B):
     (dict(neg_sampler='random'), '`neg_sampler`'),
     (dict(topk_tie_break='first'), '`topk_tie_break`'),
     (dict(list_scope='world'), '`list_scope`'),
+    (dict(similarity_dtype='bfloat16'), '`similarity_dtype`'),
     (dict(pool_sizes=()), '`pool_sizes`'),
     (dict(topk=0), '`topk`'),
 ])

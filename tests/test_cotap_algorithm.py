@@ -168,3 +168,24 @@ def test_without_oaf_trains_on_plain_tokens():
     total = sum(losses.values())
     total.backward()
     assert model.backbone.layers[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('patch_size', [16, 8])
+def test_inner_patch_loss_takes_the_backbone_patch_size(patch_size):
+    """The crop boxes are divided by the backbone's patch size (8 for ViT-B/8 and the demo ViT)."""
+    model = tiny_cotap(backbone=dict(type='CoTAPVisionTransformer', arch='tiny',
+                                     patch_size=patch_size, img_size=S_G, num_prototypes=4))
+    assert model.inner_patch_loss.patch_size == patch_size
+    # a consistent explicit value is accepted
+    model = tiny_cotap(backbone=dict(type='CoTAPVisionTransformer', arch='tiny',
+                                     patch_size=patch_size, img_size=S_G, num_prototypes=4),
+                       inner_patch_loss=dict(type='InnerPatchLoss', patch_size=patch_size))
+    assert model.inner_patch_loss.patch_size == patch_size
+
+
+def test_inner_patch_loss_patch_size_mismatch_is_refused():
+    with pytest.raises(ValueError, match=r'inner_patch_loss.patch_size=16.*backbone.patch_size=8'):
+        tiny_cotap(backbone=dict(type='CoTAPVisionTransformer', arch='tiny', patch_size=8,
+                                 img_size=S_G, num_prototypes=4),
+                   inner_patch_loss=dict(type='InnerPatchLoss', patch_size=16))
+

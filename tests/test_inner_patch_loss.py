@@ -122,7 +122,7 @@ def test_no_local_crops_and_module():
     codes, s_glob, s_loc, bbox_gc, bbox_all, mask = _inputs()
     loss = inner_patch_loss(codes, s_glob, None, bbox_gc[:, :, :G], bbox_all[:, :G], mask)
     assert torch.isfinite(loss)
-    mod = MODELS.build(dict(type='InnerPatchLoss', loss_weight=0.5))
+    mod = MODELS.build(dict(type='InnerPatchLoss', patch_size=16, loss_weight=0.5))
     full = inner_patch_loss(codes, s_glob, s_loc, bbox_gc, bbox_all, mask[:, :, 0])
     torch.testing.assert_close(mod(codes, s_glob, s_loc, bbox_gc, bbox_all, mask), 0.5 * full)
 
@@ -141,7 +141,7 @@ def test_as_coded_mask_order():
     assert coded[1, B + b] == aligned[1, B + b]    # crop 1 of v_b: correct
     inputs = _inputs()
     a = inner_patch_loss(*inputs)
-    c = InnerPatchLoss(mask_alignment='as_coded')(*inputs)
+    c = InnerPatchLoss(mask_alignment='as_coded', patch_size=16)(*inputs)
     assert torch.isfinite(c) and not torch.isclose(a, c)
 
 
@@ -158,3 +158,5 @@ def test_errors():
         InnerPatchLoss(mask_alignment='intended')
     with pytest.raises(TypeError, match='student_local'):
         inner_patch_loss(codes, s_glob, s_loc.long(), bbox_gc, bbox_all, mask)
+    with pytest.raises(ValueError, match='patch_size.*not set'):
+        InnerPatchLoss()(codes, s_glob, s_loc, bbox_gc, bbox_all, mask)

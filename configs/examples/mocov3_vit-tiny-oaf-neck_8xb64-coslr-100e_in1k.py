@@ -82,8 +82,9 @@ train_dataloader = dict(
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2.4e-3, weight_decay=0.1),
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.), 'bias': dict(decay_mult=0.),
-                                    'kernel': dict(decay_mult=1.)}))
+    # no decay on LayerNorms (named ln1/ln2 in mmpretrain's ViT), biases and other 1-D
+    # parameters; the OAF prototype kernel is a matrix and is decayed
+    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=10,
          convert_to_iter_based=True),

@@ -17,7 +17,9 @@ loss = dict(
     type='ContinuousAPLoss', tau=0.5, weight_threshold=-0.2, neg_weight=0.1, impl='auto',
     loss_weight=1.0)
 
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.04))
+# no weight decay on biases, LayerNorms and other 1-D parameters, as in the CoTAP schedule
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.04),
+                     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.))
 
 # generated data: `num_images` random images, two random crops (+ horizontal flip) of each
 data = dict(num_images=4, img_size=96, crop_size=64, seed=0)

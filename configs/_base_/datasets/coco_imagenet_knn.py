@@ -11,7 +11,9 @@ view_pipeline = [
         local_scale=(0.05, 0.1)),
 ]
 train_dataloader = dict(
-    batch_size=14,  # x 8 GPUs = the released global batch of 112
+    # x 8 GPUs = the released global batch of 112; the release ran 4 x 28, whose per-GPU lists,
+    # queues and bank differ (configs/cotap_vit-s16_4xb28_coco.py, docs/training.md)
+    batch_size=14,
     num_workers=8,
     persistent_workers=True,
     pin_memory=True,

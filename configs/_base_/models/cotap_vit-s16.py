@@ -32,7 +32,9 @@ model = dict(
         mask_alignment='aligned',  # released: 'as_coded'
         neg_sampler='derangement',  # released: 'super_perm'
         topk_tie_break='random',  # released: 'lowest_index'
-        list_scope='local'),  # 'global': one list over all GPUs
+        list_scope='local',  # 'global': one list over all GPUs
+        similarity_dtype='float32'),  # released under AMP: 'float16' (fp16 cosines, more ties)
+    # patch_size comes from the backbone (the crop boxes are divided by it)
     inner_patch_loss=dict(type='InnerPatchLoss', temperature=0.1, mask_alignment='aligned'),
     inner_cls_loss=dict(type='InnerCLSLoss', temperature=0.1),
     intra_cls_loss=dict(type='IntraCLSLoss', temperature=0.2),

@@ -5,9 +5,12 @@ optim_wrapper = dict(
     type='AmpOptimWrapper',
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=3e-5, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.024),
+    # mmengine's default grouping skips the norm/bias/1-D rules for parameters matched by
+    # custom_keys (the heads' biases would be decayed); this constructor keeps them there too
+    constructor='NoDecayOneDimOptimWrapperConstructor',
     paramwise_cfg=dict(
-        # no decay on LayerNorms, biases and other 1-D parameters; pos_embed, cls_token and the
-        # OAF kernel are decayed like the released code
+        # no decay on LayerNorms, biases and other 1-D parameters, heads included; pos_embed,
+        # cls_token and the OAF kernel are decayed like the released code
         norm_decay_mult=0.,
         bias_decay_mult=0.,
         flat_decay_mult=0.,

@@ -103,7 +103,8 @@ class CoTAP(BaseSelfSupervisor):
         self.patch_head = MODELS.build(patch_head)
         self.cls_head = MODELS.build(cls_head)
         self.correspondence_head = MODELS.build(correspondence_head)
-        self.inner_patch_loss = MODELS.build(inner_patch_loss)
+        self.inner_patch_loss = MODELS.build(
+            self._with_backbone_patch_size(inner_patch_loss, self.backbone.patch_size))
         self.inner_cls_loss = MODELS.build(inner_cls_loss)
         self.intra_cls_loss = MODELS.build(intra_cls_loss)
         self.entropy_loss = MODELS.build(entropy_loss)
@@ -138,6 +139,18 @@ class CoTAP(BaseSelfSupervisor):
                 f'{checkpoint}` (docs/converters.md), or start from random weights with '
                 '`--cfg-options model.backbone.init_cfg=None`.')
         super().init_weights()
+
+    @staticmethod
+    def _with_backbone_patch_size(loss_cfg: dict, patch_size: int) -> dict:
+        """The inner-patch loss config with the backbone's patch size: its crop boxes are
+        divided by it to reach token coordinates, so any other value misaligns the targets."""
+        given = loss_cfg.get('patch_size')
+        if given is not None and given != patch_size:
+            raise ValueError(
+                f'CoTAP: `model.inner_patch_loss.patch_size={given}` differs from the backbone\'s '
+                f'`model.backbone.patch_size={patch_size}`; the loss takes the backbone\'s value, '
+                'remove `patch_size` from `inner_patch_loss`')
+        return dict(loss_cfg, patch_size=patch_size)
 
     def _student(self) -> nn.ModuleDict:
         return nn.ModuleDict(

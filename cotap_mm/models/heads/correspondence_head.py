@@ -41,6 +41,7 @@ MASK_ALIGNMENTS = ('aligned', 'as_coded')
 NEG_SAMPLERS = ('derangement', 'super_perm')
 TIE_BREAKS = ('lowest_index', 'random')
 LIST_SCOPES = ('local', 'global')
+SIMILARITY_DTYPES = ('float32', 'float16')
 
 
 def _check_choice(name, value, choices):
@@ -102,6 +103,10 @@ class CorrespondenceHead(nn.Module):
         topk_tie_break (str): 'random' or 'lowest_index'. Defaults to 'random'.
         list_scope (str): 'local' or 'global'. Defaults to 'local'.
         seed (int, optional): seed of the head's own generator for negatives and tie noise.
+        similarity_dtype (str): precision of the cosine lists. ``'float32'`` (default) or
+            ``'float16'``: the normalised region features and the cosines are rounded to fp16,
+            as the released code's AMP matmul does on any device, which creates the ties of
+            its lists (docs/continuous_ap_loss.md).
     """
 
     def __init__(self,
@@ -114,12 +119,14 @@ class CorrespondenceHead(nn.Module):
                  neg_sampler: str = 'derangement',
                  topk_tie_break: str = 'random',
                  list_scope: str = 'local',
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None,
+                 similarity_dtype: str = 'float32') -> None:
         super().__init__()
         _check_choice('mask_alignment', mask_alignment, MASK_ALIGNMENTS)
         _check_choice('neg_sampler', neg_sampler, NEG_SAMPLERS)
         _check_choice('topk_tie_break', topk_tie_break, TIE_BREAKS)
         _check_choice('list_scope', list_scope, LIST_SCOPES)
+        _check_choice('similarity_dtype', similarity_dtype, SIMILARITY_DTYPES)
         if not pool_sizes or any(int(k) < 1 for k in pool_sizes):
             raise ValueError(f'CorrespondenceHead: `pool_sizes` must be positive ints, got '
                              f'{pool_sizes!r}')
@@ -134,6 +141,7 @@ class CorrespondenceHead(nn.Module):
         self.topk, self.num_neg_draws, self.num_crops = int(topk), int(num_neg_draws), num_crops
         self.mask_alignment, self.neg_sampler = mask_alignment, neg_sampler
         self.topk_tie_break, self.list_scope = topk_tie_break, list_scope
+        self.similarity_dtype = similarity_dtype
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
 
     # -- layout ----------------------------------------------------------------------------
@@ -208,7 +216,12 @@ class CorrespondenceHead(nn.Module):
         partner = torch.cat([torch.arange(B, device=feats.device)[None],
                              self._negative_maps(B, feats.device)])  # (1 + R, B)
         others = neighbours[:, partner]  # (nets, 1 + R, B, k, C)
+        if self.similarity_dtype == 'float16':
+            # an fp16 matmul: fp16 operands, fp32 accumulation, fp16 result
+            anchors, others = anchors.half().float(), others.half().float()
         sims = torch.einsum('nbic,nrbjc->nbrij', anchors, others)  # (nets, B, 1 + R, k, k)
+        if self.similarity_dtype == 'float16':
+            sims = sims.half()
         labels = torch.zeros(sims.shape[1:], dtype=torch.bool, device=sims.device)
         labels[:, 0] = True
         # the teacher half was detached before stacking; its slice only inherits the flag

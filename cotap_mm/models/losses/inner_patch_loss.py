@@ -13,8 +13,10 @@ their overlaps with g::
     loss     = mean_g  sum_{v != g} ce(g, v) / (V - 1)
 
 ``roi_align`` is ``mmcv.ops.roi_align`` with output S x S (6), ``aligned=True``, spatial scale 1 and
-adaptive sampling (``sampling_ratio=0``); boxes are in crop pixels divided by the patch size (16),
-i.e. token-grid coordinates. All (g, v, m) regions are batched: one roi_align over the teacher codes
+adaptive sampling (``sampling_ratio=0``); boxes are in crop pixels divided by the backbone's patch
+size (16 for ViT-S/16, 8 for ViT-B/8 and the demo ViT), i.e. token-grid coordinates. The
+:class:`CoTAP` algorithm passes its backbone's patch size to :class:`InnerPatchLoss`, so that the
+teacher codes and the student bins they supervise cover the same pixels. All (g, v, m) regions are batched: one roi_align over the teacher codes
 with the mask stacked as an extra channel, one over the global student maps, one over the local
 ones.
 
@@ -31,6 +33,8 @@ Mask alignment (``mask_alignment``):
   permutation, so e.g. crop 0 of v_b is given u_b's crop-1 mask. Here the masks are passed
   aligned, (G, M) with M = [u's; v's], and the quirk is re-created from them.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -215,7 +219,10 @@ class InnerPatchLoss(nn.Module):
 
     Args:
         temperature (float): student temperature. Defaults to 0.1.
-        patch_size (int): pixels per token. Defaults to 16.
+        patch_size (int, optional): pixels per token of the backbone whose maps are compared.
+            ``None`` (default) until set: the ``CoTAP`` algorithm fills in its backbone's
+            ``patch_size`` and refuses a config that sets another value; a standalone user
+            must give it.
         output_size (int): roi_align output size. Defaults to 6.
         mask_alignment (str): ``'aligned'`` or ``'as_coded'``. Defaults to 'aligned'.
         keep_threshold (float): pooled-mask value from which a bin counts. Defaults to 1.0.
@@ -224,7 +231,7 @@ class InnerPatchLoss(nn.Module):
 
     def __init__(self,
                  temperature: float = 0.1,
-                 patch_size: int = 16,
+                 patch_size: Optional[int] = None,
                  output_size: int = 6,
                  mask_alignment: str = 'aligned',
                  keep_threshold: float = 1.0,
@@ -245,6 +252,10 @@ class InnerPatchLoss(nn.Module):
     def forward(self, teacher_codes: Tensor, student_global: Tensor, student_local,
                 bbox_gc: Tensor, bbox_all: Tensor, fg_mask: Tensor) -> Tensor:
         """Shapes as in :func:`inner_patch_loss`."""
+        if self.patch_size is None:
+            raise ValueError(
+                'InnerPatchLoss: `patch_size` is not set; give the backbone\'s patch size '
+                '(the CoTAP algorithm sets it from `model.backbone.patch_size`)')
         loss = inner_patch_loss(
             teacher_codes, student_global, student_local, bbox_gc, bbox_all, fg_mask,
             temperature=self.temperature, patch_size=self.patch_size,

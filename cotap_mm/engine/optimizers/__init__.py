@@ -1,0 +1,3 @@
+from .optim_wrapper_constructor import NoDecayOneDimOptimWrapperConstructor
+
+__all__ = ['NoDecayOneDimOptimWrapperConstructor']
