@@ -1,4 +1,5 @@
 """Synthetic scenes (cotap_mm/datasets/synthetic.py) and tools/make_synthetic_scenes.py."""
+import colorsys
 import hashlib
 import importlib.util
 import json
@@ -89,6 +90,94 @@ def test_every_class_appears_and_varies():
         assert np.std(np.array(cols), axis=0).max() > 5, syn.CLASSES[c]
 
 
+def _instance_mean_colours(colour_mode, n=120, size=48):
+    """{class: [mean RGB of the class's pixels in one scene]} over n scenes, for each class with
+    exactly one instance in the scene (stuff: always one region) and at least 20 pixels."""
+    out = {c: [] for c in range(12)}
+    for i in range(n):
+        img, label, info = syn.generate_scene(np.random.default_rng([11, i]), size,
+                                              colour_mode=colour_mode)
+        assert info['colour_mode'] == colour_mode
+        instances = np.bincount([o['cls'] for o in info['objects']], minlength=12)
+        for c in np.unique(label):
+            m = label == c
+            if (c < 8 and instances[c] != 1) or m.sum() < 20:
+                continue
+            out[int(c)].append(img[m].reshape(-1, 3).mean(0))
+    return out
+
+
+def _hue_deg(rgb):
+    return 360. * colorsys.rgb_to_hsv(*(np.asarray(rgb, np.float64) / 255.))[0]
+
+
+def _circular_stats(hues_deg, centre_deg):
+    """(resultant length in [0, 1], largest |angle to centre_deg| in degrees) of hue angles."""
+    h = np.deg2rad(np.asarray(hues_deg))
+    resultant = float(np.abs(np.exp(1j * h).mean()))
+    dev = np.angle(np.exp(1j * (h - np.deg2rad(centre_deg))))
+    return resultant, float(np.rad2deg(np.abs(dev)).max())
+
+
+# The class's nominal hue (display colour, and the centre of its 'per_class' hue range).
+NOMINAL_HUE = [t[3] for t in syn._THINGS] + [s[2] for s in syn._STUFF]
+
+
+def test_default_colour_is_per_instance_not_per_class():
+    cols = _instance_mean_colours('per_instance')
+    for c, rgbs in cols.items():
+        assert len(rgbs) >= 10, syn.CLASSES[c]
+        hues = [_hue_deg(x) for x in rgbs]
+        resultant, worst = _circular_stats(hues, NOMINAL_HUE[c])
+        # Hues spread around the whole circle: uniform hues give a resultant ~ 1/sqrt(n).
+        assert resultant < 0.5, (syn.CLASSES[c], resultant)
+        assert worst > 120, (syn.CLASSES[c], worst)
+
+
+def test_per_class_colour_mode_keeps_class_hue_ranges():
+    cols = _instance_mean_colours('per_class')
+    for c, rgbs in cols.items():
+        assert len(rgbs) >= 10, syn.CLASSES[c]
+        resultant, worst = _circular_stats([_hue_deg(x) for x in rgbs], NOMINAL_HUE[c])
+        # Main hue within +-18 deg (things) / +-12 deg (stuff) of the class hue; the texture's
+        # second colour (hue offset up to 30 deg) pulls the mean a little further.
+        assert resultant > 0.9, (syn.CLASSES[c], resultant)
+        assert worst < 40, (syn.CLASSES[c], worst)
+
+
+def _nearest_mean_colour_accuracy(cols):
+    """Accuracy of a nearest-class-mean classifier on an instance's mean colour (even instances
+    fit the class means, odd ones are classified)."""
+    x = np.concatenate([np.array(cols[c]) for c in range(12)])
+    y = np.concatenate([np.full(len(cols[c]), c) for c in range(12)])
+    fit = np.arange(len(y)) % 2 == 0
+    means = np.stack([x[fit & (y == c)].mean(0) for c in range(12)])
+    pred = ((x[~fit, None] - means[None]) ** 2).sum(-1).argmin(1)
+    return float((pred == y[~fit]).mean())
+
+
+def test_colour_alone_gives_the_class_only_in_per_class_mode():
+    # chance is 1/12 ~ 0.08
+    assert _nearest_mean_colour_accuracy(_instance_mean_colours('per_class')) > 0.5
+    assert _nearest_mean_colour_accuracy(_instance_mean_colours('per_instance')) < 0.2
+
+
+def test_colour_mode_changes_colour_only():
+    """Same rng state: the same layout, objects and labels in both modes, other colours."""
+    for i in range(10):
+        for mode in ('scene', 'object_centric'):
+            rng = np.random.default_rng([12, i])
+            a, la, ia = syn.generate_scene(rng, 48, mode)
+            after_a = rng.random()
+            rng = np.random.default_rng([12, i])
+            b, lb, ib = syn.generate_scene(rng, 48, mode, colour_mode='per_class')
+            assert rng.random() == after_a  # both modes use as many draws
+            np.testing.assert_array_equal(la, lb)
+            assert dict(ia, colour_mode='') == dict(ib, colour_mode='')
+            assert ia['colour_mode'] == 'per_instance' and ib['colour_mode'] == 'per_class'
+            assert np.abs(a.astype(int) - b).mean() > 10
+
+
 def test_object_centric_main_class():
     hits = 0
     for i in range(40):
@@ -107,6 +196,10 @@ def test_generate_scene_bad_args():
         syn.generate_scene(rng, 32, 'object_centric', main_class=8)
     with pytest.raises(ValueError, match='mode'):
         syn.generate_scene(rng, 32, 'panorama')
+    with pytest.raises(ValueError, match='colour_mode'):
+        syn.generate_scene(rng, 32, colour_mode='per_pixel')
+    with pytest.raises(ValueError, match='colour_mode'):
+        syn.write_synthetic_dataset('unused', num_coco=1, colour_mode='grey')
 
 
 def test_layout_and_counts(out_dir):
@@ -132,6 +225,7 @@ def test_layout_and_counts(out_dir):
     meta = json.load(open(osp.join(out_dir, 'meta.json')))
     assert meta['seed'] == 3 and meta['size'] == SIZE
     assert meta['generator'] == syn.GENERATOR_VERSION
+    assert meta['colour_mode'] == 'per_instance'  # the default
     assert sum(meta['imagenet_per_class'].values()) == 12
     assert not osp.exists(out_dir + '.tmp')
 
@@ -242,6 +336,19 @@ def test_tool_cli(tmp_path, capsys):
     tool.main([out, '--size', '32', '--num-coco', '1', '--num-imagenet', '0',
                '--num-seg-train', '0', '--num-seg-val', '0', '--force'])
     assert len(os.listdir(osp.join(out, 'coco', 'train2017'))) == 1
+    per_class = str(tmp_path / 'per_class')
+    meta = tool.main([per_class, '--seed', '2', '--size', '32', '--num-coco', '3',
+                      '--num-imagenet', '0', '--num-seg-train', '0', '--num-seg-val', '0',
+                      '--colour-mode', 'per_class'])
+    assert meta['colour_mode'] == 'per_class'
+    assert json.load(open(osp.join(per_class, 'meta.json')))['colour_mode'] == 'per_class'
+    written = cv2.cvtColor(cv2.imread(osp.join(per_class, 'coco', 'train2017',
+                                               '000000000000.jpg')), cv2.COLOR_BGR2RGB)
+    err = {mode: np.abs(written.astype(int) - syn.generate_scene(
+        syn._rng(2, 'coco', 0), 32, colour_mode=mode)[0]).mean() for mode in syn.COLOUR_MODES}
+    assert err['per_class'] * 3 < err['per_instance'], err  # JPEG error vs other colours
+    with pytest.raises(SystemExit):
+        tool.parse_args([out, '--colour-mode', 'grey'])
     with pytest.raises(SystemExit):
         tool.parse_args([])  # neither OUT nor --preview
     with pytest.raises(SystemExit):

@@ -2,15 +2,17 @@
 
     python tools/make_synthetic_scenes.py OUT [--seed 0] [--size 96] [--num-coco 1000]
         [--num-imagenet 1000] [--num-seg-train 200] [--num-seg-val 100] [--force]
-        [--preview PNG]
+        [--colour-mode per_instance|per_class] [--preview PNG]
     python tools/make_synthetic_scenes.py --preview docs/images/synthetic_scenes.png
 
 Writes OUT/coco/train2017 (pretraining, COCO-style), OUT/imagenet/train/<class> (object-centric,
 ImageNet-style), OUT/seg/{img_dir,ann_dir}/{train,val} + OUT/seg/classes.json (mmseg layout;
-different random streams from the pretraining images) and OUT/meta.json. The output is
-byte-identical for the same arguments. Everything is written to OUT.tmp first and renamed to OUT
-at the end. A non-empty OUT is replaced only with --force, and only if a previous run of this
-tool wrote it.
+different random streams from the pretraining images) and OUT/meta.json. By default
+(--colour-mode per_instance) every object and stuff region gets a random colour, so colour does
+not give the class; --colour-mode per_class gives each class its own hue range (the scenes of
+generator version 1). The output is byte-identical for the same arguments. Everything is
+written to OUT.tmp first and renamed to OUT at the end. A non-empty OUT is replaced only with
+--force, and only if a previous run of this tool wrote it.
 
 With --preview PNG (and optionally no OUT) it also writes a small picture of a few scenes next
 to their coloured label maps.
@@ -53,6 +55,10 @@ def parse_args(argv: Optional[List[str]] = None):
                    help='object-centric scenes in ImageNet class folders (pretraining)')
     p.add_argument('--num-seg-train', type=int, default=200, help='labelled scenes, probe train')
     p.add_argument('--num-seg-val', type=int, default=100, help='labelled scenes, probe val')
+    p.add_argument('--colour-mode', choices=['per_instance', 'per_class'], default='per_instance',
+                   help='per_instance (default): a random colour per object and stuff region, '
+                   'the class is carried by shape, texture and context; per_class: each class '
+                   'its own hue range (generator version 1)')
     p.add_argument('--force', action='store_true',
                    help='replace a non-empty OUT written earlier by this tool')
     p.add_argument('--preview', metavar='PNG',
@@ -69,11 +75,13 @@ def parse_args(argv: Optional[List[str]] = None):
     return args
 
 
-def write_preview(syn, path: str, seed: int, size: int, num: int) -> None:
+def write_preview(syn, path: str, seed: int, size: int, num: int,
+                  colour_mode: str = 'per_instance') -> None:
     """Write ``render_preview`` as a PNG, atomically."""
     if not path.lower().endswith('.png'):
         raise ValueError(f'--preview {path!r}: the preview is written as PNG; use a .png name')
-    grid = syn.render_preview(seed=seed, size=size, num=num, scale=2 if size <= 96 else 1)
+    grid = syn.render_preview(seed=seed, size=size, num=num, scale=2 if size <= 96 else 1,
+                              colour_mode=colour_mode)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     tmp = f'{path}.tmp.{os.getpid()}.png'
     try:
@@ -97,21 +105,23 @@ def main(argv: Optional[List[str]] = None) -> Optional[dict]:
     if args.out is not None:
         total = args.num_coco + args.num_imagenet + args.num_seg_train + args.num_seg_val
         logger.info(f'Writing {total} synthetic {args.size}px scenes (seed {args.seed}) to '
-                    f'{args.out}: coco {args.num_coco}, imagenet {args.num_imagenet}, seg train '
-                    f'{args.num_seg_train}, seg val {args.num_seg_val}')
+                    f'{args.out} ({args.colour_mode} colours): coco {args.num_coco}, imagenet '
+                    f'{args.num_imagenet}, seg train {args.num_seg_train}, seg val '
+                    f'{args.num_seg_val}')
         t0 = time.time()
         bar = ProgressBar(total) if total else None
         meta = syn.write_synthetic_dataset(
             args.out, seed=args.seed, size=args.size, num_coco=args.num_coco,
             num_imagenet=args.num_imagenet, num_seg_train=args.num_seg_train,
-            num_seg_val=args.num_seg_val, force=args.force,
+            num_seg_val=args.num_seg_val, force=args.force, colour_mode=args.colour_mode,
             progress=bar.update if bar else None)
         if bar:
             sys.stdout.write('\n')
         logger.info(f'Done in {time.time() - t0:.1f} s: {osp.abspath(args.out)} '
                     f'(imagenet folders: {meta["imagenet_per_class"]})')
     if args.preview:
-        write_preview(syn, args.preview, args.seed, args.size, args.preview_num)
+        write_preview(syn, args.preview, args.seed, args.size, args.preview_num,
+                      args.colour_mode)
         logger.info(f'Wrote preview {args.preview}')
     return meta
 

@@ -2,10 +2,12 @@
 
 Each scene is a ``size x size`` RGB image split into 1-3 background ("stuff") regions by smooth
 random boundaries, with 1-4 textured objects ("things") painted over it, later objects occluding
-earlier ones. Every class has its own shape (things), colour distribution and texture, with
-per-instance jitter (hue, saturation, brightness, scale, rotation, aspect, texture period and
-phase) so that neither colour nor texture alone identifies a class. The per-pixel label map
-holds the class of the top-most surface at each pixel.
+earlier ones. Every class has its own shape (things) and texture, with per-instance jitter
+(scale, rotation, aspect, texture period and phase). By default (``colour_mode='per_instance'``)
+colour is a nuisance: every object and every stuff region gets a random colour from a range
+shared by all classes, so the class is carried by shape, texture and context only. With
+``colour_mode='per_class'`` every class has its own hue range instead (the scenes of generator
+version 1). The per-pixel label map holds the class of the top-most surface at each pixel.
 
 The module is pure numpy + OpenCV and deterministic: one scene depends only on the
 ``numpy.random.Generator`` passed to :func:`generate_scene`, and :func:`write_synthetic_dataset`
@@ -27,18 +29,32 @@ import numpy as np
 
 __all__ = [
     'CLASSES', 'PALETTE', 'THING_CLASSES', 'STUFF_CLASSES', 'IGNORE_INDEX', 'GENERATOR_VERSION',
-    'generate_scene', 'write_synthetic_dataset', 'render_preview', 'colorize_label'
+    'COLOUR_MODES', 'generate_scene', 'write_synthetic_dataset', 'render_preview', 'colorize_label'
 ]
 
-GENERATOR_VERSION = 'cotap_mm.synthetic/1'
+GENERATOR_VERSION = 'cotap_mm.synthetic/2'
 IGNORE_INDEX = 255
 JPEG_QUALITY = 95
 
+#: ``'per_instance'`` (default): a random colour per object / stuff region, the same range for
+#: every class. ``'per_class'``: each class its own hue range (generator version 1's scenes).
+COLOUR_MODES = ('per_instance', 'per_class')
+# 'per_instance' ranges, shared by all classes: hue (degrees), saturation and value of the main
+# colour. The texture's second colour follows one rule for every class: the main hue + 20 deg,
+# saturation x0.9, lighter (value x1.5) if the main colour is dark (value < 0.7), else darker
+# (value x0.45), so that neither brightness nor contrast sign gives the class either.
+INSTANCE_HUE = (0., 360.)
+INSTANCE_SAT = (0.45, 0.85)
+INSTANCE_VALUE = (0.5, 0.9)
+INSTANCE_SECOND_HUE_OFFSET = 20.
+INSTANCE_SECOND_VALUE = dict(below=0.7, lighter=1.5, darker=0.45)
+
 # --- class table -------------------------------------------------------------------------------
 # Things: (name, shape, texture, hue in degrees, saturation, value, (hue offset, value factor) of
-# the second texture colour). Neighbouring hues overlap after jitter (e.g. disc/star/triangle:
-# red/orange/yellow; square/ellipse: blue/cyan; and square vs the water stuff), so colour is a
-# strong but imperfect cue; shape and texture have to be used too.
+# the second texture colour). The colours are the display colours of the classes (PALETTE) and
+# the colour distribution of the 'per_class' mode, where neighbouring hues overlap after jitter
+# (e.g. disc/star/triangle: red/orange/yellow; square/ellipse: blue/cyan; and square vs the
+# water stuff), so colour is a strong but imperfect cue.
 _THINGS = (
     ('disc', 'disc', 'stripes', 0., 0.75, 0.85, (0., 0.45)),
     ('square', 'square', 'checker', 215., 0.70, 0.80, (20., 1.25)),
@@ -69,7 +85,8 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
                                         float(np.clip(v, 0, 1))), dtype=np.float32)
 
 
-#: Display colour of each class (RGB, uint8): the class's mean colour, for label visualisation.
+#: Display colour of each class (RGB, uint8), for label pictures: the class's nominal colour
+#: (its mean colour in the 'per_class' mode; in the default mode, colour is random per instance).
 PALETTE = [[int(round(255 * c)) for c in _hsv(*t[3:6])] for t in _THINGS] + \
           [[int(round(255 * c)) for c in _hsv(*s[2:5])] for s in _STUFF]
 
@@ -93,12 +110,33 @@ def _mix(c1: np.ndarray, c2: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _jittered_colours(rng: np.random.Generator, h: float, s: float, v: float,
                       second: Tuple[float, float], hue_jitter: float) -> Tuple[np.ndarray, ...]:
-    """The two colours of one instance: the class colour with hue/sat/value jitter, and the
-    texture's second colour (hue offset, value factor) derived from the jittered one."""
+    """'per_class': the two colours of one instance: the class colour with hue/sat/value jitter,
+    and the texture's second colour (hue offset, value factor) derived from the jittered one."""
     h = h + rng.uniform(-hue_jitter, hue_jitter)
     s = s * rng.uniform(0.75, 1.15)
     v = v * rng.uniform(0.8, 1.15)
     return _hsv(h, s, v), _hsv(h + second[0], s * 0.9, v * second[1])
+
+
+def _random_colours(rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
+    """'per_instance': the two colours of one instance, independent of its class: a main colour
+    drawn from the shared ranges and the second one by the shared rule. Three draws, as
+    :func:`_jittered_colours`, so that the rest of the scene is the same in both modes."""
+    h = rng.uniform(*INSTANCE_HUE)
+    s = rng.uniform(*INSTANCE_SAT)
+    v = rng.uniform(*INSTANCE_VALUE)
+    rule = INSTANCE_SECOND_VALUE
+    factor = rule['lighter'] if v < rule['below'] else rule['darker']
+    return _hsv(h, s, v), _hsv(h + INSTANCE_SECOND_HUE_OFFSET, s * 0.9, v * factor)
+
+
+def _instance_colours(rng: np.random.Generator, colour_mode: str, entry: tuple,
+                      hue_jitter: float) -> Tuple[np.ndarray, ...]:
+    """The two texture colours of one object or stuff region; ``entry`` ends with the class's
+    (hue, sat, value, second) of the class table."""
+    if colour_mode == 'per_class':
+        return _jittered_colours(rng, *entry[-4:], hue_jitter=hue_jitter)
+    return _random_colours(rng)
 
 
 # --- stuff -------------------------------------------------------------------------------------
@@ -255,7 +293,8 @@ def _draw_objects_params(rng: np.random.Generator, size: int, mode: str,
 def generate_scene(rng: np.random.Generator,
                    size: int = 96,
                    mode: str = 'scene',
-                   main_class: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, dict]:
+                   main_class: Optional[int] = None,
+                   colour_mode: str = 'per_instance') -> Tuple[np.ndarray, np.ndarray, dict]:
     """Render one synthetic scene.
 
     Args:
@@ -265,6 +304,10 @@ def generate_scene(rng: np.random.Generator,
             (one large object near the centre on top of 0-2 small ones, ImageNet-like).
         main_class (int, optional): Thing class of the large object in ``'object_centric'``
             mode (``0 <= main_class < 8``); random if ``None``.
+        colour_mode (str): ``'per_instance'`` (a random colour per object and per stuff
+            region, from ranges shared by all classes: colour does not give the class) or
+            ``'per_class'`` (each class its own hue range, as generator version 1).
+            Defaults to ``'per_instance'``.
 
     Returns:
         tuple:
@@ -274,13 +317,14 @@ def generate_scene(rng: np.random.Generator,
         - info (dict): JSON-serialisable: ``objects`` (list of dicts with ``cls``, ``name``,
           ``center`` [x, y], ``radius``, ``angle``, ``aspect``, ``visible_px``), ``stuff``
           (stuff class indices present), ``dominant`` (thing class with the most visible
-          pixels) and ``dominant_name``.
+          pixels), ``dominant_name`` and ``colour_mode``.
     """
     if not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f'generate_scene: size={size!r}; it must be an int >= 16')
     if main_class is not None and not 0 <= int(main_class) < NUM_THINGS:
         raise ValueError(f'generate_scene: main_class={main_class!r}; it must be a thing class '
                          f'index in [0, {NUM_THINGS})')
+    _check_colour_mode('generate_scene', colour_mode)
     size = int(size)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
 
@@ -291,8 +335,8 @@ def generate_scene(rng: np.random.Generator,
     img = np.zeros((size, size, 3), dtype=np.float32)
     label = np.zeros((size, size), dtype=np.uint8)
     for j, sid in enumerate(stuff_ids):
-        _, kind, h, s, v, second = _STUFF[sid]
-        c1, c2 = _jittered_colours(rng, h, s, v, second, hue_jitter=12.)
+        kind = _STUFF[sid][1]
+        c1, c2 = _instance_colours(rng, colour_mode, _STUFF[sid], hue_jitter=12.)
         tex = _stuff_texture(rng, kind, size, yy, xx)  # drawn even if the region is empty:
         m = regions == j  # keeps the random stream independent of the region areas
         img[m] = _mix(c1, c2, tex)[m]
@@ -301,8 +345,8 @@ def generate_scene(rng: np.random.Generator,
     # Things, painted in order (later ones occlude earlier ones).
     objs = _draw_objects_params(rng, size, mode, main_class)
     for o in objs:
-        name, shape, texture, h, s, v, second = _THINGS[o['cls']]
-        c1, c2 = _jittered_colours(rng, h, s, v, second, hue_jitter=18.)
+        name, shape, texture = _THINGS[o['cls']][:3]
+        c1, c2 = _instance_colours(rng, colour_mode, _THINGS[o['cls']], hue_jitter=18.)
         cx, cy = o['center']
         ca, sa = np.cos(o['angle']), np.sin(o['angle'])
         dx, dy = xx - cx, yy - cy
@@ -331,11 +375,17 @@ def generate_scene(rng: np.random.Generator,
     thing_counts = counts[:NUM_THINGS]
     dominant = int(thing_counts.argmax()) if thing_counts.max() > 0 else None
     info = dict(
+        colour_mode=colour_mode,
         objects=objs,
         stuff=[int(c) for c in np.unique(label) if c >= NUM_THINGS],
         dominant=dominant,
         dominant_name=None if dominant is None else CLASSES[dominant])
     return img, label, info
+
+
+def _check_colour_mode(caller: str, colour_mode: str) -> None:
+    if colour_mode not in COLOUR_MODES:
+        raise ValueError(f'{caller}: colour_mode={colour_mode!r}; use one of {COLOUR_MODES}')
 
 
 def colorize_label(label: np.ndarray) -> np.ndarray:
@@ -345,13 +395,15 @@ def colorize_label(label: np.ndarray) -> np.ndarray:
     return lut[label]
 
 
-def render_preview(seed: int = 0, size: int = 96, num: int = 3, scale: int = 2) -> np.ndarray:
+def render_preview(seed: int = 0, size: int = 96, num: int = 3, scale: int = 2,
+                   colour_mode: str = 'per_instance') -> np.ndarray:
     """A (num*size*scale, 2*size*scale, 3) uint8 RGB grid: scene | coloured label per row.
 
     Uses the ``'preview'`` stream of ``seed`` (independent of the dataset splits)."""
+    _check_colour_mode('render_preview', colour_mode)
     rows = []
     for i in range(num):
-        img, label, _ = generate_scene(_rng(seed, 'preview', i), size)
+        img, label, _ = generate_scene(_rng(seed, 'preview', i), size, colour_mode=colour_mode)
         row = np.concatenate([img, colorize_label(label)], axis=1)
         rows.append(cv2.resize(row, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
     return np.concatenate(rows, axis=0)
@@ -404,7 +456,8 @@ def write_synthetic_dataset(out_dir: str,
                             num_seg_train: int = 200,
                             num_seg_val: int = 100,
                             force: bool = False,
-                            progress: Optional[Callable[[], None]] = None) -> Dict:
+                            progress: Optional[Callable[[], None]] = None,
+                            colour_mode: str = 'per_instance') -> Dict:
     """Write the COCO-, ImageNet- and mmseg-style folders of synthetic scenes under ``out_dir``.
 
     Layout (see ``docs/synthetic.md``)::
@@ -414,7 +467,7 @@ def write_synthetic_dataset(out_dir: str,
         out_dir/seg/img_dir/{train,val}/{split}_{i:06d}.jpg  # 'scene' mode
         out_dir/seg/ann_dir/{train,val}/{split}_{i:06d}.png  # uint8 labels 0..11 (255 = ignore)
         out_dir/seg/classes.json                             # classes, palette, ignore_index
-        out_dir/meta.json                                    # seed, counts, size, classes, version
+        out_dir/meta.json                  # seed, counts, size, colour mode, classes, version
 
     Everything is first written to ``out_dir + '.tmp'`` and then renamed to ``out_dir``, so an
     interrupted run never leaves a half-written ``out_dir``. The ImageNet object-centric scenes
@@ -430,6 +483,8 @@ def write_synthetic_dataset(out_dir: str,
             function wrote (its ``meta.json`` says so); any other folder is never deleted.
         progress (callable, optional): Called once per written image (e.g. a progress bar's
             ``update``).
+        colour_mode (str): ``'per_instance'`` (default) or ``'per_class'``; see
+            :func:`generate_scene`. Written to ``meta.json``.
 
     Returns:
         dict: The content of ``meta.json``.
@@ -441,6 +496,7 @@ def write_synthetic_dataset(out_dir: str,
             raise ValueError(f'write_synthetic_dataset: {k}={n!r}; it must be an int >= 0')
     if not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f'write_synthetic_dataset: size={size!r}; it must be an int >= 16')
+    _check_colour_mode('write_synthetic_dataset', colour_mode)
     out_dir = osp.abspath(out_dir.rstrip('/\\') or out_dir)
     if osp.exists(out_dir) and not osp.isdir(out_dir):
         raise FileExistsError(f'write_synthetic_dataset: {out_dir!r} exists and is not a folder')
@@ -473,13 +529,14 @@ def write_synthetic_dataset(out_dir: str,
     try:
         pixel_counts = np.zeros(len(CLASSES), dtype=np.int64)
         for i in range(num_coco):
-            img, _, _ = generate_scene(_rng(seed, 'coco', i), size, 'scene')
+            img, _, _ = generate_scene(_rng(seed, 'coco', i), size, 'scene',
+                                       colour_mode=colour_mode)
             _write_image(osp.join(dirs['coco'], f'{i:012d}.jpg'), img)
             tick()
         per_class = {c: 0 for c in THING_CLASSES}
         for i in range(num_imagenet):
             img, _, info = generate_scene(_rng(seed, 'imagenet', i), size, 'object_centric',
-                                          main_class=i % NUM_THINGS)
+                                          main_class=i % NUM_THINGS, colour_mode=colour_mode)
             name = info['dominant_name']
             os.makedirs(osp.join(dirs['imagenet'], name), exist_ok=True)
             _write_image(osp.join(dirs['imagenet'], name, f'{name}_{i:06d}.jpg'), img)
@@ -488,7 +545,8 @@ def write_synthetic_dataset(out_dir: str,
         for split, n in (('seg_train', num_seg_train), ('seg_val', num_seg_val)):
             img_dir, ann_dir = dirs[split]
             for i in range(n):
-                img, label, _ = generate_scene(_rng(seed, split, i), size, 'scene')
+                img, label, _ = generate_scene(_rng(seed, split, i), size, 'scene',
+                                               colour_mode=colour_mode)
                 stem = f'{split}_{i:06d}'
                 _write_image(osp.join(img_dir, stem + '.jpg'), img)
                 _write_png(osp.join(ann_dir, stem + '.png'), label)
@@ -501,6 +559,7 @@ def write_synthetic_dataset(out_dir: str,
             generator=GENERATOR_VERSION,
             seed=int(seed),
             size=int(size),
+            colour_mode=colour_mode,
             counts=dict(coco=num_coco, imagenet=num_imagenet, seg_train=num_seg_train,
                         seg_val=num_seg_val),
             imagenet_per_class={k: v for k, v in per_class.items() if v},
