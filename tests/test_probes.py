@@ -1,6 +1,6 @@
 """Evaluation probes: kNN / linear classification and the k-means cluster segmentation probe
-(cotap_mm/evaluation, tools/analysis)."""
-import importlib.util
+(cotap_mm/evaluation, tools/analysis). The generated data and checkpoint (``probe_assets``) and
+the tool loader (``analysis_tool``) are fixtures of conftest.py."""
 import json
 import math
 import os
@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cotap_mm.evaluation.functional import (assign_clusters, confusion_matrix,
                                             evaluate_linear_probe, faiss_kmeans,
@@ -34,14 +33,6 @@ def _few_threads():
     yield
     torch.set_num_threads(n_torch)
     faiss.omp_set_num_threads(n_faiss)
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, osp.join(ROOT, 'tools', 'analysis', f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # --------------------------------------------------------------------------- kNN
@@ -240,63 +231,13 @@ def test_faiss_kmeans_recovers_blobs():
 # --------------------------------------------------------------------------- tools
 
 
-COLORS = [(220, 30, 30), (30, 200, 40), (40, 50, 230)]
-
-
-@pytest.fixture(scope='module')
-def assets(tmp_path_factory):
-    from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
-    root = tmp_path_factory.mktemp('probes')
-    rng = np.random.default_rng(0)
-    # ImageNet-style folder: 3 classes x (6 train + 3 val), solid colours with noise
-    for split, n in (('train', 6), ('val', 3)):
-        for c, col in enumerate(COLORS):
-            d = root / 'cls' / split / f'n0{c}'
-            d.mkdir(parents=True)
-            for i in range(n):
-                hw = rng.integers(40, 64, 2)
-                img = np.clip(np.array(col) + rng.normal(0, 12, (*hw, 3)), 0, 255)
-                Image.fromarray(img.astype(np.uint8)).save(d / f'img{i}.png')
-    # mmseg layout: three vertical colour bands = classes 0, 1, 2; a 255 border row
-    for split in ('train', 'val'):
-        (root / 'seg' / 'img_dir' / split).mkdir(parents=True)
-        (root / 'seg' / 'ann_dir' / split).mkdir(parents=True)
-        for i in range(4):
-            lab = np.zeros((48, 48), np.uint8)
-            order = rng.permutation(3)
-            img = np.zeros((48, 48, 3))
-            for j, c in enumerate(order):
-                lab[:, 16 * j:16 * (j + 1)] = c
-                img[:, 16 * j:16 * (j + 1)] = COLORS[c]
-            lab[:2] = 255
-            img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / 'seg' / 'img_dir' / split / f'{i}.jpg', quality=95)
-            Image.fromarray(lab).save(root / 'seg' / 'ann_dir' / split / f'{i}.png')
-    # tiny backbone checkpoint (extract_backbone.py format) and a model config
-    torch.manual_seed(0)
-    vit = CoTAPVisionTransformer(arch='tiny', patch_size=16)
-    sd = {'backbone.' + k: v for k, v in vit.state_dict().items()}
-    torch.save({'meta': {'note': 'test'}, 'state_dict': sd}, root / 'tiny.pth')
-    no_oaf = {k: v for k, v in sd.items() if not k.startswith('backbone.oaf.')}
-    torch.save({'state_dict': no_oaf}, root / 'tiny_no_oaf.pth')
-    (root / 'tiny.py').write_text(
-        "model = dict(type='CoTAPVisionTransformer', arch='tiny', patch_size=16)\n")
-    (root / 'seg_cfg.py').write_text(
-        "default_scope = 'mmseg'\n"
-        "data_preprocessor = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375])\n"
-        "model = dict(type='EncoderDecoder', data_preprocessor=data_preprocessor,\n"
-        "             backbone=dict(type='CoTAPVisionTransformer', arch='tiny', patch_size=16,\n"
-        "                           img_size=(48, 48)))\n")
-    return root
-
-
 COMMON = ['--device', 'cpu', '--num-workers', '0', '--batch-size', '8']
 
 
-def test_knn_and_linear_tools(assets, tmp_path):
-    knn, lin = _tool('knn_classification'), _tool('linear_classification')
-    cls_args = [str(assets / 'tiny.py'), str(assets / 'tiny.pth'), '--data-root',
-                str(assets / 'cls'), '--resize', '36', '--crop', '32', '--work-dir',
+def test_knn_and_linear_tools(probe_assets, analysis_tool, tmp_path):
+    knn, lin = analysis_tool('knn_classification'), analysis_tool('linear_classification')
+    cls_args = [str(probe_assets / 'tiny.py'), str(probe_assets / 'tiny.pth'), '--data-root',
+                str(probe_assets / 'cls'), '--resize', '36', '--crop', '32', '--work-dir',
                 str(tmp_path / 'wd'), '--feature-cache', str(tmp_path / 'feats.pth')] + COMMON
     res = knn.main(cls_args + ['--k', '5', '--grid-k', '1', '5', '100', '--grid-t', '0.07',
                                '1.0'])
@@ -325,10 +266,10 @@ def test_knn_and_linear_tools(assets, tmp_path):
         lin.main(cls_args[:5] + ['40'] + cls_args[6:])
 
 
-def test_cluster_tool(assets, tmp_path):
-    seg = _tool('cluster_segmentation')
-    args = [str(assets / 'seg_cfg.py'), str(assets / 'tiny.pth'), '--data-root',
-            str(assets / 'seg'), '--num-classes', '3', '--size', '48', '--num-clusters', '3',
+def test_cluster_tool(probe_assets, analysis_tool, tmp_path):
+    seg = analysis_tool('cluster_segmentation')
+    args = [str(probe_assets / 'seg_cfg.py'), str(probe_assets / 'tiny.pth'), '--data-root',
+            str(probe_assets / 'seg'), '--num-classes', '3', '--size', '48', '--num-clusters', '3',
             '6', '--niter', '10', '--nredo', '8', '--work-dir', str(tmp_path)] + COMMON
     res = seg.main(args)
     saved = json.loads((tmp_path / 'cluster_segmentation.json').read_text())
@@ -343,11 +284,11 @@ def test_cluster_tool(assets, tmp_path):
     assert hung['mIoU'] == pytest.approx(100.0) and maj['mIoU'] == pytest.approx(100.0)
     assert res['runs'][0]['mIoU'] == hung['mIoU']
     # --ann-file (relative to ROOT) restricts and orders the images
-    (assets / 'seg' / 'subset.txt').write_text('3\n1\n')
+    (probe_assets / 'seg' / 'subset.txt').write_text('3\n1\n')
     sub = seg.main(args + ['--ann-file', 'subset.txt', '--num-clusters', '3', '--out',
                            str(tmp_path / 'sub.json')])
     assert sub['num_images'] == 2 and sub['patch_grid'] == [3, 3]
-    (assets / 'seg' / 'bad.txt').write_text('1\n7\n')
+    (probe_assets / 'seg' / 'bad.txt').write_text('1\n7\n')
     with pytest.raises(FileNotFoundError, match="lists 1 images.*'7'"):
         seg.main(args + ['--ann-file', 'bad.txt'])
     # labels outside [0, C) are reported with the file name
@@ -355,23 +296,23 @@ def test_cluster_tool(assets, tmp_path):
         seg.main(args[:4] + ['--num-classes', '2'] + args[6:])
 
 
-def test_checkpoint_loading_is_strict(assets, tmp_path):
+def test_checkpoint_loading_is_strict(probe_assets, tmp_path):
     from cotap_mm.evaluation.features import build_backbone, load_backbone_weights
-    cfg = str(assets / 'tiny.py')
+    cfg = str(probe_assets / 'tiny.py')
     bb, _ = build_backbone(cfg, out_type='cls_token')
     with pytest.raises(KeyError, match=r'missing \(7\).*with_oaf=False'):
-        load_backbone_weights(bb, str(assets / 'tiny_no_oaf.pth'))
+        load_backbone_weights(bb, str(probe_assets / 'tiny_no_oaf.pth'))
     with pytest.raises(KeyError, match="no key starts with 'model.'"):
-        load_backbone_weights(bb, str(assets / 'tiny.pth'), prefix='model.')
+        load_backbone_weights(bb, str(probe_assets / 'tiny.pth'), prefix='model.')
     # a plain ViT takes the checkpoint, dropping its oaf.* keys (with a warning)
     plain, _ = build_backbone(cfg, {'model.with_oaf': False}, out_type='cls_token')
-    info = load_backbone_weights(plain, str(assets / 'tiny.pth'))
+    info = load_backbone_weights(plain, str(probe_assets / 'tiny.pth'))
     assert len(info['dropped']) == 7 and info['meta'] == {'note': 'test'}
     assert plain(torch.rand(1, 3, 32, 32))[-1].shape == (1, 64)
     # a wrong arch is a listed shape mismatch
     small, _ = build_backbone(cfg, {'model.arch': 'small'}, out_type='cls_token')
     with pytest.raises(KeyError, match='shape mismatch'):
-        load_backbone_weights(small, str(assets / 'tiny.pth'))
+        load_backbone_weights(small, str(probe_assets / 'tiny.pth'))
 
 
 def test_json_output_is_strict(tmp_path):
@@ -383,7 +324,7 @@ def test_json_output_is_strict(tmp_path):
     assert os.listdir(tmp_path / 'a') == ['r.json']
 
 
-def test_knn_tool_as_script(assets, tmp_path, monkeypatch):
+def test_knn_tool_as_script(probe_assets, tmp_path, monkeypatch):
     """The ``__main__`` entry (argv from the command line), run with runpy: a fresh interpreter
     would spend ~25 s importing the OpenMMLab stack on a loaded 2-core machine."""
     import runpy
@@ -391,8 +332,8 @@ def test_knn_tool_as_script(assets, tmp_path, monkeypatch):
     script = osp.join(ROOT, 'tools', 'analysis', 'knn_classification.py')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, 'argv', [
-        script, str(assets / 'tiny.py'), str(assets / 'tiny.pth'), '--data-root',
-        str(assets / 'cls'), '--resize', '36', '--crop', '32', '--no-grid', '--out', str(out),
+        script, str(probe_assets / 'tiny.py'), str(probe_assets / 'tiny.pth'), '--data-root',
+        str(probe_assets / 'cls'), '--resize', '36', '--crop', '32', '--no-grid', '--out', str(out),
         '--cfg-options', 'model.with_oaf=False'] + COMMON)
     runpy.run_path(script, run_name='__main__')
     saved = json.loads(out.read_text())

@@ -1,7 +1,8 @@
 """Evaluation probes beyond segmentation fine-tuning (docs/probes.md).
 
 - :mod:`.functional`: pure functions: weighted kNN (chunked), the (k, T) grid, the single-pass
-  linear probe, k-means + Hungarian / many-to-one cluster matching, confusion-matrix mIoU.
+  linear probe, k-means + Hungarian / many-to-one cluster matching, confusion-matrix mIoU, the
+  semantic concentration of patch features (intra- vs inter-class cosine across images).
 - :mod:`.features`: backbone from a config + strict checkpoint loading, ImageNet-style and
   mmseg-layout folder datasets, feature extraction, atomic JSON output (used by
   ``tools/analysis/*``).

@@ -1,5 +1,6 @@
 """Backbone building, checkpoint loading, folder datasets and feature extraction shared by the
-probe tools (``tools/analysis/{knn,linear}_classification.py``, ``cluster_segmentation.py``).
+probe tools (``tools/analysis/{knn,linear}_classification.py``, ``cluster_segmentation.py``,
+``semantic_concentration.py``).
 
 - ``CONFIG``: any OpenMMLab python config with a ``model`` dict. The backbone is
   ``model.backbone`` when there is one (an mmseg ``EncoderDecoder`` / mmpretrain classifier or
@@ -35,7 +36,7 @@ __all__ = [
     'get_normalization', 'ImageFolderDataset', 'SegFolderDataset', 'extract_features',
     'dump_json_atomic', 'format_table', 'add_common_args', 'add_classification_args',
     'setup_tool', 'make_loader', 'load_model_for_tool', 'json_safe', 'cached_features',
-    'classification_features'
+    'classification_features', 'add_segmentation_args', 'segmentation_features'
 ]
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -521,3 +522,59 @@ def classification_features(args, logger):
                dtype=args.feature_dtype)
     tf, ty, vf, vy = cached_features(args.feature_cache, key, compute, logger)
     return tf, ty.long(), vf, vy.long(), train_set.classes, info
+
+
+def add_segmentation_args(parser):
+    """Data arguments of the segmentation probes (mmseg-layout folders, see
+    :class:`SegFolderDataset`)."""
+    parser.add_argument('--data-root', required=True, help='mmseg-layout dataset root')
+    parser.add_argument('--num-classes', type=int, required=True, help='C (labels 0..C-1)')
+    parser.add_argument('--split', default='val')
+    parser.add_argument('--img-dir', default='img_dir')
+    parser.add_argument('--ann-dir', default='ann_dir')
+    parser.add_argument('--img-suffix', default='.jpg')
+    parser.add_argument('--seg-suffix', default='.png')
+    parser.add_argument('--ann-file', help='text file (relative to ROOT) listing the image stems '
+                        'to use, one per line (e.g. '
+                        'curated/val2017/Coco164kFull_Stuff_Coarse_7.txt)')
+    parser.add_argument('--reduce-zero-label', action='store_true',
+                        help='label 0 -> 255 and the others minus 1 (ADE20K)')
+    parser.add_argument('--ignore-index', type=int, default=255)
+    parser.add_argument('--size', type=int, default=448, help='square input and label size')
+    parser.add_argument('--feature-dtype', default='float32', choices=['float32', 'float16'],
+                        help='storage of the extracted patch features')
+    return parser
+
+
+def segmentation_features(args, logger, normalize: bool = False):
+    """Patch maps and labels of the tool's segmentation split (:func:`add_segmentation_args`).
+
+    Args:
+        args (Namespace): The tool's arguments (common + segmentation).
+        logger (MMLogger): Where to report.
+        normalize (bool): L2-normalise each patch feature. Defaults to False.
+
+    Returns:
+        tuple: ``(feats (N, h, w, C) in --feature-dtype, labels (N, size, size) int16,
+        load_info)`` on the CPU; ``feats.view(-1, C)`` is the (N*h*w, C) patch matrix, rows
+        in image order, without a copy.
+    """
+    backbone, cfg, info = load_model_for_tool(args, 'featmap', logger)
+    mean, std = get_normalization(cfg)
+    dataset = SegFolderDataset(
+        args.data_root, args.split, args.img_dir, args.ann_dir, args.img_suffix,
+        args.seg_suffix, size=args.size, num_classes=args.num_classes,
+        reduce_zero_label=args.reduce_zero_label, ignore_index=args.ignore_index, mean=mean,
+        std=std, ann_file=args.ann_file)
+    logger.info(f'{len(dataset)} {args.split} images squashed to {args.size}x{args.size}, '
+                f'{args.num_classes} classes')
+    dtype = getattr(torch, args.feature_dtype)
+
+    def post(out):  # (B, C, h, w) -> (B, h, w, C) on the CPU
+        out = out.float()
+        out = torch.nn.functional.normalize(out, dim=1) if normalize else out
+        return out.permute(0, 2, 3, 1).contiguous().to(dtype).cpu()
+
+    feats, labels = extract_features(backbone, make_loader(dataset, args), args.device, post,
+                                     'patch features', logger)
+    return feats, labels, info

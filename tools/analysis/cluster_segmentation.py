@@ -27,10 +27,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from cotap_mm.evaluation.features import (SegFolderDataset, add_common_args,  # noqa: E402
-                                          dump_json_atomic, extract_features, format_table,
-                                          get_normalization, json_safe, load_model_for_tool,
-                                          make_loader, setup_tool)
+from cotap_mm.evaluation.features import (add_common_args,  # noqa: E402
+                                          add_segmentation_args, dump_json_atomic,
+                                          format_table, json_safe, segmentation_features,
+                                          setup_tool)
 from cotap_mm.evaluation.functional import (assign_clusters, confusion_matrix,  # noqa: E402
                                             faiss_kmeans, match_confusion)
 
@@ -40,28 +40,15 @@ TOOL = 'cluster_segmentation'
 def parse_args(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description='k-means cluster probe for unsupervised segmentation')
     add_common_args(p, default_batch_size=16)
-    p.add_argument('--data-root', required=True, help='mmseg-layout dataset root')
-    p.add_argument('--num-classes', type=int, required=True, help='C (labels 0..C-1)')
+    add_segmentation_args(p)
     p.add_argument('--num-clusters', type=int, nargs='+',
                    help='K values; default: C (Hungarian). Overclustering: e.g. 100 300 500')
     p.add_argument('--match', default='auto', choices=['auto', 'hungarian', 'majority'],
                    help='auto: Hungarian if K <= C, else many-to-one majority')
-    p.add_argument('--split', default='val')
-    p.add_argument('--img-dir', default='img_dir')
-    p.add_argument('--ann-dir', default='ann_dir')
-    p.add_argument('--img-suffix', default='.jpg')
-    p.add_argument('--seg-suffix', default='.png')
-    p.add_argument('--ann-file', help='text file (relative to ROOT) listing the image stems to '
-                   'use, one per line (e.g. curated/val2017/Coco164kFull_Stuff_Coarse_7.txt)')
-    p.add_argument('--reduce-zero-label', action='store_true',
-                   help='label 0 -> 255 and the others minus 1 (ADE20K)')
-    p.add_argument('--ignore-index', type=int, default=255)
-    p.add_argument('--size', type=int, default=448, help='square input and label size')
     p.add_argument('--niter', type=int, default=50, help='k-means iterations')
     p.add_argument('--nredo', type=int, default=1, help='k-means restarts (best kept)')
     p.add_argument('--max-points-per-centroid', type=int, default=256,
                    help='faiss trains on at most K * this many random patches')
-    p.add_argument('--feature-dtype', default='float32', choices=['float32', 'float16'])
     p.add_argument('--eval-chunk', type=int, default=64, help='images per scoring block')
     args = p.parse_args(argv)
     if args.num_classes < 1 or args.size < 1 or args.niter < 1 or args.nredo < 1:
@@ -76,22 +63,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     work_dir, logger, out = setup_tool(args, TOOL)
-    backbone, cfg, info = load_model_for_tool(args, 'featmap', logger)
-    mean, std = get_normalization(cfg)
-    dataset = SegFolderDataset(
-        args.data_root, args.split, args.img_dir, args.ann_dir, args.img_suffix,
-        args.seg_suffix, size=args.size, num_classes=args.num_classes,
-        reduce_zero_label=args.reduce_zero_label, ignore_index=args.ignore_index, mean=mean,
-        std=std, ann_file=args.ann_file)
-    logger.info(f'{len(dataset)} {args.split} images squashed to {args.size}x{args.size}, '
-                f'{args.num_classes} classes, K in {args.num_clusters}')
-    dtype = getattr(torch, args.feature_dtype)
-    # (B, C, h, w) patch maps -> (B, h, w, C) on the CPU, each patch L2-normalised, so that
-    # the (N*h*w, C) matrix for k-means is a view, not a second copy
-    feats, labels = extract_features(
-        backbone, make_loader(dataset, args), args.device,
-        lambda o: F.normalize(o.float(), dim=1).permute(0, 2, 3, 1).contiguous().to(dtype).cpu(),
-        'patch features', logger)
+    logger.info(f'k-means with K in {args.num_clusters}')
+    # each patch L2-normalised, so that the (N*h*w, C) matrix for k-means is a view of feats
+    feats, labels, info = segmentation_features(args, logger, normalize=True)
     N, h, w, C_feat = feats.shape
     flat = feats.view(-1, C_feat)  # (N*h*w, C_feat)
     logger.info(f'{flat.shape[0]} patches ({N} images x {h}x{w}), {C_feat}-d')

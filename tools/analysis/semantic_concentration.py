@@ -1,0 +1,174 @@
+"""Semantic concentration of frozen patch features on a labelled segmentation split: the mean
+cosine between patches of one class in different images (intra) against patches of two classes
+(inter), their gap and the normalised ratio (intra - inter) / (1 - inter) (docs/probes.md).
+
+    python tools/analysis/semantic_concentration.py CONFIG CHECKPOINT --data-root ROOT \
+        --num-classes C [--split val] [--size 448] [--img-dir img_dir] [--ann-dir ann_dir] \
+        [--img-suffix .jpg] [--seg-suffix .png] [--ann-file LIST] [--reduce-zero-label] \
+        [--ignore-index 255] [--min-purity 0.75] [--no-center] [--no-heatmap] \
+        [--feature-dtype float32] [--work-dir DIR] [--out F]
+
+Data and resolution as in cluster_segmentation.py: mmseg layout, each image squashed to
+``--size`` x ``--size`` and its label resized nearest to the same size. Features: the backbone's
+patch map (``out_type='featmap'``, 2D wide with the object-aware filter), raw: the measure
+centres them on the mean labelled patch and L2-normalises them (``--no-center`` skips the
+centring). Patch labels: the label map pooled to the feature grid, each patch taking the
+majority class of its pixels when that class covers at least ``--min-purity`` of them (ignored
+pixels count against it), else ignored. The measure is
+:func:`cotap_mm.evaluation.functional.semantic_concentration`; besides the table and the JSON,
+the class-by-class mean-cosine matrix is drawn as a heat map next to the JSON (``<out>.png``,
+when matplotlib is installed; ``--no-heatmap`` skips it).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+from typing import List, Optional
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # checkout
+
+import torch  # noqa: E402
+
+from cotap_mm.evaluation.features import (add_common_args,  # noqa: E402
+                                          add_segmentation_args, dump_json_atomic,
+                                          format_table, json_safe, segmentation_features,
+                                          setup_tool)
+from cotap_mm.evaluation.functional import patch_labels, semantic_concentration  # noqa: E402
+from cotap_mm.utils.fileio import atomic_open  # noqa: E402
+
+TOOL = 'semantic_concentration'
+LABEL_CHUNK = 64  # images per patch-labelling block: bounds the (B, h, w, C + 1) counts
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(description='semantic concentration of patch features: '
+                                'intra-class (across images) vs inter-class mean cosine')
+    add_common_args(p, default_batch_size=16)
+    add_segmentation_args(p)
+    p.add_argument('--min-purity', type=float, default=0.75,
+                   help='a patch is labelled with its majority class if that class covers at '
+                   'least this fraction of its pixels, else ignored')
+    p.add_argument('--no-center', action='store_true',
+                   help='do not subtract the mean labelled patch feature before normalising')
+    p.add_argument('--no-heatmap', action='store_true',
+                   help='do not draw the class-by-class mean-cosine matrix (<out>.png)')
+    args = p.parse_args(argv)
+    if args.num_classes < 1 or args.size < 1:
+        p.error('--num-classes and --size must be >= 1')
+    if not 0.0 <= args.min_purity <= 1.0:
+        p.error(f'--min-purity must be in [0, 1], got {args.min_purity}')
+    return args
+
+
+def pool_labels(labels: torch.Tensor, grid, args) -> torch.Tensor:
+    """(N, size, size) pixel labels -> (N, h, w) patch labels, ``LABEL_CHUNK`` images at a time."""
+    return torch.cat([
+        patch_labels(labels[s:s + LABEL_CHUNK], grid, args.num_classes, args.ignore_index,
+                     args.min_purity) for s in range(0, labels.shape[0], LABEL_CHUNK)
+    ])
+
+
+def per_class_rows(m: dict) -> List[dict]:
+    """One entry per class present: counts, intra and the closest other class."""
+    cos, K = m['cosine_matrix'], m['num_classes']
+    off = cos.clone()
+    off.diagonal().fill_(-float('inf'))
+    rows = []
+    for k, c in enumerate(m['classes'].tolist()):
+        j = int(off[k].argmax()) if K > 1 else None
+        rows.append(dict(
+            cls=c, num_patches=int(m['num_patches_per_class'][k]),
+            num_images=int(m['num_images_per_class'][k]),
+            intra=float(m['intra_per_class'][k]),
+            closest_class=None if j is None else int(m['classes'][j]),
+            closest_inter=None if j is None else float(cos[k, j])))
+    return rows
+
+
+def save_heatmap(path: str, classes: List[int], cos: torch.Tensor, title: str) -> Optional[str]:
+    """The (K, K) mean-cosine matrix as a PNG via matplotlib's Agg canvas (no pyplot state, so
+    it is safe in-process); None when matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    K = len(classes)
+    side = min(12.0, 3.0 + 0.25 * K)
+    fig = Figure(figsize=(side + 1.5, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(cos.float().numpy(), cmap='RdBu_r', vmin=-1.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, label='mean cosine (diagonal: across images)')
+    if K <= 40:
+        names = [str(c) for c in classes]
+        ax.set_xticks(range(K), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(K), names, fontsize=7)
+    ax.set_xlabel('class')
+    ax.set_ylabel('class')
+    ax.set_title(title, fontsize=9)
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_open(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=100, bbox_inches='tight')
+    return path
+
+
+def _fmt(v) -> str:
+    return f'{v:.3f}'
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    work_dir, logger, out = setup_tool(args, TOOL)
+    # raw: the measure centres and normalises them itself
+    feats, labels, info = segmentation_features(args, logger)  # (N, h, w, C), (N, size, size)
+    N, h, w, C_feat = feats.shape
+    plabels = pool_labels(labels, (h, w), args)  # (N, h, w)
+    image_ids = torch.arange(N).repeat_interleave(h * w)  # (N*h*w,)
+    m = semantic_concentration(feats.view(-1, C_feat), plabels.view(-1), image_ids,
+                               center=not args.no_center, ignore_index=args.ignore_index)
+    logger.info(f'{m["num_patches"]} of {N * h * w} patches ({N} images x {h}x{w}, '
+                f'{C_feat}-d) labelled at purity >= {args.min_purity}; {m["num_classes"]} '
+                f'classes, {m["num_intra_classes"]} of them in several images')
+    per_class = per_class_rows(m)
+    logger.info('\n' + format_table(
+        'Per class', ['class', 'patches', 'images', 'intra', 'closest class', 'its inter'],
+        [[r['cls'], r['num_patches'], r['num_images'], _fmt(r['intra']),
+          '-' if r['closest_class'] is None else r['closest_class'],
+          '-' if r['closest_inter'] is None else _fmt(r['closest_inter'])]
+         for r in per_class]))
+    center = 'centred' if m['centered'] else 'not centred'
+    logger.info('\n' + format_table(
+        f'Semantic concentration (mean cosine, {center})',
+        ['intra (across images)', 'inter', 'gap', 'ratio', 'patches', 'classes'],
+        [[_fmt(m['intra']), _fmt(m['inter']), _fmt(m['gap']), _fmt(m['ratio']),
+          m['num_patches'], m['num_classes']]]))
+    heatmap = None
+    if not args.no_heatmap:
+        heatmap = save_heatmap(
+            osp.splitext(out)[0] + '.png', m['classes'].tolist(), m['cosine_matrix'],
+            f'{osp.basename(args.checkpoint)} on {args.split}: intra {m["intra"]:.3f}, '
+            f'inter {m["inter"]:.3f}, ratio {m["ratio"]:.3f}')
+        logger.info(f'Heat map written to {heatmap}' if heatmap else
+                    'matplotlib is not installed: no heat map')
+    results = dict(
+        tool=TOOL,
+        protocol='mean cosine of L2-normalised (centred unless --no-center) patch features: '
+        'intra over same-class pairs from different images, inter over class pairs; '
+        'ratio = (intra - inter) / (1 - inter); patch labels by majority at --min-purity',
+        config=args.config, checkpoint=args.checkpoint, checkpoint_meta=info['meta'],
+        data_root=args.data_root, split=args.split, num_images=N, num_classes=args.num_classes,
+        size=args.size, feature_dim=C_feat, patch_grid=[h, w], min_purity=args.min_purity,
+        center=m['centered'], intra=m['intra'], inter=m['inter'], gap=m['gap'],
+        ratio=m['ratio'], num_patches_total=N * h * w, num_patches=m['num_patches'],
+        num_classes_present=m['num_classes'], num_intra_classes=m['num_intra_classes'],
+        per_class=per_class, classes=m['classes'].tolist(),
+        cosine_matrix=m['cosine_matrix'].tolist(), heatmap=heatmap)
+    path = dump_json_atomic(json_safe(results), out)
+    logger.info(f'Results written to {path}')
+    return results
+
+
+if __name__ == '__main__':
+    main()
