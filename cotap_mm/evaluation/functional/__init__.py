@@ -1,4 +1,6 @@
 """Pure functions of the evaluation probes (no I/O, no model)."""
+from .chance import (chance_confusion, chance_miou, chance_segmentation_metrics,
+                     class_pixel_counts)
 from .cluster_probe import (assign_clusters, confusion_matrix, faiss_kmeans, hungarian_match,
                             majority_match, match_clusters, match_confusion,
                             segmentation_metrics)
@@ -12,5 +14,6 @@ __all__ = [
     'topk_accuracy',
     'train_linear_probe', 'evaluate_linear_probe', 'confusion_matrix', 'segmentation_metrics',
     'hungarian_match', 'majority_match', 'match_clusters', 'match_confusion', 'faiss_kmeans',
-    'assign_clusters', 'semantic_concentration', 'patch_labels'
+    'assign_clusters', 'semantic_concentration', 'patch_labels', 'class_pixel_counts',
+    'chance_confusion', 'chance_segmentation_metrics', 'chance_miou'
 ]
