@@ -8,31 +8,67 @@ sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'to
 import benchmark_demo  # noqa: E402
 
 
-def _row(seed, init, cotap):
-    return dict(seed=seed, init_miou=init, cotap_miou=cotap, gain=round(cotap - init, 2),
-                stage_seconds=dict(cotap=100.0), total_seconds=500.0, preset={})
+def _result(seed, scores):
+    """A demo-style result: scores = {row: (linear, cluster, ratio)}."""
+    rows = {name: dict(linear_miou=lin, cluster_miou=clu,
+                       concentration=dict(intra=0.5, inter=0.1, gap=0.4, ratio=ratio))
+            for name, (lin, clu, ratio) in scores.items()}
+    return dict(seed=seed, rows=rows, pixels_miou=4.5, chance_miou=4.48, cotap_iters=300,
+                preset={}, stage_seconds=dict(cotap=100.0), total_seconds=500.0)
 
 
-def test_summary_is_mean_and_sample_std():
-    rows = [_row(0, 50.0, 51.0), _row(1, 52.0, 55.0), _row(2, 48.0, 50.0)]
-    s = benchmark_demo.summarize(rows)
-    assert s['gain']['mean'] == pytest.approx(2.0)
-    assert s['gain']['std'] == pytest.approx(1.0)  # gains 1, 3, 2: sample std 1
-    assert s['init_miou']['mean'] == pytest.approx(50.0)
+RESULTS = [
+    _result(0, dict(init=(10.0, 5.0, 0.01), init_more=(11.0, 6.0, 0.02), cotap=(15.0, 8.0, 0.05))),
+    _result(1, dict(init=(12.0, 5.0, 0.01), init_more=(12.0, 6.0, 0.02), cotap=(16.0, 9.0, 0.06))),
+    _result(2, dict(init=(11.0, 5.0, 0.01), init_more=(13.0, 6.0, 0.02), cotap=(12.0, 7.0, 0.04))),
+]
+ROWS = ['init', 'init_more', 'cotap']
+
+
+def test_summary_is_mean_and_sample_std_and_gains_per_seed():
+    s = benchmark_demo.summarize(RESULTS, ROWS)
+    assert s['rows']['cotap']['linear_miou']['mean'] == pytest.approx(43 / 3)
+    assert s['rows']['init']['linear_miou']['std'] == pytest.approx(1.0)  # 10, 12, 11
+    assert s['rows']['cotap']['concentration']['mean'] == pytest.approx(0.05)
+    assert s['gains']['init']['per_seed'] == pytest.approx([5.0, 4.0, 1.0])
+    assert s['gains']['init']['all_positive']
+    assert s['gains']['init_more']['per_seed'] == pytest.approx([4.0, 4.0, -1.0])
+    assert not s['gains']['init_more']['all_positive']
+    assert s['gains']['init_more']['mean'] == pytest.approx(7 / 3)
 
 
 def test_docs_section_replaced_between_markers(tmp_path, monkeypatch):
     docs = tmp_path / 'benchmarks.md'
     docs.write_text('# Benchmarks\n\nkeep me\n')
     monkeypatch.setattr(benchmark_demo, 'DOCS', str(docs))
-    rows = [_row(0, 50.0, 51.0), _row(1, 52.0, 55.0)]
-    summary = benchmark_demo.summarize(rows)
-    benchmark_demo.update_docs(rows, summary, ['--seeds', '0', '1'], 'default', 'random')
-    benchmark_demo.update_docs(rows, summary, ['--seeds', '0', '1'], 'default', 'random')
+    summary = benchmark_demo.summarize(RESULTS, ROWS)
+    benchmark_demo.update_docs(RESULTS, summary, ROWS, ['--seeds', '0', '1', '2'])
+    benchmark_demo.update_docs(RESULTS, summary, ROWS, ['--seeds', '0', '1', '2'])
     text = docs.read_text()
     assert text.count(benchmark_demo.MARK_START) == 1 and 'keep me' in text
-    assert '| 1 | 52.00 | 55.00 | +3.00 |' in text
-    assert '+2.00 +- 1.41' in text
+    assert '| (c) CoTAP, N steps from the init | 14.33 +- 2.08 |' in text
+    assert '| 2 | 11.00 / 5.00 / 0.010 | 13.00 / 6.00 / 0.020 | 12.00 / 7.00 / 0.040 | +1.00 | ' \
+        '-1.00 |' in text
+
+
+def test_rows_and_ablation_options():
+    """Every ablation is a CoTAP stage with switches of the real config; the init is always
+    measured, as the reference of the gains."""
+    from mmengine.config import Config, DictAction
+    cfg = Config.fromfile(osp.join(benchmark_demo.ROOT, demo_configs()['cotap']))
+    for name, (options, with_oaf) in benchmark_demo.ABLATIONS.items():
+        trial = cfg.copy()
+        trial.merge_from_dict({k: DictAction._parse_iterable(v)
+                               for k, v in (o.split('=', 1) for o in options)})
+        assert trial.model.backbone.get('with_oaf', True) == with_oaf, name
+    assert cfg.model.loss_weights.cotap == 1.
+    args = benchmark_demo.parse_args(['--rows', 'cotap'])
+    assert args.rows == ['init', 'cotap']
+
+
+def demo_configs():
+    import demo
+    return demo.CONFIGS
 
 
 def test_demo_work_dir_is_replaced_only_if_the_demo_made_it(tmp_path):

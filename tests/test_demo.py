@@ -1,7 +1,8 @@
-"""A miniature of `make demo` (tools/demo.py --preset mini): synthetic scenes -> kNN -> init ->
-CoTAP pretraining -> extract_backbone -> `mim train mmseg` linear probes -> `mim test mmseg`, and
-the recorded `mim_test_command` evaluated again by the project's tools/test.py gives the same
-CoTAP mIoU (issue 7's end-to-end criterion on a real short CoTAP run)."""
+"""A miniature of `make demo` (tools/demo.py --preset mini): synthetic scenes -> supervised init
+-> kNN -> CoTAP pretraining -> extract_backbone -> `mim train mmseg` linear probes (pixels, init,
+CoTAP) -> `mim test mmseg` -> concentration and cluster probes; the recorded `mim_test_command`
+evaluated again by the project's tools/test.py gives the same CoTAP mIoU, and a second run
+reuses the cached init."""
 import json
 import os
 import os.path as osp
@@ -19,21 +20,34 @@ sys.path.insert(0, osp.join(ROOT, 'tools'))
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
     import demo
-    work_dir = tmp_path_factory.mktemp('demo') / 'work'
-    results = demo.main(['--work-dir', str(work_dir), '--preset', 'mini'])
-    return work_dir, results
+    base = tmp_path_factory.mktemp('demo')
+    work_dir, cache = base / 'work', base / 'cache'
+    results = demo.main(['--work-dir', str(work_dir), '--preset', 'mini', '--cache-dir',
+                         str(cache)])
+    return work_dir, results, cache
 
 
 def test_results_file_and_stages(demo_run):
-    work_dir, results = demo_run
+    work_dir, results, _ = demo_run
     with open(work_dir / 'results.json') as f:
         saved = json.load(f)
     assert saved == json.loads(json.dumps(results))
     for key in ('init_miou', 'cotap_miou'):
         assert 0.0 <= saved[key] <= 100.0
     assert saved['gain'] == pytest.approx(saved['cotap_miou'] - saved['init_miou'], abs=0.01)
-    assert set(saved['stage_seconds']) >= {'data', 'knn', 'cotap', 'probe-init', 'probe-cotap'}
-    assert all(s > 0 for s in saved['stage_seconds'].values())
+    assert set(saved['stage_seconds']) >= {'data', 'init', 'knn', 'cotap', 'probe-pixels',
+                                           'probe-init', 'probe-cotap', 'analysis', 'chance'}
+    # the light in-process stages (chance level) may round to 0.0 s
+    assert all(s >= 0 for s in saved['stage_seconds'].values())
+    assert all(saved['stage_seconds'][s] > 0 for s in ('init', 'cotap', 'probe-cotap'))
+    assert saved['init'] == 'supervised' and saved['init_cached'] is None
+    assert 0.0 <= saved['pixels_miou'] <= 100.0 and 0.0 < saved['chance_miou'] < 100.0
+    for name in ('init', 'cotap'):
+        row = saved['rows'][name]
+        assert 0.0 <= row['cluster_miou'] <= 100.0
+        assert -1.0 <= row['concentration']['ratio'] <= 1.0
+    # the supervised init has no object-aware filter: probed on its D-wide tokens
+    assert saved['rows']['init']['with_oaf'] is False and saved['rows']['cotap']['with_oaf']
     # the real on-disk products of each stage
     for path in ('data/coco/train2017', 'data/imagenet/train', 'data/seg/img_dir/val',
                  'data/nns/nns_coco.npz', 'cotap_backbone.pth'):
@@ -44,7 +58,7 @@ def test_results_file_and_stages(demo_run):
 def test_mim_test_command_matches_tools_test(demo_run):
     """The recorded command's checkpoint and options, evaluated by tools/test.py, give the
     CoTAP mIoU that `mim test mmseg` printed in the demo."""
-    work_dir, results = demo_run
+    work_dir, results, _ = demo_run
     cmd = shlex.split(results['mim_test_command'])
     assert cmd[:3] == ['mim', 'test', 'mmseg']
     config, ckpt = cmd[3], cmd[cmd.index('--checkpoint') + 1]
@@ -58,3 +72,25 @@ def test_mim_test_command_matches_tools_test(demo_run):
     found = re.findall(r'mIoU:\s*([0-9.]+)', out.stdout + out.stderr)
     assert found, (out.stdout + out.stderr)[-2000:]
     assert float(found[-1]) == pytest.approx(results['cotap_miou'], abs=1e-6)
+
+
+def test_second_run_reuses_the_cached_init(demo_run, tmp_path):
+    """Same config, seed and data: the init comes from the cache, bit for bit."""
+    import demo
+    import torch
+    work_dir, _, cache = demo_run
+    again = tmp_path / 'again'
+    demo.prepare_work_dir(str(again))
+    d = demo.Demo(str(again), 0, 'mini', 'supervised', cache_dir=str(cache))
+    d.init_cached = None
+    d.stage('data', d.data)
+    d.stage('init', d.trained_init)
+    assert d.init_cached is not None and d.init_cached.startswith(str(cache))
+    assert not (again / 'init').exists()  # nothing was trained
+    first = torch.load(work_dir / 'init_backbone.pth', weights_only=True)['state_dict']
+    second = torch.load(again / 'init_backbone.pth', weights_only=True)['state_dict']
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    # another seed is another init
+    other = demo.Demo(str(again), 1, 'mini', 'supervised', cache_dir=str(cache))
+    assert other.init_key() != d.init_key()

@@ -1,14 +1,29 @@
-"""Repeat the demo's pretraining + probe over seeds; report the mIoU gain of CoTAP over its init.
+"""The demo's experiment over seeds, with its controls and ablations, on the same probes.
 
     python tools/benchmark_demo.py [--seeds 0 1 2] [--work-dir work_dirs/benchmark_demo]
-        [--reuse work_dirs/demo] [--preset default] [--update-docs]
+        [--cotap-iters N] [--cache-dir work_dirs/demo_cache] [--preset default]
+        [--rows init init_more cotap cotap_no_ap cotap_no_oaf] [--update-docs]
 
-Each seed is one full `tools/demo.py` chain (data, kNN, init, CoTAP, both linear probes) in
-``WORK_DIR/seed_<s>``, without pictures. ``--reuse DIR`` takes a finished demo run's
-``results.json`` (e.g. the one ``make demo`` just wrote) for its seed instead of rerunning it. The
-table (per seed and mean +- sample std of init mIoU, CoTAP mIoU and gain) goes to stdout and
-``WORK_DIR/benchmark_demo.json``; ``--update-docs`` writes it, with the command and the machine,
-into docs/benchmarks.md between the benchmark_demo markers.
+Per seed, in ``WORK_DIR/seed_<s>``: the demo's data, init and kNN (tools/demo.py; the trained
+init is taken from ``--cache-dir`` when ``make demo`` already built it), then the rows
+
+- ``init``          (a) the image-level init;
+- ``init_more``     (b) the init trained ``N`` more steps with its own image-level loss (same
+                    LR cosine as the CoTAP stage): a gain over it is CoTAP's dense objective,
+                    not more training;
+- ``cotap``         (c) CoTAP, ``N`` iterations from the init;
+- ``cotap_no_ap``   (d) CoTAP without the ranking loss (``loss_weights.cotap=0``);
+- ``cotap_no_oaf``  (e) CoTAP without the object-aware filter (D-wide features, no bank,
+                    no entropy term);
+
+each scored by the same three probes on the labelled validation scenes: the linear probe
+(``mim train/test mmseg configs/demo/linear-probe_synthetic.py``), the k-means + Hungarian
+cluster probe (tools/analysis/cluster_segmentation.py, K = 12) and the semantic concentration
+ratio (tools/analysis/semantic_concentration.py). The raw-pixel probe and the chance level are
+reported once per seed. Tables (per seed, mean +- sample std, and the gains of CoTAP over (a)
+and (b) per seed) go to stdout and ``WORK_DIR/benchmark_demo.json``; ``--update-docs`` writes
+them, with the command and the machine, into docs/benchmarks.md between the benchmark_demo
+markers.
 """
 import argparse
 import json
@@ -32,17 +47,40 @@ MARK_START = '<!-- benchmark_demo:start -->'
 MARK_END = '<!-- benchmark_demo:end -->'
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
 
+# row -> (label, how it is made: a CoTAP stage with these options, or a special stage)
+ROWS = {
+    'init': '(a) init (supervised image classifier)',
+    'init_more': '(b) init + N steps of its image-level loss',
+    'cotap': '(c) CoTAP, N steps from the init',
+    'cotap_no_ap': '(d) CoTAP without the ranking loss',
+    'cotap_no_oaf': '(e) CoTAP without the object-aware filter',
+}
+ABLATIONS = {
+    'cotap': ([], True),
+    'cotap_no_ap': (['model.loss_weights.cotap=0.'], True),
+    'cotap_no_oaf': (['model.backbone.with_oaf=False',
+                      f'model.patch_head.in_channels={demo.DEMO_DIMS}',
+                      f'model.cls_head.in_channels={demo.DEMO_DIMS}'], False),
+}
+METRICS = ('linear_miou', 'cluster_miou', 'concentration')
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Demo pretraining + probe over several seeds')
+    p = argparse.ArgumentParser(description='The demo experiment over seeds, with controls')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--work-dir', default='work_dirs/benchmark_demo')
     p.add_argument('--preset', choices=sorted(demo.PRESETS), default='default')
-    p.add_argument('--init', choices=['random', 'selfdistill'], default='random')
-    p.add_argument('--reuse', nargs='*', default=[],
-                   help='finished demo work dirs whose results.json is used for its seed')
+    p.add_argument('--cotap-iters', type=int, default=None,
+                   help="N: CoTAP and control steps (default: the preset's)")
+    p.add_argument('--cache-dir', default='work_dirs/demo_cache')
+    p.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS))
+    p.add_argument('--cotap-options', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='extra --cfg-options of every CoTAP row')
     p.add_argument('--update-docs', action='store_true')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if 'init' not in args.rows:
+        args.rows.insert(0, 'init')  # the reference of every gain
+    return args
 
 
 def _cpu_name():
@@ -56,84 +94,143 @@ def _cpu_name():
     return platform.processor() or 'unknown CPU'
 
 
-def summarize(rows):
-    """Mean and sample std (n - 1) of init, CoTAP and gain over the seeds' result dicts."""
-    out = {}
-    for key in ('init_miou', 'cotap_miou', 'gain'):
-        values = [r[key] for r in rows]
-        out[key] = dict(mean=statistics.fmean(values),
-                        std=statistics.stdev(values) if len(values) > 1 else float('nan'))
+def run_seed(seed, args, console):
+    """All rows of one seed; returns the demo-style results dict with every row's scores."""
+    work = osp.join(args.work_dir, f'seed_{seed}')
+    demo.prepare_work_dir(work)
+    d = demo.Demo(work, seed, args.preset, 'supervised', console, args.cotap_options,
+                  args.cache_dir, args.cotap_iters)
+    d.init_cached = None
+    d.prepare()
+    for name in args.rows:
+        if name == 'init_more':
+            d.stage(name, d.image_level_control(name), total=d.cotap_iters)
+        elif name in ABLATIONS:
+            options, with_oaf = ABLATIONS[name]
+            d.stage(name, d.cotap(name, options, with_oaf), total=d.cotap_iters)
+    d.evaluate(['pixels', *args.rows])
+    chance = d.stage('chance', d.chance)
+    if 'cotap' not in d.rows:
+        raise SystemExit('benchmark_demo: --rows must include cotap')
+    return d.results(chance)
+
+
+def _score(row, metric):
+    value = row.get(metric)
+    return value['ratio'] if metric == 'concentration' and value is not None else value
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float('nan')
+
+
+def summarize(results, rows):
+    """Per row and metric: mean and sample std (n - 1) over seeds; gains of CoTAP over the
+    init and the image-level control per seed (linear mIoU)."""
+    out = dict(rows={}, gains={})
+    for name in rows:
+        out['rows'][name] = {m: dict(zip(('mean', 'std'), _mean_std(
+            [_score(r['rows'][name], m) for r in results]))) for m in METRICS}
+    for ref in ('init', 'init_more'):
+        if ref in rows:
+            gains = [r['rows']['cotap']['linear_miou'] - r['rows'][ref]['linear_miou']
+                     for r in results]
+            mean, std = _mean_std(gains)
+            out['gains'][ref] = dict(per_seed=gains, mean=mean, std=std,
+                                     all_positive=all(g > 0 for g in gains))
     return out
 
 
-def table_lines(rows, summary):
-    lines = ['| seed | init mIoU | CoTAP mIoU | gain | CoTAP stage (s) | total (s) |',
-             '|---|---|---|---|---|---|']
-    for r in rows:
-        lines.append(f"| {r['seed']} | {r['init_miou']:.2f} | {r['cotap_miou']:.2f} | "
-                     f"{r['gain']:+.2f} | {r['stage_seconds'].get('cotap', float('nan')):.0f} | "
-                     f"{r['total_seconds']:.0f} |")
-    s = summary
-    lines.append(f"| mean +- std | {s['init_miou']['mean']:.2f} +- {s['init_miou']['std']:.2f} | "
-                 f"{s['cotap_miou']['mean']:.2f} +- {s['cotap_miou']['std']:.2f} | "
-                 f"{s['gain']['mean']:+.2f} +- {s['gain']['std']:.2f} | | |")
+def _pm(stat, spec='.2f'):
+    if stat['mean'] is None:
+        return '-'
+    return f"{stat['mean']:{spec}} +- {stat['std']:{spec}}"
+
+
+def table_lines(results, summary, rows):
+    seeds = ', '.join(str(r['seed']) for r in results)
+    lines = [f'| row (seeds {seeds}) | linear mIoU | k-means mIoU | concentration ratio |',
+             '|---|---|---|---|']
+    pix = _mean_std([r['pixels_miou'] for r in results])
+    chance = _mean_std([r['chance_miou'] for r in results])
+    lines.append(f'| chance level | {chance[0]:.2f} | | |')
+    lines.append(f'| raw 8x8 pixel patches | {pix[0]:.2f} +- {pix[1]:.2f} | | |')
+    for name in rows:
+        s = summary['rows'][name]
+        lines.append(f"| {ROWS[name]} | {_pm(s['linear_miou'])} | {_pm(s['cluster_miou'])} | "
+                     f"{_pm(s['concentration'], '.3f')} |")
+    lines += ['', '| seed | ' + ' | '.join(f'{n} linear / k-means / ratio' for n in rows) +
+              ' | CoTAP - (a) | CoTAP - (b) |', '|---' * (len(rows) + 3) + '|']
+    for i, r in enumerate(results):
+        cells = []
+        for name in rows:
+            row = r['rows'][name]
+            ratio = _score(row, 'concentration')
+            cells.append(f"{row['linear_miou']:.2f} / {row.get('cluster_miou', float('nan')):.2f}"
+                         f" / {ratio:.3f}" if ratio is not None else f"{row['linear_miou']:.2f}")
+        gains = [f"{summary['gains'][ref]['per_seed'][i]:+.2f}" if ref in summary['gains']
+                 else '-' for ref in ('init', 'init_more')]
+        lines.append(f"| {r['seed']} | " + ' | '.join(cells + gains) + ' |')
     return lines
 
 
-def update_docs(rows, summary, argv, preset, init):
+def update_docs(results, summary, rows, argv):
+    r0 = results[0]
     section = '\n'.join([
         MARK_START, '',
         f'Command: `python tools/benchmark_demo.py {" ".join(argv)}`', '',
         f'Machine: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only. '
-        f'Preset `{preset}`, init `{init}`: each seed is a full `tools/demo.py` chain (its own '
-        'synthetic data, kNN, init, CoTAP and probes); std is the sample std over seeds.', '',
-        *table_lines(rows, summary), '', MARK_END])
+        f"Preset `{r0['preset'] and 'see results'}`; N = {r0['cotap_iters']} steps for CoTAP and "
+        'the image-level control; every row of a seed starts from the same data, init and kNN '
+        'files and is scored by the same probes; std is the sample std over seeds.', '',
+        *table_lines(results, summary, rows), '', MARK_END])
     with open(DOCS) as f:
         text = f.read()
     if MARK_START in text and MARK_END in text:
         head, rest = text.split(MARK_START, 1)
         text = head + section + rest.split(MARK_END, 1)[1]
     else:
-        text = text.rstrip('\n') + '\n\n## Demo: CoTAP gain over its init (synthetic scenes)\n\n' \
+        text = text.rstrip('\n') + '\n\n## Demo: CoTAP against its init and controls\n\n' \
             + section + '\n'
     atomic_write_text(DOCS, text)
+
+
+def print_summary(results, summary, rows, console):
+    table = Table(title='CoTAP demo over seeds (val): mean +- std')
+    for col in ('row', 'linear mIoU', 'k-means mIoU', 'concentration'):
+        table.add_column(col, justify='left' if col == 'row' else 'right')
+    for name in rows:
+        s = summary['rows'][name]
+        table.add_row(ROWS[name], _pm(s['linear_miou']), _pm(s['cluster_miou']),
+                      _pm(s['concentration'], '.3f'))
+    console.print(table)
+    for ref, g in summary['gains'].items():
+        console.print(f"CoTAP - {ROWS[ref]}: {g['mean']:+.2f} +- {g['std']:.2f} (per seed "
+                      f"{', '.join(f'{x:+.2f}' for x in g['per_seed'])})")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     console = Console()
-    reused = {}
-    for path in args.reuse:
-        with open(osp.join(path, 'results.json')) as f:
-            r = json.load(f)
-        reused[r['seed']] = r
-    rows = []
+    results = []
     for seed in args.seeds:
-        if seed in reused:
-            console.print(f'seed {seed}: reusing {args.reuse}')
-            rows.append(reused[seed])
-            continue
         console.rule(f'seed {seed}')
-        work = osp.join(args.work_dir, f'seed_{seed}')
-        demo.prepare_work_dir(work)
-        rows.append(demo.Demo(work, seed, args.preset, args.init, console)(skip_pictures=True))
-    summary = summarize(rows)
-    table = Table(title='CoTAP demo over seeds: linear-probe mIoU (%)')
-    for col in ('seed', 'init', 'CoTAP', 'gain'):
-        table.add_column(col, justify='right')
-    for r in rows:
-        table.add_row(str(r['seed']), f"{r['init_miou']:.2f}", f"{r['cotap_miou']:.2f}",
-                      f"{r['gain']:+.2f}")
-    table.add_row('mean +- std', *[f"{summary[k]['mean']:.2f} +- {summary[k]['std']:.2f}"
-                                   for k in ('init_miou', 'cotap_miou', 'gain')])
-    console.print(table)
+        results.append(run_seed(seed, args, console))
+        # after every seed, so that an interrupted run keeps what it measured
+        atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),
+                          json.dumps(dict(results=results), indent=2))
+    summary = summarize(results, args.rows)
+    print_summary(results, summary, args.rows, console)
     atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),
-                      json.dumps(dict(rows=rows, summary=summary), indent=2))
+                      json.dumps(dict(results=results, summary=summary), indent=2))
     if args.update_docs:
-        update_docs(rows, summary, argv, args.preset, args.init)
+        update_docs(results, summary, args.rows, argv)
         console.print(f'updated {DOCS}')
-    return rows, summary
+    return results, summary
 
 
 if __name__ == '__main__':

@@ -1,31 +1,36 @@
-"""The embedded demo: synthetic scenes -> init -> kNN -> CoTAP -> mmseg linear probe -> mIoU.
+"""The embedded demo: synthetic scenes -> image-level init -> kNN -> CoTAP -> dense probes.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--seed 0] [--preset default|mini]
+        [--init supervised|random|selfdistill] [--cache-dir work_dirs/demo_cache]
 
-Runs the whole chain with the real tools, each stage a subprocess whose full output goes to
-``WORK_DIR/logs/<stage>.log``:
+Runs the whole chain with the real tools, each stage a subprocess (or an in-process call of a
+tool's ``main``) whose output goes to ``WORK_DIR/logs/``:
 
-1. ``data``      tools/make_synthetic_scenes.py: COCO-style, ImageNet-style and mmseg folders;
-2. ``knn-boot``  tools/precompute_knn.py with random weights: the pairs of the init stage, whose
-                 pair-dependent loss is switched off, so they only satisfy the data pipeline;
-3. ``init``      tools/train.py configs/demo/init_vit-tiny_synthetic.py: an image-level
-                 self-distillation of the demo ViT from random weights (the stand-in for DINO),
-                 then extract_backbone.py -> ``init_backbone.pth``;
-4. ``knn``       tools/precompute_knn.py with the init backbone (as the released kNN files come
+1. ``data``      tools/make_synthetic_scenes.py: COCO-style, ImageNet-style and mmseg folders, a
+                 random colour per instance, so that class is carried by shape, texture and
+                 context (docs/synthetic.md);
+2. ``init``      the image-level init, the stand-in for DINO: by default an 8-way image
+                 classifier trained on the ImageNet-style folder
+                 (configs/demo/init-supervised_vit-tiny_synthetic.py), cached in ``--cache-dir``
+                 under a key of its config, seed and data, so a rerun reuses it;
+3. ``knn``       tools/precompute_knn.py with the init backbone (as the released kNN files come
                  from a DINO model);
-5. ``cotap``     tools/train.py configs/demo/cotap_vit-tiny_synthetic.py from the init, then
+4. ``cotap``     tools/train.py configs/demo/cotap_vit-tiny_synthetic.py from the init, then
                  extract_backbone.py (student, as the released evaluation) -> ``cotap_backbone.pth``;
-6. ``probe-init``/``probe-cotap``  ``mim train mmseg configs/demo/linear-probe_synthetic.py``
-                 with each backbone (same probe config, same seed), then ``mim test mmseg`` ->
-                 mIoU;
-7. ``pictures``  tools/visualize.py: PCA / prototype / foreground pictures of both backbones.
+5. ``probe-*``   ``mim train mmseg`` + ``mim test mmseg`` of the same linear probe on raw 8x8
+                 pixel patches (the floor), the init and CoTAP; the chance level of the labels;
+6. ``analysis``  the semantic concentration (tools/analysis/semantic_concentration.py) of the
+                 init and CoTAP features on the labelled validation scenes;
+7. ``pictures``  tools/visualize.py: PCA / prototype / foreground pictures of the CoTAP backbone.
 
-Prints a table (init mIoU, CoTAP mIoU, seconds per stage) and writes ``WORK_DIR/results.json``
-with ``init_miou``, ``cotap_miou``, ``stage_seconds`` and ``mim_test_command`` (the exact command
-that re-evaluates the CoTAP probe from the repository root inside .venv).
+Prints a table and writes ``WORK_DIR/results.json`` with ``init_miou``, ``cotap_miou``,
+``gain``, ``pixels_miou``, ``chance_miou``, ``concentration``, ``stage_seconds`` and
+``mim_test_command`` (the exact command that re-evaluates the CoTAP probe from the repository
+root inside .venv). tools/benchmark_demo.py adds the controls and ablations over seeds.
 """
 import argparse
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -42,20 +47,27 @@ from rich.table import Table
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = dict(
-    init='configs/demo/init_vit-tiny_synthetic.py',
+    supervised='configs/demo/init-supervised_vit-tiny_synthetic.py',
+    selfdistill='configs/demo/init_vit-tiny_synthetic.py',
     cotap='configs/demo/cotap_vit-tiny_synthetic.py',
-    probe='configs/demo/linear-probe_synthetic.py')
+    probe='configs/demo/linear-probe_synthetic.py',
+    probe_pixels='configs/demo/linear-probe-pixels_synthetic.py')
+INITS = ('supervised', 'random', 'selfdistill')
 
-# dataset sizes and schedule lengths; 'mini' is the test-suite miniature of the same chain
+# dataset sizes and schedule lengths; 'mini' is the test-suite miniature of the same chain.
+# init_batch_size: the supervised init's images per step (the self-distilled init uses
+# batch_size, the CoTAP stage's items per step).
 PRESETS = dict(
     default=dict(size=96, num_coco=1000, num_imagenet=1000, num_seg_train=300, num_seg_val=100,
-                 init_iters=300, cotap_iters=300, probe_iters=300, batch_size=16, knn_k=8,
-                 num_pictures=4),
+                 init_iters=4000, init_batch_size=64, cotap_iters=300, probe_iters=300,
+                 batch_size=16, knn_k=8, num_pictures=4),
     mini=dict(size=64, num_coco=24, num_imagenet=24, num_seg_train=12, num_seg_val=6,
-              init_iters=3, cotap_iters=3, probe_iters=4, batch_size=4, knn_k=8,
-              num_pictures=2),
+              init_iters=3, init_batch_size=8, cotap_iters=3, probe_iters=4, batch_size=4,
+              knn_k=8, num_pictures=2),
 )
 DEMO_HEADS = 3  # configs/demo: a 96-d ViT with 3 heads (not inferable from tensor shapes)
+DEMO_DIMS = 96  # its width D: the probe's input without the object-aware filter
+NUM_CLASSES = 12  # cotap_mm.datasets.synthetic.CLASSES
 _ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
 _MIOU = re.compile(r'mIoU:\s*([0-9.]+)')
 
@@ -65,15 +77,24 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default='work_dirs/demo')
     p.add_argument('--seed', type=int, default=0, help='seed of data, training and probes')
     p.add_argument('--preset', choices=sorted(PRESETS), default='default')
-    p.add_argument('--init', choices=['random', 'selfdistill'], default='random',
-                   help='init backbone: seeded random weights (default), or a short image-level '
-                        'self-distillation made by the demo (configs/demo/init_*.py); see '
-                        'docs/demo.md for why random is the default')
+    p.add_argument('--init', choices=INITS, default='supervised',
+                   help='init backbone: an 8-way image classifier trained on the ImageNet-style '
+                        'scenes (default, a supervised stand-in for DINO), seeded random '
+                        'weights, or a short image-level self-distillation; docs/demo.md')
+    p.add_argument('--cache-dir', default='work_dirs/demo_cache',
+                   help='where trained inits are kept, keyed by their config, seed and data '
+                        '(a rerun with the same key skips the init training)')
     p.add_argument('--cotap-options', nargs='+', default=[], metavar='KEY=VALUE',
                    help='extra --cfg-options of the CoTAP stage (ablations), e.g. '
                         'model.loss_weights.cotap=0.')
+    p.add_argument('--cotap-iters', type=int, default=None,
+                   help="length of the CoTAP stage (default: the preset's); the LR, weight "
+                        'decay and EMA schedules follow it')
     p.add_argument('--skip-pictures', action='store_true')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.cotap_iters is not None and args.cotap_iters < 1:
+        p.error('--cotap-iters must be >= 1')
+    return args
 
 
 _MARKER = '.cotap_demo'  # marks a work dir this tool created, so that a rerun may replace it
@@ -104,15 +125,27 @@ def _load_tool(script):
 
 
 class Demo:
-    """Runs the stages; ``self.seconds`` holds the wall time of each."""
+    """Runs the stages; ``self.seconds`` holds the wall time of each.
 
-    def __init__(self, work_dir, seed, preset, init='random', console=None, cotap_options=()):
+    A *row* is one backbone that is probed: ``'pixels'`` (raw pixel patches), ``'init'`` and
+    ``'cotap'``; tools/benchmark_demo.py adds the controls with :meth:`control` and
+    :meth:`ablation`. ``self.rows[name]`` says how each is probed (checkpoint, object-aware
+    filter or not) and collects its scores.
+    """
+
+    def __init__(self, work_dir, seed, preset, init='supervised', console=None, cotap_options=(),
+                 cache_dir='work_dirs/demo_cache', cotap_iters=None):
+        if init not in INITS:
+            raise ValueError(f'demo: init={init!r}; choose one of {INITS}')
         self.wd = osp.abspath(work_dir)
         self.init = init
         self.cotap_options = list(cotap_options)
         self.seed, self.p = seed, PRESETS[preset]
+        self.cotap_iters = int(cotap_iters or self.p['cotap_iters'])
+        self.cache_dir = osp.abspath(cache_dir)
         self.console = console or Console()
         self.seconds = {}
+        self.rows = {}
         self.python = sys.executable
         # unbuffered: the training logs drive the progress bars as they happen
         self.env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONHASHSEED='0',
@@ -142,6 +175,7 @@ class Demo:
                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
             for line in proc.stdout:
                 log.write(line)
+                log.flush()  # the log follows the stage as it runs
                 out.append(line)
                 m = _ITER.search(line)
                 if m and progress is not None:
@@ -156,7 +190,8 @@ class Demo:
     def call(self, stage, script, *args):
         """Run ``main(argv)`` of ``tools/<script>`` in this process (no interpreter start-up and
         OpenMMLab imports per call: the light stages take seconds), its console output going to
-        ``logs/in-process.log`` (one file kept open: MMLogger binds its stream once)."""
+        ``logs/in-process.log`` (one file kept open: MMLogger binds its stream once). Returns
+        what ``main`` returns."""
         if self._inproc_log is None:
             self._inproc_log = open(self.path('logs', 'in-process.log'), 'a')
         log = self._inproc_log
@@ -172,11 +207,12 @@ class Demo:
         if isinstance(rc, int) and rc != 0:
             raise RuntimeError(f'demo stage `{stage}`: tools/{script} exited with {rc}; log: '
                                f'{log.name}')
+        return rc
 
     def stage(self, name, fn, total=None):
         """Run one stage with a progress line; record its seconds."""
         start = time.perf_counter()
-        with Progress(TextColumn(f'[bold]{name:<12}'), BarColumn(), TextColumn('{task.completed}/'
+        with Progress(TextColumn(f'[bold]{name:<14}'), BarColumn(), TextColumn('{task.completed}/'
                       '{task.total}' if total else ''), TimeElapsedColumn(),
                       console=self.console, transient=False) as progress:
             task = progress.add_task(name, total=total or 1)
@@ -188,18 +224,19 @@ class Demo:
     def tool(self, script, *args):
         return [self.python, osp.join(ROOT, 'tools', script), *map(str, args)]
 
-    # -- stages ----------------------------------------------------------------------------
+    # -- data and kNN ----------------------------------------------------------------------
 
     def data(self, progress, task):
         p = self.p
-        self.call('data', 'make_synthetic_scenes.py', self.path('data'), '--seed', self.seed, '--size',
-            p['size'], '--num-coco', p['num_coco'], '--num-imagenet', p['num_imagenet'],
-            '--num-seg-train', p['num_seg_train'], '--num-seg-val', p['num_seg_val'], '--force')
+        self.call('data', 'make_synthetic_scenes.py', self.path('data'), '--seed', self.seed,
+                  '--size', p['size'], '--num-coco', p['num_coco'], '--num-imagenet',
+                  p['num_imagenet'], '--num-seg-train', p['num_seg_train'], '--num-seg-val',
+                  p['num_seg_val'], '--force')
 
     def knn(self, stage, checkpoint=None):
         def fn(progress, task):
             # arch and patch size come from the checkpoint's meta; the bootstrap pairs (random
-            # weights) are only there to satisfy the data pipeline of the init stage
+            # weights) are only there to satisfy the data pipeline of the self-distilled init
             extra = (['--checkpoint', checkpoint] if checkpoint else
                      ['--arch', 'tiny', '--patch-size', 8])
             for subset, folder in (('coco', 'coco/train2017'), ('imagenet', 'imagenet/train')):
@@ -208,11 +245,10 @@ class Demo:
                           '--image-size', 64, '--num-workers', 0, *extra)
         return fn
 
-    def _train_options(self, iters):
+    # -- training --------------------------------------------------------------------------
+
+    def _data_options(self):
         return [
-            f'train_cfg.max_iters={iters}',
-            f'randomness.seed={self.seed}', f'train_dataloader.batch_size={self.p["batch_size"]}',
-            f'default_hooks.checkpoint.interval={iters}',
             f'train_dataloader.dataset.coco.dataset.data_root={self.path("data", "coco")}',
             f'train_dataloader.dataset.coco.nns_file={self.path("data", "nns", "nns_coco.npz")}',
             f'train_dataloader.dataset.imagenet.dataset.data_root={self.path("data", "imagenet")}',
@@ -220,60 +256,78 @@ class Demo:
             f'{self.path("data", "nns", "nns_imagenet.npz")}',
         ]
 
-    def pretrain(self, name, iters, extra_options=()):
-        def fn(progress, task):
-            work = self.path(name)
-            self.run(name, self.tool('train.py', CONFIGS[name], '--work-dir', work,
-                                     '--cfg-options', *self._train_options(iters),
-                                     *extra_options), progress, task)
-            # the init's final LayerNorm is dropped, as CoTAP drops DINO's (spec §2.1)
-            extra = ['--drop-final-norm'] if name == 'init' else []
-            self.call(name, 'model_converters/extract_backbone.py',
-                      osp.join(work, f'iter_{iters}.pth'), self.path(f'{name}_backbone.pth'),
-                      '--which', 'student', '--num-heads', DEMO_HEADS, *extra)
-        return fn
+    def _run_options(self, iters, batch_size):
+        return [f'train_cfg.max_iters={iters}', f'randomness.seed={self.seed}',
+                f'train_dataloader.batch_size={batch_size}',
+                f'default_hooks.checkpoint.interval={iters}']
 
-    def probe_options(self, name):
-        return [
-            f'model.backbone.init_cfg.checkpoint={self.path(f"{name}_backbone.pth")}',
-            *[f'{split}_dataloader.dataset.data_root={self.path("data", "seg")}'
-              for split in ('train', 'val', 'test')],
-            f'randomness.seed={self.seed}',
-        ]
+    @staticmethod
+    def _cosine_options(iters):
+        """The CoTAP configs' LR and weight-decay cosines stretched to ``iters`` (the EMA
+        momentum follows ``max_iters`` by itself)."""
+        return [f'param_scheduler.{i}.{k}={v}' for i in (0, 1)
+                for k, v in (('T_max', iters + 5), ('end', iters))]
 
-    def mim_test_command(self, name):
-        iters = self.p['probe_iters']
-        return [self.mim, 'test', 'mmseg', CONFIGS['probe'], '--checkpoint',
-                self.path(f'probe_{name}', f'iter_{iters}.pth'), '--work-dir',
-                self.path(f'probe_{name}', 'test'), '--cfg-options', *self.probe_options(name)]
+    @staticmethod
+    def _supervised_schedule(iters, warmup=None, lr=None, eta_min=None):
+        """The supervised config's warm-up + cosine fitted to ``iters``."""
+        warmup = max(1, min(100, iters // 10)) if warmup is None else warmup
+        opts = [f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
+                f'param_scheduler.1.T_max={max(1, iters - warmup)}', f'param_scheduler.1.end={iters}']
+        if lr is not None:
+            opts += [f'optim_wrapper.optimizer.lr={lr}', 'param_scheduler.0.start_factor=1.0',
+                     f'param_scheduler.1.eta_min={eta_min}']
+        return opts
 
-    def probe(self, name):
-        def fn(progress, task):
-            iters = self.p['probe_iters']
-            opts = self.probe_options(name) + [
-                f'train_cfg.max_iters={iters}', f'default_hooks.checkpoint.interval={iters}',
-                f'train_cfg.val_interval={iters}']
-            self.run(f'probe-{name}', [self.mim, 'train', 'mmseg', CONFIGS['probe'],
-                                       '--work-dir', self.path(f'probe_{name}'),
-                                       '--cfg-options', *opts], progress, task)
-            out = self.run(f'probe-{name}', self.mim_test_command(name))
-            found = _MIOU.findall(out)
-            if not found:
-                raise RuntimeError(f'demo: no mIoU in the output of mim test; see '
-                                   f'{self.path("logs", f"probe-{name}.log")}')
-            return float(found[-1])
-        return fn
+    def train(self, name, config, options, iters, progress=None, task=None):
+        """tools/train.py ``config`` in WORK_DIR/<name>; returns its last checkpoint."""
+        work = self.path(name)
+        self.run(name, self.tool('train.py', config, '--work-dir', work, '--cfg-options',
+                                 *options), progress, task)
+        return osp.join(work, f'iter_{iters}.pth')
 
-    def pictures(self, progress, task):
-        seg_val = self.path('data', 'seg', 'img_dir', 'val')
-        images = sorted(os.listdir(seg_val))[:self.p['num_pictures']]
-        # the self-distilled init has no object-aware filter, hence no prototype pictures
-        for name in ('init', 'cotap') if self.init == 'random' else ('cotap', ):
-            self.call('pictures', 'visualize.py', CONFIGS['probe'],
-                      self.path(f'{name}_backbone.pth'), *[osp.join(seg_val, f) for f in images],
-                      '--out-dir', self.path('pictures', name), '--size', 192)
+    def extract(self, stage, checkpoint, dst, drop_final_norm=False):
+        extra = ['--drop-final-norm'] if drop_final_norm else []
+        self.call(stage, 'model_converters/extract_backbone.py', checkpoint, dst, '--which',
+                  'student', '--num-heads', DEMO_HEADS, *extra)
 
-    # -- the chain -------------------------------------------------------------------------
+    def init_key(self):
+        """Cache key of the trained init: its config, the preset (data and schedule), the seed
+        and the scene generator's version."""
+        from cotap_mm.datasets.synthetic import GENERATOR_VERSION
+        with open(osp.join(ROOT, CONFIGS[self.init])) as f:
+            text = f.read()
+        blob = json.dumps(dict(config=text, preset=self.p, seed=self.seed, init=self.init,
+                               generator=GENERATOR_VERSION), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def trained_init(self, progress, task):
+        """The supervised or self-distilled init: from the cache, else trained and cached.
+
+        Leaves ``init_backbone.pth`` (final norm dropped, as CoTAP drops DINO's) and
+        ``init_full.pth`` (the training checkpoint: the image-level control continues it)."""
+        cache = osp.join(self.cache_dir, f'{self.init}-seed{self.seed}-{self.init_key()}')
+        files = ('init_backbone.pth', 'init_full.pth')
+        if all(osp.isfile(osp.join(cache, f)) for f in files):
+            for f in files:
+                _copy_atomic(osp.join(cache, f), self.path(f))
+            self.init_cached = cache
+            return
+        iters = self.p['init_iters']
+        if self.init == 'supervised':
+            options = self._run_options(iters, self.p['init_batch_size']) + [
+                f'train_dataloader.dataset.data_root={self.path("data", "imagenet")}',
+                *self._supervised_schedule(iters)]
+        else:
+            self.stage('knn-boot', self.knn('knn-boot'))
+            options = self._run_options(iters, self.p['batch_size']) + self._data_options()
+        ckpt = self.train('init', CONFIGS[self.init], options, iters, progress, task)
+        self.extract('init', ckpt, self.path('init_backbone.pth'), drop_final_norm=True)
+        _copy_atomic(ckpt, self.path('init_full.pth'))
+        os.makedirs(cache, exist_ok=True)
+        for f in files:
+            _copy_atomic(self.path(f), osp.join(cache, f))
+        self.init_cached = None
 
     def random_init(self, progress, task):
         """The init backbone: the demo ViT with seeded random weights, saved like a converted
@@ -294,45 +348,200 @@ class Demo:
                     arch=dict(cfg.demo_arch), patch_size=backbone_cfg['patch_size'])
         atomic_save(dict(meta=meta, state_dict=state), self.path('init_backbone.pth'))
 
-    def __call__(self, skip_pictures=False):
-        p = self.p
+    def cotap(self, name='cotap', options=(), with_oaf=True):
+        """CoTAP from the init for ``self.cotap_iters`` steps -> ``<name>_backbone.pth``."""
+        def fn(progress, task):
+            iters = self.cotap_iters
+            opts = (self._run_options(iters, self.p['batch_size']) + self._data_options()
+                    + self._cosine_options(iters)
+                    + [f'model.backbone.init_cfg.checkpoint={self.path("init_backbone.pth")}',
+                       *self.cotap_options, *options])
+            ckpt = self.train(name, CONFIGS['cotap'], opts, iters, progress, task)
+            self.extract(name, ckpt, self.path(f'{name}_backbone.pth'))
+            self.rows[name] = dict(checkpoint=self.path(f'{name}_backbone.pth'),
+                                   with_oaf=with_oaf)
+        return fn
+
+    def image_level_control(self, name='init_more'):
+        """The init trained ``self.cotap_iters`` more steps with its own image-level loss (same
+        LR cosine as the CoTAP stage's backbone), so that a gain of CoTAP over the init is its
+        dense objective, not more training."""
+        if self.init != 'supervised':
+            raise ValueError('demo: the image-level control continues the supervised init')
+
+        def fn(progress, task):
+            from mmengine.config import Config
+            iters = self.cotap_iters
+            cotap_cfg = Config.fromfile(osp.join(ROOT, CONFIGS['cotap']))
+            lr = cotap_cfg.optim_wrapper.optimizer.lr
+            eta_min = cotap_cfg.param_scheduler[0].eta_min
+            opts = self._run_options(iters, self.p['init_batch_size']) + [
+                f'train_dataloader.dataset.data_root={self.path("data", "imagenet")}',
+                *self._supervised_schedule(iters, warmup=1, lr=lr, eta_min=eta_min),
+                'model.init_cfg.type=CoTAPPretrained',
+                f'model.init_cfg.checkpoint={self.path("init_full.pth")}']
+            ckpt = self.train(name, CONFIGS['supervised'], opts, iters, progress, task)
+            self.extract(name, ckpt, self.path(f'{name}_backbone.pth'), drop_final_norm=True)
+            self.rows[name] = dict(checkpoint=self.path(f'{name}_backbone.pth'), with_oaf=False)
+        return fn
+
+    # -- probes ----------------------------------------------------------------------------
+
+    def probe_config(self, name):
+        return CONFIGS['probe_pixels'] if name == 'pixels' else CONFIGS['probe']
+
+    def probe_options(self, name):
+        opts = [*[f'{split}_dataloader.dataset.data_root={self.path("data", "seg")}'
+                  for split in ('train', 'val', 'test')], f'randomness.seed={self.seed}']
+        if name == 'pixels':
+            return opts
+        row = self.rows[name]
+        opts.insert(0, f'model.backbone.init_cfg.checkpoint={row["checkpoint"]}')
+        if not row['with_oaf']:
+            # a backbone without the object-aware filter: its D-wide ViT tokens
+            opts += ['model.backbone.with_oaf=False', f'model.decode_head.in_channels={DEMO_DIMS}',
+                     f'model.decode_head.channels={DEMO_DIMS}']
+        return opts
+
+    def mim_test_command(self, name):
+        iters = self.p['probe_iters']
+        return [self.mim, 'test', 'mmseg', self.probe_config(name), '--checkpoint',
+                self.path(f'probe_{name}', f'iter_{iters}.pth'), '--work-dir',
+                self.path(f'probe_{name}', 'test'), '--cfg-options', *self.probe_options(name)]
+
+    def probe(self, name):
+        """Linear probe (mim train + mim test mmseg) of row ``name``; its mIoU."""
+        def fn(progress, task):
+            iters = self.p['probe_iters']
+            opts = self.probe_options(name) + [
+                f'train_cfg.max_iters={iters}', f'default_hooks.checkpoint.interval={iters}',
+                f'train_cfg.val_interval={iters}']
+            self.run(f'probe-{name}', [self.mim, 'train', 'mmseg', self.probe_config(name),
+                                       '--work-dir', self.path(f'probe_{name}'),
+                                       '--cfg-options', *opts], progress, task)
+            out = self.run(f'probe-{name}', self.mim_test_command(name))
+            found = _MIOU.findall(out)
+            if not found:
+                raise RuntimeError(f'demo: no mIoU in the output of mim test; see '
+                                   f'{self.path("logs", f"probe-{name}.log")}')
+            miou = float(found[-1])
+            self.rows.setdefault(name, {})['linear_miou'] = miou
+            return miou
+        return fn
+
+    def analysis(self, names):
+        """Semantic concentration and the k-means cluster probe of each row on the labelled
+        validation scenes (the probe's resolution), in-process."""
+        def fn(progress, task):
+            for name in names:
+                row = self.rows[name]
+                common = [CONFIGS['probe'], row['checkpoint'], '--data-root',
+                          self.path('data', 'seg'), '--num-classes', NUM_CLASSES, '--size',
+                          self.p['size'], '--num-workers', 0, '--device', 'cpu',
+                          '--seed', self.seed]
+                if not row['with_oaf']:
+                    common += ['--cfg-options', 'model.backbone.with_oaf=False']
+                conc = self.call('analysis', 'analysis/semantic_concentration.py', *common,
+                                 '--out', self.path('analysis', f'{name}_concentration.json'))
+                cluster = self.call('analysis', 'analysis/cluster_segmentation.py', *common,
+                                    '--out', self.path('analysis', f'{name}_clusters.json'))
+                row.update(concentration=dict(intra=conc['intra'], inter=conc['inter'],
+                                              gap=conc['gap'], ratio=conc['ratio']),
+                           cluster_miou=cluster['runs'][0]['mIoU'])
+        return fn
+
+    def chance(self, progress, task):
+        r = self.call('chance', 'analysis/chance_miou.py', self.path('data', 'seg'),
+                      '--num-classes', NUM_CLASSES)
+        return r['mIoU']
+
+    def pictures(self, progress, task):
+        seg_val = self.path('data', 'seg', 'img_dir', 'val')
+        images = sorted(os.listdir(seg_val))[:self.p['num_pictures']]
+        # only backbones with an object-aware filter have prototype pictures
+        for name in [n for n in ('init', 'cotap') if self.rows[n]['with_oaf']]:
+            self.call('pictures', 'visualize.py', CONFIGS['probe'], self.rows[name]['checkpoint'],
+                      *[osp.join(seg_val, f) for f in images],
+                      '--out-dir', self.path('pictures', name), '--size', 192)
+
+    # -- the chain -------------------------------------------------------------------------
+
+    def prepare(self):
+        """Data, init and kNN: everything the CoTAP stage and the controls start from."""
         self.stage('data', self.data)
         if self.init == 'random':
             self.stage('init', self.random_init)
-            self.stage('knn', self.knn('knn'))
         else:
-            self.stage('knn-boot', self.knn('knn-boot'))
-            self.stage('init', self.pretrain('init', p['init_iters']), total=p['init_iters'])
-            self.stage('knn', self.knn('knn', self.path('init_backbone.pth')))
-        self.stage('cotap', self.pretrain('cotap', p['cotap_iters'], [
-            f'model.backbone.init_cfg.checkpoint={self.path("init_backbone.pth")}',
-            *self.cotap_options]),
-            total=p['cotap_iters'])
-        init_miou = self.stage('probe-init', self.probe('init'), total=p['probe_iters'])
-        cotap_miou = self.stage('probe-cotap', self.probe('cotap'), total=p['probe_iters'])
+            self.stage('init', self.trained_init, total=self.p['init_iters'])
+        self.rows['init'] = dict(checkpoint=self.path('init_backbone.pth'),
+                                 with_oaf=self.init == 'random')
+        self.stage('knn', self.knn('knn', self.path('init_backbone.pth')))
+
+    def evaluate(self, names):
+        for name in names:
+            self.stage(f'probe-{name}', self.probe(name), total=self.p['probe_iters'])
+        self.stage('analysis', self.analysis([n for n in names if n != 'pixels']))
+
+    def __call__(self, skip_pictures=False):
+        self.init_cached = None
+        self.prepare()
+        self.stage('cotap', self.cotap(), total=self.cotap_iters)
+        self.evaluate(['pixels', 'init', 'cotap'])
+        chance_miou = self.stage('chance', self.chance)
         if not skip_pictures:
             self.stage('pictures', self.pictures)
+        return self.results(chance_miou)
+
+    def results(self, chance_miou):
         cmd = self.mim_test_command('cotap')
         cmd[0] = 'mim'  # as typed inside the activated .venv, from the repository root
+        init, cotap = self.rows['init'], self.rows['cotap']
         results = dict(
-            init_miou=init_miou, cotap_miou=cotap_miou,
-            gain=round(cotap_miou - init_miou, 2), seed=self.seed,
-            stage_seconds=self.seconds, total_seconds=round(sum(self.seconds.values()), 1),
-            mim_test_command=shlex.join(cmd), preset=p, init=self.init,
-            cotap_options=self.cotap_options)
+            init_miou=init['linear_miou'], cotap_miou=cotap['linear_miou'],
+            gain=round(cotap['linear_miou'] - init['linear_miou'], 2),
+            pixels_miou=self.rows['pixels']['linear_miou'], chance_miou=round(chance_miou, 2),
+            rows={name: {k: v for k, v in row.items() if k != 'checkpoint'}
+                  for name, row in self.rows.items()},
+            seed=self.seed, stage_seconds=self.seconds,
+            total_seconds=round(sum(self.seconds.values()), 1), init_cached=self.init_cached,
+            mim_test_command=shlex.join(cmd), preset=self.p, cotap_iters=self.cotap_iters,
+            init=self.init, cotap_options=self.cotap_options)
         from cotap_mm.utils.fileio import atomic_write_text
         atomic_write_text(self.path('results.json'), json.dumps(results, indent=2))
         return results
 
 
+def _copy_atomic(src, dst):
+    import shutil
+
+    from cotap_mm.utils.fileio import atomic_open
+    with open(src, 'rb') as fin, atomic_open(dst, 'wb') as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+INIT_NAMES = dict(supervised='supervised image classifier, a stand-in for DINO',
+                  random='seeded random weights', selfdistill='image-level self-distillation')
+
+
+def _fmt(value, spec='.2f'):
+    return '-' if value is None else format(value, spec)
+
+
 def print_table(results, console):
-    table = Table(title='CoTAP demo: linear-probe mIoU (%) on the synthetic scenes (val)')
-    table.add_column('weights')
-    table.add_column('mIoU', justify='right')
-    init_name = dict(random='seeded random weights', selfdistill='image-level self-distillation')
-    table.add_row(f"init ({init_name[results['init']]})", f"{results['init_miou']:.2f}")
-    table.add_row('CoTAP (from the init)', f"{results['cotap_miou']:.2f}")
-    table.add_row('gain', f"{results['gain']:+.2f}")
+    rows = results['rows']
+    table = Table(title='CoTAP demo on the synthetic scenes (val): dense probes of frozen '
+                  'features')
+    for col in ('weights', 'linear mIoU (%)', 'k-means mIoU (%)', 'concentration'):
+        table.add_column(col, justify='left' if col == 'weights' else 'right')
+    table.add_row('chance level (train label frequencies)', f"{results['chance_miou']:.2f}",
+                  '', '')
+    table.add_row('raw 8x8 pixel patches (the floor)', f"{results['pixels_miou']:.2f}", '', '')
+    for name, title in (('init', f"init ({INIT_NAMES[results['init']]})"),
+                        ('cotap', f"CoTAP, {results['cotap_iters']} iterations from the init")):
+        row = rows[name]
+        table.add_row(title, f"{row['linear_miou']:.2f}", _fmt(row.get('cluster_miou')),
+                      _fmt((row.get('concentration') or {}).get('ratio'), '.3f'))
+    table.add_row('gain of CoTAP over its init', f"{results['gain']:+.2f}", '', '')
     console.print(table)
     times = Table(title='seconds per stage')
     for name in results['stage_seconds']:
@@ -341,6 +550,8 @@ def print_table(results, console):
     times.add_row(*[f'{s:.0f}' for s in results['stage_seconds'].values()],
                   f"{results['total_seconds']:.0f}")
     console.print(times)
+    if results.get('init_cached'):
+        console.print(f"init reused from the cache: {results['init_cached']}")
 
 
 def main(argv=None):
@@ -348,7 +559,7 @@ def main(argv=None):
     console = Console()
     prepare_work_dir(args.work_dir)
     results = Demo(args.work_dir, args.seed, args.preset, args.init, console,
-                   args.cotap_options)(args.skip_pictures)
+                   args.cotap_options, args.cache_dir, args.cotap_iters)(args.skip_pictures)
     print_table(results, console)
     console.print(f"results: {osp.join(args.work_dir, 'results.json')}")
     console.print(f"re-evaluate the CoTAP probe: {results['mim_test_command']}")

@@ -1,8 +1,12 @@
 # The demo's CoTAP stage (`make demo`, tools/demo.py): the real algorithm and losses, shrunk to a
 # small ViT (4 layers, 96-d, patch 8) on the synthetic scenes of tools/make_synthetic_scenes.py
-# (96-px images, 64/32-px crops), continuing from the demo's init backbone (seeded random weights,
-# or the optional self-distilled init of configs/demo/init_vit-tiny_synthetic.py). tools/demo.py
+# (96-px images, 64/32-px crops), continuing from the demo's image-level init (by default the
+# supervised classifier of configs/demo/init-supervised_vit-tiny_synthetic.py). tools/demo.py
 # sets the data folders, kNN files and init checkpoint with --cfg-options.
+# Settings for a run of hundreds instead of 240k steps (docs/demo.md): the released photometric
+# augmentation (colour is a nuisance in the scenes), teacher_kernel_sync=True (the teacher gets
+# the k-means prototypes at once instead of through the EMA; released: False), a faster EMA and a
+# higher learning rate than the released 3e-5.
 _base_ = ['../cotap_vit-s16_coco.py']
 
 data_root = 'work_dirs/demo/data/'
@@ -11,10 +15,6 @@ two_d = 2 * demo_arch['embed_dims']
 max_iters = 300
 
 model = dict(
-    # Colour is a class cue of the synthetic scenes (each class has its own colour range): the
-    # released jitter (0.8, 0.8, 0.8, 0.2) w.p. 0.8 + grayscale w.p. 0.2 costs ~6 mIoU in the
-    # demo's probe after a short run (docs/demo.md), so the demo jitters more gently.
-    data_preprocessor=dict(aug_cfg=dict(jitter=(0.4, 0.4, 0.2, 0.0), p_gray=0.0)),
     backbone=dict(
         arch=dict(demo_arch, _delete_=True), patch_size=8, img_size=64, num_prototypes=32,
         # missing oaf.* keys are allowed: a DINO-like init has no object-aware filter
@@ -29,7 +29,8 @@ model = dict(
     bank=dict(capacity=256, num_insert=32),
     queue_sizes=(16384, 2048),
     queue_inserts=(512, 32),
-    teacher_momentum=(0.99, 0.999))
+    teacher_momentum=(0.99, 0.999),
+    teacher_kernel_sync=True)
 
 train_dataloader = dict(
     batch_size=16,
