@@ -95,28 +95,12 @@ def parse_args(argv=None):
         p.error(f'config file not found: {args.config}')
     if not osp.isfile(args.checkpoint):
         p.error(f'checkpoint file not found: {args.checkpoint}')
+    from cotap_mm.evaluation.features import collect_images
     try:
-        args.image_paths = collect_images(args.images)
+        args.image_paths = collect_images(args.images, IMAGE_EXTS)
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     return args
-
-
-def collect_images(paths: Sequence[str]) -> List[str]:
-    """Image files from files and folders (a folder: its image files, sorted, not recursive)."""
-    out = []
-    for path in paths:
-        if osp.isdir(path):
-            found = sorted(osp.join(path, f) for f in os.listdir(path)
-                           if f.lower().endswith(IMAGE_EXTS) and osp.isfile(osp.join(path, f)))
-            if not found:
-                raise ValueError(f'no images ({", ".join(IMAGE_EXTS)}) in folder {path!r}')
-            out.extend(found)
-        elif osp.isfile(path):
-            out.append(path)
-        else:
-            raise FileNotFoundError(f'image path not found: {path!r}')
-    return out
 
 
 def output_stems(paths: Sequence[str]) -> List[str]:

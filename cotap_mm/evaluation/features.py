@@ -1,13 +1,15 @@
 """Backbone building, checkpoint loading, folder datasets and feature extraction shared by the
 probe tools (``tools/analysis/{knn,linear}_classification.py``, ``cluster_segmentation.py``,
-``semantic_concentration.py``).
+``semantic_concentration.py``) and the feature pictures (``tools/analysis/compare_pca.py``,
+``tools/visualize.py``).
 
 - ``CONFIG``: any OpenMMLab python config with a ``model`` dict. The backbone is
   ``model.backbone`` when there is one (an mmseg ``EncoderDecoder`` / mmpretrain classifier or
   CoTAP algorithm config), else ``model`` itself (e.g. ``model = dict(type=
   'CoTAPVisionTransformer', arch='small')``). ``--cfg-options`` are merged first. The tools
   override only ``out_type`` (``'cls_token'`` or ``'featmap'``), ``out_indices=-1`` and
-  ``init_cfg=None`` (the weights come from ``CHECKPOINT``). The backbone is built under the
+  ``init_cfg=None`` (the weights come from ``CHECKPOINT``), plus ``with_oaf=False`` where a
+  tool builds a backbone for a checkpoint without the filter. The backbone is built under the
   config's ``default_scope`` (``'mmpretrain'`` if unset); ``CoTAPVisionTransformer`` is in both
   mmpretrain's and mmseg's registries.
 - Normalisation: ``model.data_preprocessor.mean/std`` (0-255 RGB) when the config has them, else
@@ -32,11 +34,13 @@ from PIL import Image
 from cotap_mm.utils.fileio import atomic_open, atomic_save
 
 __all__ = [
-    'IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTENSIONS', 'build_backbone', 'load_backbone_weights',
-    'get_normalization', 'ImageFolderDataset', 'SegFolderDataset', 'extract_features',
-    'dump_json_atomic', 'format_table', 'add_common_args', 'add_classification_args',
-    'setup_tool', 'make_loader', 'load_model_for_tool', 'json_safe', 'cached_features',
-    'classification_features', 'add_segmentation_args', 'segmentation_features'
+    'IMAGENET_MEAN', 'IMAGENET_STD', 'IMG_EXTENSIONS', 'load_config', 'backbone_cfg',
+    'build_backbone', 'read_backbone_state', 'load_backbone_state', 'load_backbone_weights',
+    'get_normalization', 'collect_images', 'load_squashed', 'load_label_map',
+    'ImageFolderDataset', 'SegFolderDataset', 'extract_features', 'dump_json_atomic',
+    'format_table', 'add_common_args', 'add_classification_args', 'setup_tool', 'make_loader',
+    'load_model_for_tool', 'json_safe', 'cached_features', 'classification_features',
+    'add_segmentation_args', 'segmentation_features'
 ]
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -47,7 +51,9 @@ IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tif
 # --------------------------------------------------------------------------- model
 
 
-def _load_config(config, cfg_options=None):
+def load_config(config, cfg_options: Optional[dict] = None):
+    """``CONFIG`` (a path or a loaded ``Config``) with ``cfg_options`` merged; it must have a
+    ``model`` dict."""
     from mmengine.config import Config
     if isinstance(config, Config):
         cfg = config
@@ -64,13 +70,25 @@ def _load_config(config, cfg_options=None):
     return cfg
 
 
-def build_backbone(config, cfg_options: Optional[dict] = None, out_type: str = 'cls_token'):
+def backbone_cfg(cfg) -> dict:
+    """The backbone dict of a loaded config: ``model.backbone`` if there is one, else ``model``."""
+    model_cfg = cfg.model
+    bb_cfg = model_cfg.get('backbone', model_cfg)
+    return dict(bb_cfg.to_dict() if hasattr(bb_cfg, 'to_dict') else bb_cfg)
+
+
+def build_backbone(config,
+                   cfg_options: Optional[dict] = None,
+                   out_type: str = 'cls_token',
+                   overrides: Optional[dict] = None):
     """Build the backbone of ``config`` for feature extraction, in eval mode.
 
     Args:
         config (str | Config): Path of a python config, or a loaded ``Config``.
         cfg_options (dict, optional): ``--cfg-options`` to merge first.
         out_type (str): ``'cls_token'`` (B, C) or ``'featmap'`` (B, C, H/p, W/p).
+        overrides (dict, optional): Entries set on the backbone dict last, whatever the config
+            layout (e.g. ``dict(with_oaf=False)`` for a checkpoint without the filter).
 
     Returns:
         tuple[nn.Module, Config]: The backbone and the merged config.
@@ -79,12 +97,11 @@ def build_backbone(config, cfg_options: Optional[dict] = None, out_type: str = '
     from mmengine.registry import DefaultScope
 
     from cotap_mm.registry import MODELS
-    cfg = _load_config(config, cfg_options)
-    model_cfg = cfg.model
-    bb_cfg = model_cfg.get('backbone', model_cfg)
-    bb_cfg = dict(bb_cfg.to_dict() if hasattr(bb_cfg, 'to_dict') else bb_cfg)
+    cfg = load_config(config, cfg_options)
+    bb_cfg = backbone_cfg(cfg)
     if 'type' not in bb_cfg:
         raise KeyError(f'CONFIG: the backbone dict has no `type`: {bb_cfg}')
+    bb_cfg.update(overrides or {})
     bb_cfg.update(out_type=out_type, out_indices=-1, init_cfg=None)
     try:
         with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
@@ -106,25 +123,22 @@ def get_normalization(cfg) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def load_backbone_weights(backbone: torch.nn.Module,
-                          checkpoint: str,
-                          prefix: str = 'backbone.',
-                          logger=None) -> Dict[str, object]:
-    """Load ``CHECKPOINT``'s ``prefix*`` keys into ``backbone``, strictly.
+def read_backbone_state(checkpoint: str,
+                        prefix: str = 'backbone.',
+                        logger=None) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """The ``prefix*`` tensors of ``CHECKPOINT``, prefix removed, and its ``meta``.
 
     Args:
-        backbone (nn.Module): The built backbone.
         checkpoint (str): mmengine checkpoint ``{'state_dict': {...}}`` or a bare state dict.
         prefix (str): Key prefix of the backbone weights. ``''`` takes every key (a bare
             backbone state dict). Defaults to ``'backbone.'``.
-        logger (MMLogger, optional): Where to report.
+        logger (MMLogger, optional): Where to report the keys outside ``prefix``.
 
     Returns:
-        dict: ``meta`` of the checkpoint (or {}), ``num_loaded`` and ``dropped`` (tolerated
-        ``oaf.*`` keys).
+        tuple[dict, dict]: The backbone state dict and ``meta`` of the checkpoint (or {}).
 
     Raises:
-        FileNotFoundError, KeyError: with the list of missing / unexpected / mismatched keys.
+        FileNotFoundError, KeyError: a missing file, or no key with ``prefix``.
     """
     from mmengine.runner.checkpoint import _load_checkpoint
     if not osp.isfile(checkpoint):
@@ -145,6 +159,28 @@ def load_backbone_weights(backbone: torch.nn.Module,
     others = sorted({k.split('.')[0] for k in state if not k.startswith(prefix)})
     if others and logger is not None:
         logger.info(f'CHECKPOINT: ignoring keys outside {prefix!r}: top-level {others}')
+    return sd, meta
+
+
+def load_backbone_state(backbone: torch.nn.Module,
+                        state: Dict[str, torch.Tensor],
+                        checkpoint: str,
+                        logger=None) -> List[str]:
+    """Load a backbone state dict (from :func:`read_backbone_state`) into ``backbone``, strictly.
+
+    Args:
+        backbone (nn.Module): The built backbone.
+        state (dict): Its weights, without prefix (not modified).
+        checkpoint (str): The file they come from, for the messages.
+        logger (MMLogger, optional): Where to report.
+
+    Returns:
+        list[str]: The tolerated ``oaf.*`` keys that were dropped (backbone without the OAF).
+
+    Raises:
+        KeyError: with the list of missing / unexpected / mismatched keys.
+    """
+    sd = dict(state)
     own = backbone.state_dict()
     dropped = []
     if not getattr(backbone, 'with_oaf', True):
@@ -173,7 +209,33 @@ def load_backbone_weights(backbone: torch.nn.Module,
     backbone.load_state_dict(sd, strict=True)  # pos_embed is resized by mmpretrain's hook
     if logger is not None:
         logger.info(f'Loaded {len(sd)} backbone tensors from {checkpoint}')
-    return dict(meta=meta, num_loaded=len(sd), dropped=dropped)
+    return dropped
+
+
+def load_backbone_weights(backbone: torch.nn.Module,
+                          checkpoint: str,
+                          prefix: str = 'backbone.',
+                          logger=None) -> Dict[str, object]:
+    """Load ``CHECKPOINT``'s ``prefix*`` keys into ``backbone``, strictly
+    (:func:`read_backbone_state` + :func:`load_backbone_state`).
+
+    Args:
+        backbone (nn.Module): The built backbone.
+        checkpoint (str): mmengine checkpoint ``{'state_dict': {...}}`` or a bare state dict.
+        prefix (str): Key prefix of the backbone weights. ``''`` takes every key (a bare
+            backbone state dict). Defaults to ``'backbone.'``.
+        logger (MMLogger, optional): Where to report.
+
+    Returns:
+        dict: ``meta`` of the checkpoint (or {}), ``num_loaded`` and ``dropped`` (tolerated
+        ``oaf.*`` keys).
+
+    Raises:
+        FileNotFoundError, KeyError: with the list of missing / unexpected / mismatched keys.
+    """
+    sd, meta = read_backbone_state(checkpoint, prefix, logger)
+    dropped = load_backbone_state(backbone, sd, checkpoint, logger)
+    return dict(meta=meta, num_loaded=len(sd) - len(dropped), dropped=dropped)
 
 
 # --------------------------------------------------------------------------- data
@@ -196,6 +258,50 @@ def _open_rgb(path: str) -> Image.Image:
             return im.convert('RGB')
     except Exception as e:  # name the file: a corrupt image in 1.28M is otherwise a hunt
         raise RuntimeError(f'cannot read image {path!r}: {e}') from e
+
+
+def collect_images(paths: Sequence[str],
+                   extensions: Sequence[str] = IMG_EXTENSIONS,
+                   arg: str = 'IMAGE_OR_DIR') -> List[str]:
+    """Image files from files and folders (a folder: its image files, sorted, not recursive).
+
+    Raises:
+        FileNotFoundError: a path that does not exist; ValueError: a folder without images.
+        Both messages start with ``arg``, the argument the paths came from.
+    """
+    out = []
+    for path in paths:
+        if osp.isdir(path):
+            found = [osp.join(path, f) for f in _list_images(path, extensions)]
+            if not found:
+                raise ValueError(f'{arg}: no images ({", ".join(extensions)}) in folder '
+                                 f'{path!r}')
+            out.extend(found)
+        elif osp.isfile(path):
+            out.append(path)
+        else:
+            raise FileNotFoundError(f'{arg}: image path not found: {path!r}')
+    return out
+
+
+def load_squashed(path: str, size: int, mean=IMAGENET_MEAN,
+                  std=IMAGENET_STD) -> Tuple[np.ndarray, torch.Tensor]:
+    """An image squashed to ``size`` x ``size`` (bilinear, as :class:`SegFolderDataset`).
+
+    Returns:
+        tuple: uint8 RGB (size, size, 3) and the normalised float32 tensor (3, size, size).
+    """
+    img = _open_rgb(path).resize((size, size), Image.BILINEAR)
+    return np.asarray(img), _to_tensor(img, mean, std)
+
+
+def load_label_map(path: str, size: int) -> np.ndarray:
+    """A single-channel label PNG resized nearest to ``size`` x ``size``: int64 (size, size)."""
+    with Image.open(path) as a:
+        if a.mode not in ('L', 'P', 'I', 'I;16'):
+            raise ValueError(f'annotation {path!r} has mode {a.mode}; expected a '
+                             f'single-channel label PNG')
+        return np.asarray(a.resize((size, size), Image.NEAREST)).astype(np.int64)
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -295,12 +401,8 @@ class SegFolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         img_path, ann_path = self.samples[i]
-        img = _open_rgb(img_path).resize((self.size, self.size), Image.BILINEAR)
-        with Image.open(ann_path) as a:
-            if a.mode not in ('L', 'P', 'I', 'I;16'):
-                raise ValueError(f'annotation {ann_path!r} has mode {a.mode}; expected a '
-                                 f'single-channel label PNG')
-            lab = np.asarray(a.resize((self.size, self.size), Image.NEAREST)).astype(np.int64)
+        _, img = load_squashed(img_path, self.size, self.mean, self.std)
+        lab = load_label_map(ann_path, self.size)
         if self.reduce_zero_label:
             lab = np.where(lab == 0, 255, lab - 1)
             lab[lab == 254] = 255
@@ -311,7 +413,7 @@ class SegFolderDataset(torch.utils.data.Dataset):
                                  f' outside [0, {self.num_classes}) and != {self.ignore_index}: '
                                  f'check --num-classes / --reduce-zero-label')
         # int16 halves/quarters the memory of a stacked val set (448^2 labels per image)
-        return _to_tensor(img, self.mean, self.std), torch.from_numpy(lab.astype(np.int16))
+        return img, torch.from_numpy(lab.astype(np.int16))
 
 
 # --------------------------------------------------------------------------- extraction

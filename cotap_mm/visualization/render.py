@@ -141,21 +141,30 @@ def label_palette(num_colours: int = NUM_FIXED_COLOURS) -> np.ndarray:
     return np.array(colours, dtype=np.uint8)
 
 
-def colorize_labels(labels: ArrayLike, palette: Optional[np.ndarray] = None) -> np.ndarray:
+def colorize_labels(labels: ArrayLike,
+                    palette: Optional[np.ndarray] = None,
+                    ignore_index: Optional[int] = None,
+                    ignore_colour: Sequence[int] = (0, 0, 0)) -> np.ndarray:
     """Colour an integer label map: (h, w) -> (h, w, 3) uint8 with ``palette[label]``.
 
     Args:
-        labels: integer ids in ``[0, len(palette))``.
+        labels: integer ids in ``[0, len(palette))``, or ``ignore_index``.
         palette: (K, 3) uint8; defaults to :func:`label_palette` with 64 colours.
+        ignore_index: an id drawn in ``ignore_colour`` (e.g. 255, mmseg's unlabelled pixels).
+        ignore_colour: RGB of the ignored pixels. Defaults to black.
     """
     labels = _to_numpy(labels, 'labels')
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f'colorize_labels: labels must be integers, got {labels.dtype}')
     palette = label_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
-    if labels.size and (labels.min() < 0 or labels.max() >= len(palette)):
-        raise ValueError(f'colorize_labels: labels span [{labels.min()}, {labels.max()}] but '
+    ignored = labels == ignore_index if ignore_index is not None else np.zeros(labels.shape, bool)
+    valid = labels[~ignored]
+    if valid.size and (valid.min() < 0 or valid.max() >= len(palette)):
+        raise ValueError(f'colorize_labels: labels span [{valid.min()}, {valid.max()}] but '
                          f'the palette has {len(palette)} colours; pass a larger palette')
-    return palette[labels]
+    out = palette[np.where(ignored, 0, labels)]
+    out[ignored] = np.asarray(ignore_colour, dtype=np.uint8)
+    return out
 
 
 # -- resizing and compositing --------------------------------------------------------------------

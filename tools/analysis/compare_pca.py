@@ -1,0 +1,215 @@
+"""Patch features of several backbones side by side: one PCA picture per checkpoint, on the
+same images (docs/visualize.md).
+
+    python tools/analysis/compare_pca.py CONFIG CKPT [CKPT ...] --images IMG_OR_DIR [...] \
+        --out FILE.png [--titles T [T ...]] [--size 192] [--num-images 4] [--ann-dir DIR] \
+        [--prefix backbone.] [--device cpu] [--cfg-options KEY=VALUE ...]
+
+- ``CONFIG``: a config whose ``model`` is, or has as ``model.backbone``, a
+  ``CoTAPVisionTransformer``; ``CKPT``: backbone files with ``backbone.*`` keys
+  (``tools/model_converters/extract_backbone.py``). Each checkpoint gets its own backbone,
+  built with the object-aware filter (OAF) if and only if it has ``oaf.*`` keys (so an
+  image-level initialisation and a CoTAP backbone compare in one call); loading is strict.
+- Every image (the first ``--num-images`` of ``--images``, folders sorted) is squashed to
+  ``--size`` x ``--size`` and normalised with the config's mean/std. The features are the patch
+  maps (``out_type='featmap'``: 2D wide with the OAF, D without). Per checkpoint, a 3-component
+  PCA is fitted jointly on the patches of all shown images and each component min-max scaled
+  to RGB (``cotap_mm.visualization``), so colours compare across the rows of one column, not
+  across columns.
+- The picture: one row per image; columns: the image | the label map in colour (with
+  ``--ann-dir DIR``: ``DIR/<stem>.png``; or found when every image sits in an mmseg layout
+  ``.../img_dir/<split>/`` beside ``.../ann_dir/<split>/<stem>.png``) | one PCA per checkpoint,
+  captioned with ``--titles`` (default: the checkpoint file stems). Written atomically to
+  ``--out``; :func:`main` returns that path.
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import List, Optional, Sequence
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # checkout
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from cotap_mm.evaluation.features import (backbone_cfg, build_backbone,  # noqa: E402
+                                          collect_images, get_normalization, load_backbone_state,
+                                          load_config, load_label_map, load_squashed,
+                                          read_backbone_state)
+from cotap_mm.visualization import (colorize_labels, fit_pca, image_grid,  # noqa: E402
+                                    label_palette, pca_to_rgb, save_png, upsample)
+
+TOOL = 'compare_pca'
+SEG_SUFFIX = '.png'  # label maps: <stem>.png, as mmseg's seg_map_suffix
+IGNORE_INDEX = 255  # unlabelled pixels, drawn black
+BATCH = 8  # images per forward pass
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    from mmengine.config import DictAction
+    p = argparse.ArgumentParser(description='PCA of the patch features of several backbones, '
+                                'side by side on the same images')
+    p.add_argument('config', metavar='CONFIG', help='config whose model is (or has as '
+                   'model.backbone) a CoTAPVisionTransformer')
+    p.add_argument('checkpoints', metavar='CKPT', nargs='+',
+                   help="backbone files with 'backbone.*' keys, with or without oaf.* keys")
+    p.add_argument('--images', metavar='IMG_OR_DIR', nargs='+', required=True,
+                   help='image files and/or folders of images (sorted, not recursive)')
+    p.add_argument('--out', metavar='FILE.png', required=True, help='the picture')
+    p.add_argument('--titles', nargs='+', help='one column caption per CKPT (default: the '
+                   'checkpoint file stems)')
+    p.add_argument('--size', type=int, default=192,
+                   help='images are squashed to SIZE x SIZE (a multiple of the patch size)')
+    p.add_argument('--num-images', type=int, default=4, help='rows: the first N images')
+    p.add_argument('--ann-dir', help='folder of label maps <stem>.png (default: ann_dir/<split>/ '
+                   'of an mmseg layout, when every image has one)')
+    p.add_argument('--prefix', default='backbone.', help='key prefix of the backbone in CKPT')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   help='override CONFIG entries, e.g. model.backbone.num_prototypes=32')
+    return p.parse_args(argv)
+
+
+def check_args(args) -> None:
+    """Refuse bad arguments before any model is built; each message names its argument."""
+    for ckpt in args.checkpoints:
+        if not osp.isfile(ckpt):
+            raise FileNotFoundError(f'CKPT {ckpt!r} does not exist')
+    if args.titles is not None and len(args.titles) != len(args.checkpoints):
+        raise ValueError(f'--titles: {len(args.titles)} titles for {len(args.checkpoints)} '
+                         f'checkpoints (CKPT); give one title per checkpoint')
+    if args.size < 1:
+        raise ValueError(f'--size must be >= 1, got {args.size}')
+    if args.num_images < 1:
+        raise ValueError(f'--num-images must be >= 1, got {args.num_images}')
+    if args.ann_dir is not None and not osp.isdir(args.ann_dir):
+        raise FileNotFoundError(f'--ann-dir {args.ann_dir!r} is not a folder')
+
+
+def check_cotap_backbone(cfg, config: str) -> None:
+    """``CONFIG``'s backbone must be a CoTAPVisionTransformer (a scope prefix is allowed)."""
+    kind = backbone_cfg(cfg).get('type')
+    name = kind.__name__ if isinstance(kind, type) else str(kind).split('.')[-1]
+    if name != 'CoTAPVisionTransformer':
+        raise ValueError(f'CONFIG {config!r}: the backbone (model or model.backbone) is '
+                         f'{kind!r}, not a CoTAPVisionTransformer')
+
+
+def select_images(args) -> List[str]:
+    """The first ``--num-images`` image files of ``--images`` (a folder without images and a
+    path that does not exist raise, naming ``--images``)."""
+    return collect_images(args.images, arg='--images')[:args.num_images]
+
+
+def column_titles(args) -> List[str]:
+    """``--titles``, else the checkpoint file stems."""
+    return args.titles or [osp.splitext(osp.basename(c))[0] for c in args.checkpoints]
+
+
+def annotation_path(image: str, ann_dir: Optional[str]) -> Optional[str]:
+    """``ann_dir/<stem>.png``, else the mmseg-layout twin of ``.../img_dir/<split>/<stem>.*``
+    (``.../ann_dir/<split>/<stem>.png``), else None."""
+    stem = osp.splitext(osp.basename(image))[0]
+    if ann_dir is not None:
+        return osp.join(ann_dir, stem + SEG_SUFFIX)
+    split_dir = osp.dirname(osp.abspath(image))
+    img_dir = osp.dirname(split_dir)
+    if osp.basename(img_dir) != 'img_dir':
+        return None
+    return osp.join(osp.dirname(img_dir), 'ann_dir', osp.basename(split_dir), stem + SEG_SUFFIX)
+
+
+def find_annotations(images: Sequence[str], ann_dir: Optional[str],
+                     logger) -> Optional[List[str]]:
+    """One label map per image, or None (no label column) when not every image has one."""
+    paths = [annotation_path(img, ann_dir) for img in images]
+    missing = [(img, a) for img, a in zip(images, paths) if a is None or not osp.isfile(a)]
+    if not missing:
+        return paths
+    if ann_dir is not None:
+        img, ann = missing[0]
+        raise FileNotFoundError(f'--ann-dir: no label map {ann!r} for image {img!r} '
+                                f'({len(missing)} of {len(images)} missing)')
+    if len(missing) < len(images):
+        logger.warning(f'{len(missing)} of {len(images)} images have no label map in the '
+                       f'mmseg layout (e.g. {missing[0][1]!r}): no label column')
+    return None
+
+
+def label_tiles(label_maps: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """(S, S) int label maps -> (S, S, 3) uint8 in one shared palette; 255 is black."""
+    top = max((int(m[m != IGNORE_INDEX].max()) for m in label_maps
+               if (m != IGNORE_INDEX).any()), default=0)
+    palette = label_palette(max(64, top + 1))
+    return [colorize_labels(m, palette, ignore_index=IGNORE_INDEX) for m in label_maps]
+
+
+def load_checkpoint_backbone(cfg, ckpt: str, prefix: str, logger) -> torch.nn.Module:
+    """The ``featmap`` backbone of ``cfg`` with ``ckpt`` loaded strictly; built with the OAF
+    if and only if ``ckpt`` has ``<prefix>oaf.*`` keys."""
+    state, _ = read_backbone_state(ckpt, prefix, logger)
+    with_oaf = any(k.startswith('oaf.') for k in state)
+    if not with_oaf:
+        logger.info(f'CKPT {ckpt}: no {prefix}oaf.* keys, so its backbone is built with '
+                    f'model.backbone.with_oaf=False (plain D-wide ViT features)')
+    backbone, _ = build_backbone(cfg, out_type='featmap', overrides=dict(with_oaf=with_oaf))
+    load_backbone_state(backbone, state, ckpt, logger)
+    return backbone
+
+
+@torch.no_grad()
+def patch_features(backbone: torch.nn.Module, x: torch.Tensor, device) -> List[np.ndarray]:
+    """Normalised images (N, 3, S, S) -> N patch maps (S/p, S/p, C) float32."""
+    backbone = backbone.to(device).eval()
+    maps = [backbone(x[i:i + BATCH].to(device))[-1].float().permute(0, 2, 3, 1).cpu()
+            for i in range(0, len(x), BATCH)]  # (B, C, h, w) -> (B, h, w, C)
+    return list(torch.cat(maps).numpy())
+
+
+def pca_tiles(feats: Sequence[np.ndarray], size: int) -> List[np.ndarray]:
+    """One 3-component PCA fitted on the patches of all maps -> (size, size, 3) uint8 each."""
+    pca = fit_pca(list(feats), num_components=3)
+    return [upsample(pca_to_rgb(f, pca), (size, size)) for f in feats]
+
+
+def get_logger():
+    from mmengine.logging import MMLogger
+    name = 'cotap_compare_pca'
+    # a second main() in one process must not re-pass arguments to get_instance
+    return (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
+            MMLogger.get_instance(name, log_level='INFO'))
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    """Write the picture; returns its path (``--out``)."""
+    args = parse_args(argv)
+    check_args(args)
+    logger = get_logger()
+    cfg = load_config(args.config, args.cfg_options)
+    check_cotap_backbone(cfg, args.config)
+    images = select_images(args)
+    annotations = find_annotations(images, args.ann_dir, logger)
+    mean, std = get_normalization(cfg)
+    rgbs, tensors = zip(*[load_squashed(img, args.size, mean, std) for img in images])
+    x = torch.stack(tensors)  # (N, 3, S, S)
+    columns, titles = [list(rgbs)], ['image']
+    if annotations is not None:
+        columns.append(label_tiles([load_label_map(a, args.size) for a in annotations]))
+        titles.append('labels')
+    for ckpt, title in zip(args.checkpoints, column_titles(args)):
+        backbone = load_checkpoint_backbone(cfg, ckpt, args.prefix, logger)
+        if args.size % backbone.patch_size:
+            raise ValueError(f'--size {args.size} is not a multiple of the patch size '
+                             f'{backbone.patch_size}')
+        columns.append(pca_tiles(patch_features(backbone, x, args.device), args.size))
+        titles.append(title)
+        del backbone
+    grid = image_grid([list(row) for row in zip(*columns)], col_titles=titles)
+    path = save_png(args.out, grid)
+    logger.info(f'Wrote {path}: {len(images)} images x {len(titles)} columns ({", ".join(titles)})'
+                f' at {args.size}x{args.size}')
+    return path
+
+
+if __name__ == '__main__':
+    main()
