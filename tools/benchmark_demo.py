@@ -62,7 +62,7 @@ ABLATIONS = {
                       f'model.patch_head.in_channels={demo.DEMO_DIMS}',
                       f'model.cls_head.in_channels={demo.DEMO_DIMS}'], False),
 }
-METRICS = ('linear_miou', 'cluster_miou', 'concentration')
+METRICS = ('linear_miou', 'vit_linear_miou', 'cluster_miou', 'concentration')
 
 
 def parse_args(argv=None):
@@ -108,7 +108,12 @@ def run_seed(seed, args, console):
         elif name in ABLATIONS:
             options, with_oaf = ABLATIONS[name]
             d.stage(name, d.cotap(name, options, with_oaf), total=d.cotap_iters)
+    # OAF rows are also probed on their D-wide ViT tokens, the width of the init's features
+    vit_rows = [d.vit_tokens(n) for n in args.rows if d.rows[n]['with_oaf']]
     d.evaluate(['pixels', *args.rows])
+    d.evaluate(vit_rows, analyse=False)
+    for name in vit_rows:  # fold the ViT-token scores into their rows
+        d.rows[name[:-len('_vit')]]['vit_linear_miou'] = d.rows.pop(name)['linear_miou']
     chance = d.stage('chance', d.chance)
     if 'cotap' not in d.rows:
         raise SystemExit('benchmark_demo: --rows must include cotap')
@@ -116,6 +121,8 @@ def run_seed(seed, args, console):
 
 
 def _score(row, metric):
+    if metric == 'vit_linear_miou':  # the row's ViT tokens: its own probe when it has no OAF
+        return row.get('vit_linear_miou', row.get('linear_miou'))
     value = row.get(metric)
     return value['ratio'] if metric == 'concentration' and value is not None else value
 
@@ -152,16 +159,16 @@ def _pm(stat, spec='.2f'):
 
 def table_lines(results, summary, rows):
     seeds = ', '.join(str(r['seed']) for r in results)
-    lines = [f'| row (seeds {seeds}) | linear mIoU | k-means mIoU | concentration ratio |',
-             '|---|---|---|---|']
+    lines = [f'| row (seeds {seeds}) | linear mIoU | linear mIoU, ViT tokens | k-means mIoU | '
+             'concentration ratio |', '|---|---|---|---|---|']
     pix = _mean_std([r['pixels_miou'] for r in results])
     chance = _mean_std([r['chance_miou'] for r in results])
-    lines.append(f'| chance level | {chance[0]:.2f} | | |')
-    lines.append(f'| raw 8x8 pixel patches | {pix[0]:.2f} +- {pix[1]:.2f} | | |')
+    lines.append(f'| chance level | {chance[0]:.2f} | | | |')
+    lines.append(f'| raw 8x8 pixel patches | {pix[0]:.2f} +- {pix[1]:.2f} | | | |')
     for name in rows:
         s = summary['rows'][name]
-        lines.append(f"| {ROWS[name]} | {_pm(s['linear_miou'])} | {_pm(s['cluster_miou'])} | "
-                     f"{_pm(s['concentration'], '.3f')} |")
+        lines.append(f"| {ROWS[name]} | {_pm(s['linear_miou'])} | {_pm(s['vit_linear_miou'])} | "
+                     f"{_pm(s['cluster_miou'])} | {_pm(s['concentration'], '.3f')} |")
     lines += ['', '| seed | ' + ' | '.join(f'{n} linear / k-means / ratio' for n in rows) +
               ' | CoTAP - (a) | CoTAP - (b) |', '|---' * (len(rows) + 3) + '|']
     for i, r in enumerate(results):
@@ -200,12 +207,12 @@ def update_docs(results, summary, rows, argv):
 
 def print_summary(results, summary, rows, console):
     table = Table(title='CoTAP demo over seeds (val): mean +- std')
-    for col in ('row', 'linear mIoU', 'k-means mIoU', 'concentration'):
+    for col in ('row', 'linear mIoU', 'linear, ViT tokens', 'k-means mIoU', 'concentration'):
         table.add_column(col, justify='left' if col == 'row' else 'right')
     for name in rows:
         s = summary['rows'][name]
-        table.add_row(ROWS[name], _pm(s['linear_miou']), _pm(s['cluster_miou']),
-                      _pm(s['concentration'], '.3f'))
+        table.add_row(ROWS[name], _pm(s['linear_miou']), _pm(s['vit_linear_miou']),
+                      _pm(s['cluster_miou']), _pm(s['concentration'], '.3f'))
     console.print(table)
     for ref, g in summary['gains'].items():
         console.print(f"CoTAP - {ROWS[ref]}: {g['mean']:+.2f} +- {g['std']:.2f} (per seed "

@@ -385,6 +385,21 @@ class Demo:
             self.rows[name] = dict(checkpoint=self.path(f'{name}_backbone.pth'), with_oaf=False)
         return fn
 
+    def vit_tokens(self, name):
+        """Row ``<name>_vit``: row ``name`` without its object-aware filter, i.e. its D-wide ViT
+        tokens, probed like a backbone that never had one (the init's width)."""
+        import torch
+
+        from cotap_mm.utils.fileio import atomic_save
+        src = self.rows[name]['checkpoint']
+        ckpt = torch.load(src, map_location='cpu', weights_only=True)
+        state = {k: v for k, v in ckpt['state_dict'].items() if not k.startswith('backbone.oaf.')}
+        dst = self.path(f'{name}_vit_backbone.pth')
+        atomic_save(dict(meta=dict(ckpt.get('meta') or {}, vit_tokens_of=src), state_dict=state),
+                    dst)
+        self.rows[f'{name}_vit'] = dict(checkpoint=dst, with_oaf=False)
+        return f'{name}_vit'
+
     # -- probes ----------------------------------------------------------------------------
 
     def probe_config(self, name):
@@ -477,16 +492,20 @@ class Demo:
                                  with_oaf=self.init == 'random')
         self.stage('knn', self.knn('knn', self.path('init_backbone.pth')))
 
-    def evaluate(self, names):
+    def evaluate(self, names, analyse=True):
+        """Linear probes of the rows ``names``; cluster and concentration probes too unless
+        ``analyse`` is False."""
         for name in names:
             self.stage(f'probe-{name}', self.probe(name), total=self.p['probe_iters'])
-        self.stage('analysis', self.analysis([n for n in names if n != 'pixels']))
+        if analyse:
+            self.stage('analysis', self.analysis([n for n in names if n != 'pixels']))
 
     def __call__(self, skip_pictures=False):
         self.init_cached = None
         self.prepare()
         self.stage('cotap', self.cotap(), total=self.cotap_iters)
         self.evaluate(['pixels', 'init', 'cotap'])
+        self.evaluate([self.vit_tokens('cotap')], analyse=False)
         chance_miou = self.stage('chance', self.chance)
         if not skip_pictures:
             self.stage('pictures', self.pictures)
@@ -499,6 +518,7 @@ class Demo:
         results = dict(
             init_miou=init['linear_miou'], cotap_miou=cotap['linear_miou'],
             gain=round(cotap['linear_miou'] - init['linear_miou'], 2),
+            cotap_vit_miou=self.rows.get('cotap_vit', {}).get('linear_miou'),
             pixels_miou=self.rows['pixels']['linear_miou'], chance_miou=round(chance_miou, 2),
             rows={name: {k: v for k, v in row.items() if k != 'checkpoint'}
                   for name, row in self.rows.items()},
@@ -537,7 +557,8 @@ def print_table(results, console):
                   '', '')
     table.add_row('raw 8x8 pixel patches (the floor)', f"{results['pixels_miou']:.2f}", '', '')
     for name, title in (('init', f"init ({INIT_NAMES[results['init']]})"),
-                        ('cotap', f"CoTAP, {results['cotap_iters']} iterations from the init")):
+                        ('cotap', f"CoTAP, {results['cotap_iters']} iterations from the init"),
+                        ('cotap_vit', 'CoTAP, its ViT tokens only (the init\'s width)')):
         row = rows[name]
         table.add_row(title, f"{row['linear_miou']:.2f}", _fmt(row.get('cluster_miou')),
                       _fmt((row.get('concentration') or {}).get('ratio'), '.3f'))
