@@ -189,3 +189,22 @@ def test_inner_patch_loss_patch_size_mismatch_is_refused():
                                  img_size=S_G, num_prototypes=4),
                    inner_patch_loss=dict(type='InnerPatchLoss', patch_size=16))
 
+
+
+def test_heads_warmup_keeps_the_backbone_still():
+    """heads_warmup_iters: no gradient reaches the student backbone's ViT before it, the heads
+    (and the OAF kernel, through the entropy term) still train; afterwards the backbone does."""
+    model = tiny_cotap(heads_warmup_iters=2)
+    hub = MessageHub.get_current_instance()
+    model.loss(*synthetic_batch())  # fills the queues
+    hub.update_info('iter', 1)
+    sum(model.loss(*synthetic_batch(seed=1)).values()).backward()
+    assert model.backbone.layers[0].attn.qkv.weight.grad is None
+    assert model.patch_head.mlp[0].weight.grad.abs().sum() > 0
+    assert model.backbone.oaf.kernel.grad.abs().sum() > 0
+    model.zero_grad()
+    hub.update_info('iter', 2)
+    sum(model.loss(*synthetic_batch(seed=2)).values()).backward()
+    assert model.backbone.layers[0].attn.qkv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='heads_warmup_iters'):
+        tiny_cotap(heads_warmup_iters=-1)

@@ -58,6 +58,10 @@ class CoTAP(BaseSelfSupervisor):
         teacher_momentum (tuple[float, float]): DINO-convention EMA momentum start/end.
         teacher_kernel_sync (bool): copy the k-means kernel into the teacher at once (spec
             §2.4b); False reproduces the released EMA-only lag.
+        heads_warmup_iters (int): for this many first iterations the student backbone gets no
+            gradient, so that the randomly initialised heads (and the OAF prototypes, trained by
+            the entropy term) fit the init's features before they move it. 0 (default) as
+            released. Under DDP set ``find_unused_parameters=True`` when it is > 0.
         teacher_momentum_steps (int, optional): length T of the momentum schedule; defaults to
             the run's ``max_iters + 5`` (released).
     """
@@ -82,6 +86,7 @@ class CoTAP(BaseSelfSupervisor):
                  fg_mass: float = 0.6,
                  teacher_momentum: Sequence[float] = (0.9997, 0.9999),
                  teacher_kernel_sync: bool = False,
+                 heads_warmup_iters: int = 0,
                  teacher_momentum_steps: Optional[int] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
@@ -123,6 +128,9 @@ class CoTAP(BaseSelfSupervisor):
         self.sinkhorn_iters, self.sinkhorn_scope = sinkhorn_iters, sinkhorn_scope
         self.fg_mass = fg_mass
         self.teacher_kernel_sync = teacher_kernel_sync
+        if int(heads_warmup_iters) < 0:
+            raise ValueError(f'CoTAP: `heads_warmup_iters` must be >= 0, got {heads_warmup_iters}')
+        self.heads_warmup_iters = int(heads_warmup_iters)
         self.teacher = CoTAPTeacherEMA(self._student(), momentum=teacher_momentum,
                                        total_steps=teacher_momentum_steps)
 
@@ -155,6 +163,14 @@ class CoTAP(BaseSelfSupervisor):
     def _student(self) -> nn.ModuleDict:
         return nn.ModuleDict(
             dict(backbone=self.backbone, patch_head=self.patch_head, cls_head=self.cls_head))
+
+    def _student_backbone(self, x: Tensor, **kwargs):
+        """The student backbone; without gradient during the heads' warm-up."""
+        it = MessageHub.get_current_instance().get_info('iter') or 0
+        if it < self.heads_warmup_iters:
+            with torch.no_grad():
+                return self.backbone(x, **kwargs)
+        return self.backbone(x, **kwargs)
 
     @torch.no_grad()
     def update_teacher(self) -> None:
@@ -202,21 +218,20 @@ class CoTAP(BaseSelfSupervisor):
             t_cls = teacher.cls_head(teacher.backbone(self._crops(teacher_in, 1,
                                                                   'global'))[0][:, 0])
 
-        s_patch = self._maps(self.backbone(self._crops(student_in, 0, 'global'))[0],
-                             self.patch_head)
+        student = self._student_backbone
+        s_patch = self._maps(student(self._crops(student_in, 0, 'global'))[0], self.patch_head)
         if self.bank is not None:
-            tokens, extras = self.backbone(self._crops(student_in, 1, 'global'),
-                                           return_block_input=True)
+            tokens, extras = student(self._crops(student_in, 1, 'global'),
+                                     return_block_input=True)
             self.bank.update(extras['block_input'])
         else:
-            tokens = self.backbone(self._crops(student_in, 1, 'global'))
+            tokens = student(self._crops(student_in, 1, 'global'))
         s_cls = self.cls_head(tokens[0][:, 0])
         s_patch_local = s_cls_local = None
         if self.num_local:
-            s_patch_local = self._maps(self.backbone(self._crops(student_in, 0, 'local'))[0],
+            s_patch_local = self._maps(student(self._crops(student_in, 0, 'local'))[0],
                                        self.patch_head)
-            s_cls_local = self.cls_head(self.backbone(self._crops(student_in, 1,
-                                                                  'local'))[0][:, 0])
+            s_cls_local = self.cls_head(student(self._crops(student_in, 1, 'local'))[0][:, 0])
 
         # a diverged model: stop here, before the losses fail on NaN inputs without context
         self._check_finite('output', dict(teacher_patch_scores=t_patch, teacher_cls_scores=t_cls,
