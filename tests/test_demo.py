@@ -53,6 +53,10 @@ def test_results_file_and_stages(demo_run):
                  'data/nns/nns_coco.npz', 'cotap_backbone.pth'):
         assert (work_dir / path).exists(), path
     assert any(f.endswith('.png') for f in os.listdir(work_dir / 'pictures' / 'cotap'))
+    assert (work_dir / 'pictures' / 'pca_init_vs_cotap.png').is_file()
+    # the init's probe is repeated on CoTAP's ViT tokens alone: the same feature width
+    assert saved['rows']['cotap_vit']['with_oaf'] is False
+    assert saved['cotap_vit_miou'] == saved['rows']['cotap_vit']['linear_miou']
 
 
 def test_mim_test_command_matches_tools_test(demo_run):

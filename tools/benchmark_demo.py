@@ -184,16 +184,23 @@ def table_lines(results, summary, rows):
     return lines
 
 
-def update_docs(results, summary, rows, argv):
+def update_docs(results, summary, rows, argv, preset='default'):
     r0 = results[0]
+    gains = '; '.join(
+        f"CoTAP - {ROWS[ref][:3]}: {g['mean']:+.2f} +- {g['std']:.2f} "
+        f"({'every seed positive' if g['all_positive'] else 'not every seed positive'})"
+        for ref, g in summary['gains'].items())
     section = '\n'.join([
         MARK_START, '',
         f'Command: `python tools/benchmark_demo.py {" ".join(argv)}`', '',
         f'Machine: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only. '
-        f"Preset `{r0['preset'] and 'see results'}`; N = {r0['cotap_iters']} steps for CoTAP and "
-        'the image-level control; every row of a seed starts from the same data, init and kNN '
-        'files and is scored by the same probes; std is the sample std over seeds.', '',
-        *table_lines(results, summary, rows), '', MARK_END])
+        f"Preset `{preset}`; N = {r0['cotap_iters']} steps for CoTAP and the image-level "
+        'control; every row of a seed starts from the same data, init and kNN files and is '
+        'scored by the same probes (linear: the row\'s own features, 2D wide with the OAF; '
+        '"ViT tokens": the same probe on its D-wide ViT tokens); std is the sample std over '
+        'seeds.', '',
+        *table_lines(results, summary, rows), '', f'Linear-probe gains: {gains}.', '',
+        MARK_END])
     with open(DOCS) as f:
         text = f.read()
     if MARK_START in text and MARK_END in text:
@@ -235,7 +242,7 @@ def main(argv=None):
     atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),
                       json.dumps(dict(results=results, summary=summary), indent=2))
     if args.update_docs:
-        update_docs(results, summary, args.rows, argv)
+        update_docs(results, summary, args.rows, argv, args.preset)
         console.print(f'updated {DOCS}')
     return results, summary
 

@@ -471,13 +471,20 @@ class Demo:
         return r['mIoU']
 
     def pictures(self, progress, task):
+        """PCA of the init's and CoTAP's patch features on the same validation scenes
+        (``pictures/pca_init_vs_cotap.png``), and the CoTAP backbone's PCA / prototype /
+        foreground pictures."""
         seg_val = self.path('data', 'seg', 'img_dir', 'val')
         images = sorted(os.listdir(seg_val))[:self.p['num_pictures']]
+        paths = [osp.join(seg_val, f) for f in images]
+        self.call('pictures', 'analysis/compare_pca.py', CONFIGS['probe'],
+                  self.rows['init']['checkpoint'], self.rows['cotap']['checkpoint'], '--images',
+                  *paths, '--titles', 'init', 'CoTAP', '--size', 192, '--device', 'cpu',
+                  '--out', self.path('pictures', 'pca_init_vs_cotap.png'))
         # only backbones with an object-aware filter have prototype pictures
         for name in [n for n in ('init', 'cotap') if self.rows[n]['with_oaf']]:
             self.call('pictures', 'visualize.py', CONFIGS['probe'], self.rows[name]['checkpoint'],
-                      *[osp.join(seg_val, f) for f in images],
-                      '--out-dir', self.path('pictures', name), '--size', 192)
+                      *paths, '--out-dir', self.path('pictures', name), '--size', 192)
 
     # -- the chain -------------------------------------------------------------------------
 
