@@ -86,7 +86,6 @@ def test_second_run_reuses_the_cached_init(demo_run, tmp_path):
     again = tmp_path / 'again'
     demo.prepare_work_dir(str(again))
     d = demo.Demo(str(again), 0, 'mini', 'supervised', cache_dir=str(cache))
-    d.init_cached = None
     d.stage('data', d.data)
     d.stage('init', d.trained_init)
     assert d.init_cached is not None and d.init_cached.startswith(str(cache))
@@ -95,6 +94,11 @@ def test_second_run_reuses_the_cached_init(demo_run, tmp_path):
     second = torch.load(again / 'init_backbone.pth', weights_only=True)['state_dict']
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
-    # another seed is another init
+    # another seed or schedule is another init; the CoTAP stage's settings are not part of it
     other = demo.Demo(str(again), 1, 'mini', 'supervised', cache_dir=str(cache))
     assert other.init_key() != d.init_key()
+    longer = demo.Demo(str(again), 0, 'mini', 'supervised', cache_dir=str(cache))
+    longer.p = dict(longer.p, init_iters=longer.p['init_iters'] + 1, cotap_iters=99)
+    assert longer.init_key() != d.init_key()
+    longer.p = dict(d.p, cotap_iters=99, probe_iters=99)
+    assert longer.init_key() == d.init_key()

@@ -100,7 +100,6 @@ def run_seed(seed, args, console):
     demo.prepare_work_dir(work)
     d = demo.Demo(work, seed, args.preset, 'supervised', console, args.cotap_options,
                   args.cache_dir, args.cotap_iters)
-    d.init_cached = None
     d.prepare()
     for name in args.rows:
         if name == 'init_more':

@@ -55,16 +55,20 @@ CONFIGS = dict(
 INITS = ('supervised', 'random', 'selfdistill')
 
 # dataset sizes and schedule lengths; 'mini' is the test-suite miniature of the same chain.
-# init_batch_size: the supervised init's images per step (the self-distilled init uses
-# batch_size, the CoTAP stage's items per step).
+# init_iters / init_batch_size: the supervised init's steps and images per step;
+# selfdistill_iters: the self-distilled init's steps (of batch_size items, as the CoTAP stage).
 PRESETS = dict(
     default=dict(size=96, num_coco=1000, num_imagenet=1000, num_seg_train=300, num_seg_val=100,
-                 init_iters=4000, init_batch_size=64, cotap_iters=300, probe_iters=300,
-                 batch_size=16, knn_k=8, num_pictures=4),
+                 init_iters=4000, init_batch_size=64, selfdistill_iters=300, cotap_iters=300,
+                 probe_iters=300, batch_size=16, knn_k=8, num_pictures=4),
     mini=dict(size=64, num_coco=24, num_imagenet=24, num_seg_train=12, num_seg_val=6,
-              init_iters=3, init_batch_size=8, cotap_iters=3, probe_iters=4, batch_size=4,
-              knn_k=8, num_pictures=2),
+              init_iters=3, init_batch_size=8, selfdistill_iters=3, cotap_iters=3,
+              probe_iters=4, batch_size=4, knn_k=8, num_pictures=2),
 )
+# the preset entries each trained init depends on (the key of its cache)
+INIT_PRESET_KEYS = dict(
+    supervised=('size', 'num_imagenet', 'init_iters', 'init_batch_size'),
+    selfdistill=('size', 'num_coco', 'num_imagenet', 'selfdistill_iters', 'batch_size', 'knn_k'))
 DEMO_HEADS = 3  # configs/demo: a 96-d ViT with 3 heads (not inferable from tensor shapes)
 DEMO_DIMS = 96  # its width D: the probe's input without the object-aware filter
 NUM_CLASSES = 12  # cotap_mm.datasets.synthetic.CLASSES
@@ -146,6 +150,7 @@ class Demo:
         self.console = console or Console()
         self.seconds = {}
         self.rows = {}
+        self.init_cached = None  # the cache folder the trained init came from, if it did
         self.python = sys.executable
         # unbuffered: the training logs drive the progress bars as they happen
         self.env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONHASHSEED='0',
@@ -292,13 +297,14 @@ class Demo:
                   'student', '--num-heads', DEMO_HEADS, *extra)
 
     def init_key(self):
-        """Cache key of the trained init: its config, the preset (data and schedule), the seed
-        and the scene generator's version."""
+        """Cache key of the trained init: its config, the preset entries it depends on (its
+        data and schedule), the seed and the scene generator's version."""
         from cotap_mm.datasets.synthetic import GENERATOR_VERSION
         with open(osp.join(ROOT, CONFIGS[self.init])) as f:
             text = f.read()
-        blob = json.dumps(dict(config=text, preset=self.p, seed=self.seed, init=self.init,
-                               generator=GENERATOR_VERSION), sort_keys=True)
+        used = INIT_PRESET_KEYS[self.init]
+        blob = json.dumps(dict(config=text, preset={k: self.p[k] for k in used}, seed=self.seed,
+                               init=self.init, generator=GENERATOR_VERSION), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def trained_init(self, progress, task):
@@ -313,21 +319,22 @@ class Demo:
                 _copy_atomic(osp.join(cache, f), self.path(f))
             self.init_cached = cache
             return
-        iters = self.p['init_iters']
         if self.init == 'supervised':
+            iters = self.p['init_iters']
             options = self._run_options(iters, self.p['init_batch_size']) + [
                 f'train_dataloader.dataset.data_root={self.path("data", "imagenet")}',
                 *self._supervised_schedule(iters)]
         else:
+            iters = self.p['selfdistill_iters']
             self.stage('knn-boot', self.knn('knn-boot'))
-            options = self._run_options(iters, self.p['batch_size']) + self._data_options()
+            options = (self._run_options(iters, self.p['batch_size']) + self._data_options()
+                       + self._cosine_options(iters))
         ckpt = self.train('init', CONFIGS[self.init], options, iters, progress, task)
         self.extract('init', ckpt, self.path('init_backbone.pth'), drop_final_norm=True)
         _copy_atomic(ckpt, self.path('init_full.pth'))
         os.makedirs(cache, exist_ok=True)
         for f in files:
             _copy_atomic(self.path(f), osp.join(cache, f))
-        self.init_cached = None
 
     def random_init(self, progress, task):
         """The init backbone: the demo ViT with seeded random weights, saved like a converted
@@ -494,7 +501,8 @@ class Demo:
         if self.init == 'random':
             self.stage('init', self.random_init)
         else:
-            self.stage('init', self.trained_init, total=self.p['init_iters'])
+            total = self.p['init_iters' if self.init == 'supervised' else 'selfdistill_iters']
+            self.stage('init', self.trained_init, total=total)
         self.rows['init'] = dict(checkpoint=self.path('init_backbone.pth'),
                                  with_oaf=self.init == 'random')
         self.stage('knn', self.knn('knn', self.path('init_backbone.pth')))
@@ -508,7 +516,6 @@ class Demo:
             self.stage('analysis', self.analysis([n for n in names if n != 'pixels']))
 
     def __call__(self, skip_pictures=False):
-        self.init_cached = None
         self.prepare()
         self.stage('cotap', self.cotap(), total=self.cotap_iters)
         self.evaluate(['pixels', 'init', 'cotap'])
