@@ -1,5 +1,7 @@
-# The demo's init: a short image-level self-distillation of the demo ViT from random weights, the
-# stand-in for DINO (which is what CoTAP continues from). It is the CoTAP pipeline with only the
+# The demo's optional self-supervised init (`tools/demo.py --init selfdistill`): a short
+# image-level self-distillation of the demo ViT from random weights. At the demo's budget it probes
+# below random weights (docs/demo.md), so the default init is the supervised classifier of
+# init-supervised_vit-tiny_synthetic.py. It is the CoTAP pipeline with only the
 # DINO-style CLS code losses switched on (inner_cls, intra_cls), no object-aware filter and, like
 # DINO, a final LayerNorm (which CoTAP drops, spec §2.1); the dense terms (CoTAP ranking loss,
 # inner-patch codes, prototype entropy) are weighted 0.
