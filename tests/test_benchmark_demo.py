@@ -64,6 +64,8 @@ def test_rows_and_ablation_options():
     assert cfg.model.loss_weights.cotap == 1.
     args = benchmark_demo.parse_args(['--rows', 'cotap'])
     assert args.rows == ['init', 'cotap']
+    with pytest.raises(SystemExit):  # refused before any training
+        benchmark_demo.parse_args(['--rows', 'init', 'init_more'])
 
 
 def demo_configs():

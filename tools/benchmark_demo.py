@@ -47,7 +47,7 @@ MARK_START = '<!-- benchmark_demo:start -->'
 MARK_END = '<!-- benchmark_demo:end -->'
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
 
-# row -> (label, how it is made: a CoTAP stage with these options, or a special stage)
+# row -> its label in the tables
 ROWS = {
     'init': '(a) init (supervised image classifier)',
     'init_more': '(b) init + N steps of its image-level loss',
@@ -78,6 +78,8 @@ def parse_args(argv=None):
                    help='extra --cfg-options of every CoTAP row')
     p.add_argument('--update-docs', action='store_true')
     args = p.parse_args(argv)
+    if 'cotap' not in args.rows:
+        p.error('--rows must include cotap: every gain is CoTAP\'s')
     if 'init' not in args.rows:
         args.rows.insert(0, 'init')  # the reference of every gain
     return args
@@ -114,8 +116,6 @@ def run_seed(seed, args, console):
     for name in vit_rows:  # fold the ViT-token scores into their rows
         d.rows[name[:-len('_vit')]]['vit_linear_miou'] = d.rows.pop(name)['linear_miou']
     chance = d.stage('chance', d.chance)
-    if 'cotap' not in d.rows:
-        raise SystemExit('benchmark_demo: --rows must include cotap')
     return d.results(chance)
 
 

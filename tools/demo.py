@@ -395,15 +395,13 @@ class Demo:
     def vit_tokens(self, name):
         """Row ``<name>_vit``: row ``name`` without its object-aware filter, i.e. its D-wide ViT
         tokens, probed like a backbone that never had one (the init's width)."""
-        import torch
-
+        from cotap_mm.evaluation.features import read_backbone_state
         from cotap_mm.utils.fileio import atomic_save
         src = self.rows[name]['checkpoint']
-        ckpt = torch.load(src, map_location='cpu', weights_only=True)
-        state = {k: v for k, v in ckpt['state_dict'].items() if not k.startswith('backbone.oaf.')}
+        state, meta = read_backbone_state(src)
+        state = {f'backbone.{k}': v for k, v in state.items() if not k.startswith('oaf.')}
         dst = self.path(f'{name}_vit_backbone.pth')
-        atomic_save(dict(meta=dict(ckpt.get('meta') or {}, vit_tokens_of=src), state_dict=state),
-                    dst)
+        atomic_save(dict(meta=dict(meta, vit_tokens_of=src), state_dict=state), dst)
         self.rows[f'{name}_vit'] = dict(checkpoint=dst, with_oaf=False)
         return f'{name}_vit'
 
