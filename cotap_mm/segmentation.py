@@ -4,7 +4,7 @@
 - ``COCOStuff27Dataset`` (``DATASETS``), the 27-class COCO-Stuff of IIC/STEGO, and
   ``SyntheticScenesDataset``, the demo's synthetic scenes;
 - ``SegLabelResize`` and ``SegRandomResizedCrop`` (``TRANSFORMS``), CoTAP's label protocol and
-  training crop (spec method.md §6.1);
+  training crop (docs/method.md §6.1);
 - ``UpsampleFCNHead`` (``MODELS``), CoTAP's FCN head.
 
 These modules import ``mmseg.models`` / ``mmseg.datasets`` (which need full mmcv with compiled

@@ -1,5 +1,5 @@
 """Bad inputs give one clear message naming the file / key and what to do, and leave no
-checkpoint or output file behind (issue 9).
+checkpoint or output file behind.
 
 Each case is triggered the way a user would: tools/train.py (in-process) on a tiny CoTAP config
 (configs/cotap_vit-s16_coco.py shrunk as in test_cotap_train.py) over generated images in the

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cotap_mm.evaluation.features import (build_backbone, get_normalization,
-                                          load_backbone_weights, load_label_map, load_squashed)
+from cotap_mm.datasets.folder_datasets import load_label_map
+from cotap_mm.models.utils.loading import build_backbone, get_normalization, load_backbone_weights
+from cotap_mm.utils.images import load_squashed
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
 from cotap_mm.utils.fileio import atomic_save
 from cotap_mm.visualization import (colorize_labels, fit_pca, label_palette, pca_to_rgb,

@@ -1,4 +1,4 @@
-"""ContinuousAPLoss: every impl against a float64 transcription of the spec's formulas."""
+"""ContinuousAPLoss: every impl against a float64 transcription of the formulas of docs/method.md."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -27,7 +27,7 @@ def spec_loss(pred, target, pos_mask, tau=TAU, theta=THETA, alpha=ALPHA):
 
 
 def reference(pred, target, pos_mask):
-    """Loss and gradient of the spec, (n,) or the mean over (L, n), in float64."""
+    """Loss and gradient of docs/method.md §1.4, (n,) or the mean over (L, n), in float64."""
     p = pred.detach().double().requires_grad_(True)
     if p.dim() == 1:
         loss = spec_loss(p, target, pos_mask)

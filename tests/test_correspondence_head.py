@@ -99,6 +99,19 @@ def test_fp16_similarities_round_like_an_fp16_matmul():
     assert torch.isfinite(loss) and student.grad.abs().sum() > 0
 
 
+def test_float32_lists_stay_float32_under_autocast():
+    """similarity_dtype='float32' is not overridden by mixed precision (AmpOptimWrapper runs the
+    loss under autocast, which would otherwise compute the cosines in low precision)."""
+    student, teacher, masks = make_batch(B=4, C=16, h=8, w=8)
+    kwargs = dict(pool_sizes=(4, ), topk=5, num_neg_draws=2, topk_tie_break='lowest_index')
+    plain = CorrespondenceHead(seed=3, **kwargs).build_lists(student, teacher, masks, 4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        amp = CorrespondenceHead(seed=3, **kwargs).build_lists(student, teacher, masks, 4)
+    assert amp[0].dtype == torch.float32
+    torch.testing.assert_close(amp[0], plain[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(amp[1], plain[1], atol=1e-6, rtol=0)
+
+
 def test_aligned_masks_are_each_images_own():
     B, G, h = 4, 2, 3
     masks = torch.arange(2 * G * B, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, h, h)
@@ -111,7 +124,7 @@ def test_aligned_masks_are_each_images_own():
 
 
 def test_as_coded_masks_reproduce_the_released_table():
-    # spec §1.2, B = 4: row 0 crop 1 uses (crop 0, img 1); row 2 crop 0 uses (crop 1, img 0)
+    # docs/method.md §1.2, B = 4: row 0 crop 1 uses (crop 0, img 1); row 2 crop 0 uses (crop 1, img 0)
     B, G = 4, 2
     masks = torch.arange(2 * G * B, dtype=torch.float32).view(-1, 1, 1, 1)
     per_image = CorrespondenceHead(mask_alignment='as_coded')._masks_per_image(masks)
@@ -150,7 +163,7 @@ def test_negative_samplers(B):
     assert (der.sort(-1).values == torch.arange(B)).all()  # permutations
     sup = draw_negative_maps(B, 200, 'super_perm', gen)
     assert (sup != torch.arange(B)).all() and sup.min() >= 0 and sup.max() < B
-    if B == 28:  # the released map repeats items in most draws (spec §1.3)
+    if B == 28:  # the released map repeats items in most draws (docs/method.md §1.3)
         repeats = (sup.sort(-1).values != torch.arange(B)).any(-1).float().mean()
         assert 0.4 < repeats < 0.85
     assert draw_negative_maps(1, 3, 'derangement').tolist() == [[0], [0], [0]]

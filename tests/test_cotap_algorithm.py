@@ -71,7 +71,7 @@ def test_two_steps_losses_queues_and_kmeans():
     assert set(losses) == {f'loss_{k}' for k in
                            ('inner_patch', 'inner_cls', 'cotap', 'intra_cls', 'entropy')}
     assert all(torch.isfinite(v) for v in losses.values())
-    # step 0: empty queues, so the code losses are zero (spec §3.2); CoTAP and entropy are on
+    # step 0: empty queues, so the code losses are zero (docs/method.md §3.2); CoTAP and entropy are on
     assert losses['loss_inner_patch'] == 0 and losses['loss_inner_cls'] == 0
     assert losses['loss_cotap'] > 0
     # the bank (capacity 8) took the 2 G B = 8 ImageNet global layouts and k-means fired

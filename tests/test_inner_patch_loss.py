@@ -31,7 +31,7 @@ def _inputs(seed=0, fg=0.5):
 
 
 def _loop_reference(codes, s_glob, s_loc, bbox_gc, bbox_all, mask, T=0.1):
-    """Literal per-(g, v) transcription of spec §3.4 with torchvision's roi_align."""
+    """Literal per-(g, v) transcription of docs/method.md §3.4 with torchvision's roi_align."""
     from torchvision.ops import roi_align
     idx = torch.arange(M, dtype=torch.float).unsqueeze(1)
     students = [s_glob[i] for i in range(G)] + [s_loc[i] for i in range(L)]

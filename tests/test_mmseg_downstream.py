@@ -176,7 +176,7 @@ def test_config_builds(path, mmseg_scope):
     else:
         (sched, ) = cfg.param_scheduler
         assert (sched.T_max, sched.eta_min, sched.end) == (max_iters + 5, 1e-4, max_iters)
-    # the dataset pipelines of spec §6.1
+    # the dataset pipelines of docs/method.md §6.1
     steps = {t.type: t for t in (cfg.train_dataloader.dataset.get('datasets') or
                                  [cfg.train_dataloader.dataset])[0].pipeline}
     assert steps['SegRandomResizedCrop'].size == crop

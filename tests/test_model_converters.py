@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from mmengine.logging import MessageHub
 
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
-from cotap_mm.utils.checkpoint_conversion import (CheckpointConversionError, convert_checkpoint,
-                                                  convert_state_dict, detect_layout,
-                                                  extract_backbone, format_summary)
+from cotap_mm.converters import (CheckpointConversionError, convert_checkpoint,
+                                 convert_state_dict, detect_layout,
+                                 extract_backbone, format_summary)
 from cotap_mm.utils.fileio import atomic_save
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -27,7 +27,7 @@ def _randomise_norms(oaf):
 
 
 def _reference(oaf, layer, x, hw):
-    """Straightforward loops over heads, positions and template offsets (spec §2.2)."""
+    """Straightforward loops over heads, positions and template offsets (docs/method.md §2.2)."""
     B, T, _ = x.shape
     H, W = hw
     dh = D // HEADS

@@ -59,21 +59,3 @@ def test_force_self_first():
     nns = np.array([[0, 1, 2], [0, 1, 2], [0, 1, 3], [0, 1, 2]])
     out = pk.force_self_first(nns)
     np.testing.assert_array_equal(out, [[0, 1, 2], [1, 0, 2], [2, 0, 1], [3, 0, 1]])
-
-
-def test_checkpoint_loading(tmp_path):
-    from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
-    logger = pk.MMLogger.get_instance('test_precompute_knn')
-    src = CoTAPVisionTransformer(arch='tiny', img_size=32, with_oaf=True)
-    ckpt = tmp_path / 'ckpt.pth'
-    torch.save(dict(state_dict={'backbone.' + k: v for k, v in src.state_dict().items()},
-                    meta=dict(epoch=1)), ckpt)
-    dst = CoTAPVisionTransformer(arch='tiny', img_size=32, with_oaf=False, out_type='raw')
-    pk.load_backbone_weights(dst, str(ckpt), 'backbone.', logger)  # oaf.* ignored
-    torch.testing.assert_close(dst.state_dict()['pos_embed'], src.state_dict()['pos_embed'])
-    bare = {k: v for k, v in src.state_dict().items() if not k.startswith('layers.1.')}
-    bare['extra.weight'] = torch.zeros(1)
-    torch.save(bare, tmp_path / 'bad.pth')
-    with pytest.raises(KeyError, match=r"missing keys: \['layers.1.*unexpected keys: "
-                                       r"\['extra.weight'\]"):
-        pk.load_backbone_weights(dst, str(tmp_path / 'bad.pth'), 'backbone.', logger)

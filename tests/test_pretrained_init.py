@@ -8,7 +8,7 @@ from mmengine.registry import WEIGHT_INITIALIZERS
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
 from cotap_mm.models.utils import CoTAPPretrained, PretrainedLoadError, pretrained_init
 from cotap_mm.registry import MODELS
-from cotap_mm.utils.checkpoint_conversion import convert_state_dict
+from cotap_mm.converters import convert_state_dict
 
 D, L, P, IMG, FFN = 64, 2, 16, 48, 256
 

@@ -297,10 +297,10 @@ def test_cluster_tool(probe_assets, analysis_tool, tmp_path):
 
 
 def test_checkpoint_loading_is_strict(probe_assets, tmp_path):
-    from cotap_mm.evaluation.features import build_backbone, load_backbone_weights
+    from cotap_mm.models.utils.loading import build_backbone, load_backbone_weights
     cfg = str(probe_assets / 'tiny.py')
     bb, _ = build_backbone(cfg, out_type='cls_token')
-    with pytest.raises(KeyError, match=r'missing \(7\).*with_oaf=False'):
+    with pytest.raises(KeyError, match=r'(?s)missing keys .*\(7 in total\).*with_oaf=False'):
         load_backbone_weights(bb, str(probe_assets / 'tiny_no_oaf.pth'))
     with pytest.raises(KeyError, match="no key starts with 'model.'"):
         load_backbone_weights(bb, str(probe_assets / 'tiny.pth'), prefix='model.')

@@ -37,7 +37,7 @@ def test_architecture_and_init():
     assert abs(float(linears[1].weight.detach().std()) - 0.02) < 0.002
     assert sum(isinstance(m, torch.nn.GELU) for m in head.mlp) == 2
     n_params = sum(p.numel() for p in head.parameters())
-    assert abs(n_params - 6.43e6) < 0.01e6  # spec §3.1, head 0 (ViT-S)
+    assert abs(n_params - 6.43e6) < 0.01e6  # docs/method.md §3.1, head 0 (ViT-S)
 
 
 def test_gain_fixed_and_no_grad():

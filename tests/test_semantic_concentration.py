@@ -192,8 +192,9 @@ def test_patch_labels_bad_inputs():
 def _reference_features(probe_assets):
     """The tool's measure from scratch: the backbone run image by image, each patch labelled
     by the pixel at its centre (each 16-px colour band is one patch column)."""
-    from cotap_mm.evaluation.features import (SegFolderDataset, build_backbone,
-                                              get_normalization, load_backbone_weights)
+    from cotap_mm.datasets.folder_datasets import SegFolderDataset
+    from cotap_mm.models.utils.loading import (build_backbone, get_normalization,
+                                               load_backbone_weights)
     bb, cfg = build_backbone(str(probe_assets / 'seg_cfg.py'), out_type='featmap')
     load_backbone_weights(bb, str(probe_assets / 'tiny.pth'))
     mean, std = get_normalization(cfg)

@@ -5,7 +5,7 @@ from cotap_mm.models.utils import sinkhorn_knopp
 
 
 def _literal(S, T, iters=3, W=1):
-    """Line-by-line transcription of spec §3.3 (no max-subtraction)."""
+    """Line-by-line transcription of docs/method.md §3.3 (no max-subtraction)."""
     Q = torch.exp(S / T).t()
     Q /= torch.sum(Q)
     K, N = Q.shape

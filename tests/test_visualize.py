@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cotap_mm.models import CoTAP, CoTAPVisionTransformer
-from cotap_mm.models.utils import attention_foreground_mask
+from cotap_mm.models.utils import attention_foreground_mask, load_backbone_weights
+from cotap_mm.utils.images import load_squashed
 from cotap_mm.visualization import (colorize_labels, fit_pca, image_grid, label_palette,
                                     mask_overlay, pca_to_rgb, save_png, upsample)
 
@@ -101,7 +102,8 @@ def test_end_to_end_pngs(files, tmp_path):
 
     # the left half of the PCA picture is the input image itself
     pca_png = _read(str(out / 'img0_pca.png'))[:, :, ::-1]
-    ref = cv2.resize(_image(0), (S, S), interpolation=cv2.INTER_LINEAR)
+    from PIL import Image
+    ref = np.asarray(Image.fromarray(_image(0)).resize((S, S), Image.BILINEAR))
     np.testing.assert_array_equal(pca_png[:, :S], ref)
 
     for s in stems:
@@ -122,9 +124,9 @@ def test_end_to_end_pngs(files, tmp_path):
 def test_maps_match_direct_backbone(files):
     from mmengine.config import Config
     backbone = visualize.build_backbone(Config.fromfile(files['backbone_cfg']))
-    visualize.load_weights(backbone, files['backbone_ckpt'], 'student')
+    load_backbone_weights(backbone, files['backbone_ckpt'], which='student')
     backbone.eval()
-    rgb, x = visualize.load_image(files['single'], S)
+    rgb, x = load_squashed(files['single'], S)
     assert rgb.shape == (S, S, 3) and x.shape == (3, S, S)
     x = x[None]
     maps = visualize.compute_maps(backbone, x, fg_mass=0.6)
@@ -157,7 +159,7 @@ def test_teacher_and_student_of_cotap_checkpoint(files, tmp_path):
         mask = np.load(out / 'extra_maps.npz')['fg_mask']
         # the config's fg_mass=0.5 is used, on the chosen network's attention
         net = algo.backbone if which == 'student' else algo.teacher.module.backbone
-        _, x = visualize.load_image(files['single'], S)
+        _, x = load_squashed(files['single'], S)
         with torch.no_grad():
             _, extras = net.eval()(x[None], return_attn=True)
         np.testing.assert_allclose(attns[which], extras['attn'][0].numpy(), rtol=1e-5,
@@ -168,8 +170,10 @@ def test_teacher_and_student_of_cotap_checkpoint(files, tmp_path):
 
 
 def test_strict_loading_errors(files, tmp_path):
+    from mmengine.config import Config
+    backbone = visualize.build_backbone(Config.fromfile(files['backbone_cfg']))
     with pytest.raises(KeyError, match='--which student'):
-        visualize.load_state(files['backbone_ckpt'], 'teacher')
+        load_backbone_weights(backbone, files['backbone_ckpt'], which='teacher')
     state = {f'backbone.{k}': v for k, v in files['vit'].state_dict().items()}
     del state['backbone.oaf.kernel']
     state['backbone.extra.weight'] = torch.zeros(1)
@@ -179,14 +183,14 @@ def test_strict_loading_errors(files, tmp_path):
     from mmengine.config import Config
     backbone = visualize.build_backbone(Config.fromfile(files['backbone_cfg']))
     with pytest.raises(KeyError) as err:
-        visualize.load_weights(backbone, str(bad), 'student')
+        load_backbone_weights(backbone, str(bad), which='student')
     msg = str(err.value)
     assert 'oaf.kernel' in msg and 'extra.weight' in msg and 'oaf.norm_in.weight' in msg
     # wrong number of prototypes in the config: listed as a shape mismatch
     backbone = visualize.build_backbone(
         Config(dict(model=dict(BACKBONE, num_prototypes=M + 1))))
     with pytest.raises(KeyError, match='oaf.kernel: checkpoint'):
-        visualize.load_weights(backbone, files['backbone_ckpt'], 'student')
+        load_backbone_weights(backbone, files['backbone_ckpt'], which='student')
 
 
 def test_argument_errors(files, tmp_path):
@@ -211,7 +215,7 @@ def test_argument_errors(files, tmp_path):
         backbone=dict(BACKBONE, type='mmseg.CoTAPVisionTransformer', out_indices=[0, 1],
                       init_cfg=dict(type='Pretrained', checkpoint='missing.pth'))))))
     assert seg.out_type == 'raw' and list(seg.out_indices) == [1]
-    visualize.load_weights(seg, files['backbone_ckpt'], 'student')
+    load_backbone_weights(seg, files['backbone_ckpt'], which='student')
     assert visualize.output_stems(['a/x.png', 'b/x.png', 'c/y.jpg']) == ['x', 'x_2', 'y']
 
 

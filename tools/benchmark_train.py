@@ -115,7 +115,7 @@ docstring (`python tools/benchmark_train.py --help`); `--out report.json` keeps 
   measurement overhead to remove on CPU (the instrumented iterations are kept out of the
   timed ones).
 
-**GPU: pending.** This task had no GPU lent (the device tool said "not drawn"), so the issue's GPU
+**GPU: pending.** No GPU has been available to the project's machines yet, so the GPU
 goals (ViT-S/16, batch 28, AMP: CoTAP step ≤ 1.3× the plain step; the loader never the
 bottleneck) are not measured yet. On a GPU machine, with the COCO/ImageNet data of
 `docs/data.md` (or the generated scenes):

@@ -395,10 +395,12 @@ class Demo:
     def vit_tokens(self, name):
         """Row ``<name>_vit``: row ``name`` without its object-aware filter, i.e. its D-wide ViT
         tokens, probed like a backbone that never had one (the init's width)."""
-        from cotap_mm.evaluation.features import read_backbone_state
+        from cotap_mm.models.utils.loading import read_checkpoint, select_backbone_state
         from cotap_mm.utils.fileio import atomic_save
         src = self.rows[name]['checkpoint']
-        state, meta = read_backbone_state(src)
+        ckpt = read_checkpoint(src)
+        state, _ = select_backbone_state(ckpt, src)
+        meta = ckpt.get('meta', {})
         state = {f'backbone.{k}': v for k, v in state.items() if not k.startswith('oaf.')}
         dst = self.path(f'{name}_vit_backbone.pth')
         atomic_save(dict(meta=dict(meta, vit_tokens_of=src), state_dict=state), dst)

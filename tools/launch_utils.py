@@ -76,7 +76,7 @@ def fix_persistent_workers(cfg, fields=_DATALOADERS):
 
 
 def setup_cpu_distributed(cfg, launcher):
-    """CPU (no CUDA) workarounds for ``--launcher pytorch`` (spec §5).
+    """CPU (no CUDA) workarounds for ``--launcher pytorch`` (docs/method.md §5).
 
     - ``env_cfg.dist_cfg.backend = 'gloo'`` and the process group is created here, before the
       Runner, since mmengine's ``_init_dist_pytorch`` calls ``torch.cuda.set_device``

@@ -29,20 +29,17 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.utils import ProgressBar  # noqa: E402
 
-from cotap_mm.datasets.image_list import (IMG_EXTENSIONS, check_jpeg_complete,  # noqa: E402
-                                          image_list_digest, list_images)
+from cotap_mm.datasets.image_list import image_list_digest, list_images  # noqa: E402
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer  # noqa: E402
+from cotap_mm.models.utils.loading import load_backbone_weights, read_checkpoint  # noqa: E402
 from cotap_mm.utils.fileio import atomic_open  # noqa: E402
-
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+from cotap_mm.utils.images import IMG_EXTENSIONS, load_center_crop  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -50,9 +47,9 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument('image_dir', help='image folder, scanned recursively (sorted)')
     p.add_argument('out', help='output .npz (key "nns", int64 [N, k], self in column 0)')
     p.add_argument('--checkpoint', help='backbone checkpoint (mmengine or bare state dict)')
-    p.add_argument('--prefix', default='backbone.',
-                   help='state-dict key prefix of the backbone in the checkpoint '
-                        '(default "backbone."; keys without it are used if none has it)')
+    p.add_argument('--prefix',
+                   help='state-dict key prefix of the backbone in the checkpoint (default: '
+                        '"backbone.", or every key of a bare backbone state dict)')
     p.add_argument('--arch', choices=['tiny', 'small', 'base'],
                    help='ViT size (default: the `arch` recorded in the --checkpoint meta by '
                         'tools/model_converters, else base)')
@@ -68,11 +65,12 @@ def parse_args(argv: Optional[List[str]] = None):
 
 
 class _Images(torch.utils.data.Dataset):
-    """Resize (shorter side) + centre crop + ImageNet normalisation: ((3, S, S) float, error).
+    """Resize (shorter side, bicubic) + centre crop + ImageNet normalisation:
+    ((3, S, S) float, error).
 
     An unreadable image gives zeros and a non-empty error string (the caller lists all of them
     at the end rather than stopping at the first one). Truncated JPEGs count as unreadable, as
-    in ``ImageList`` (:func:`check_jpeg_complete`).
+    in ``ImageList``.
     """
 
     def __init__(self, paths, size):
@@ -82,61 +80,16 @@ class _Images(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        path = self.paths[i]
         try:
-            check_jpeg_complete(path)
-            with Image.open(path) as im:  # PIL raises on truncated files (unlike OpenCV)
-                im = im.convert('RGB')
-                w, h = im.size
-                s = self.size / min(w, h)
-                nw, nh = max(self.size, round(w * s)), max(self.size, round(h * s))
-                im = im.resize((nw, nh), Image.BICUBIC)
-                left, top = (nw - self.size) // 2, (nh - self.size) // 2
-                im = im.crop((left, top, left + self.size, top + self.size))
-                x = np.asarray(im, dtype=np.float32) / 255.0
-        except Exception as e:  # decoding errors come as many types (OSError, SyntaxError, ...)
-            return torch.zeros(3, self.size, self.size), f'{type(e).__name__}: {e}'
-        return torch.from_numpy(((x - MEAN) / STD).transpose(2, 0, 1).copy()), ''
+            return load_center_crop(self.paths[i], self.size, self.size, interpolation='bicubic',
+                                    check_truncation=True), ''
+        except RuntimeError as e:  # read_rgb wraps the decoder's error
+            cause = e.__cause__ or e
+            return torch.zeros(3, self.size, self.size), f'{type(cause).__name__}: {cause}'
 
 
 class UnreadableImagesError(RuntimeError):
     """Some images of the folder cannot be decoded (listed in the message)."""
-
-
-def _load_checkpoint(checkpoint: str):
-    return torch.load(checkpoint, map_location='cpu', weights_only=False)  # trusted local file
-
-
-def load_backbone_weights(model: torch.nn.Module, checkpoint: str, prefix: str, logger,
-                          ckpt=None):
-    """Strictly load a backbone state dict; raise listing missing / unexpected keys.
-
-    ``ckpt`` is the already loaded content of ``checkpoint``, if the caller has it.
-    """
-    if ckpt is None:
-        ckpt = _load_checkpoint(checkpoint)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    if not isinstance(state, dict):
-        raise ValueError(f'precompute_knn: {checkpoint!r} holds no state dict')
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    oaf = [k for k in state if k.startswith('oaf.')]
-    if oaf:
-        logger.info(f'Ignoring {len(oaf)} object-aware-filter keys (oaf.*): the kNN features '
-                    'use the plain ViT (with_oaf=False).')
-        state = {k: v for k, v in state.items() if not k.startswith('oaf.')}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise KeyError(f'precompute_knn: {checkpoint!r} does not match '
-                       f'the CoTAPVisionTransformer (embed_dims={model.embed_dims}) built '
-                       'from --arch/--patch-size '
-                       f'with prefix {prefix!r}.\n  missing keys: {missing}\n  unexpected '
-                       f'keys: {unexpected}\nCheck --arch / --patch-size / --prefix, or '
-                       'convert the checkpoint to mmpretrain VisionTransformer keys.')
-    model.load_state_dict(state, strict=True)
-    logger.info(f'Loaded backbone weights from {checkpoint}')
 
 
 @torch.no_grad()
@@ -234,12 +187,14 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
     if k > len(paths):
         logger.warning(f'--k {k} > number of images {len(paths)}: using k={len(paths)}')
         k = len(paths)
-    ckpt = _load_checkpoint(args.checkpoint) if args.checkpoint else None
+    ckpt = read_checkpoint(args.checkpoint) if args.checkpoint else None
     arch, patch_size = _arch_from_args(args, ckpt, logger)
     model = CoTAPVisionTransformer(arch=arch, patch_size=patch_size,
                                    img_size=args.image_size, with_oaf=False, out_type='raw')
     if args.checkpoint:
-        load_backbone_weights(model, args.checkpoint, args.prefix, logger, ckpt=ckpt)
+        # the student's backbone.*, or --prefix; a bare state dict is taken whole
+        load_backbone_weights(model, args.checkpoint, prefix=args.prefix, ckpt=ckpt,
+                              logger=logger)
     else:
         logger.warning('!' * 78 + '\nprecompute_knn: NO --checkpoint given: the features come '
                        'from a RANDOMLY INITIALISED ViT, so the neighbours are meaningless. '

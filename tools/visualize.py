@@ -12,7 +12,7 @@ For every image ``<stem>`` it writes (see docs/visualize.md):
 - ``<stem>_prototypes.png`` (S, S): each patch coloured by the prototype with the highest
   OAF patch-branch attention (mean over heads), blended over the image;
 - ``<stem>_foreground.png`` (S, S): the teacher-style foreground mask of the last layer's CLS
-  attention (spec §4.4), over the image;
+  attention (docs/method.md §4.4), over the image;
 
 and ``summary.png``, a contact sheet (rows: images; columns: image | PCA | prototypes |
 foreground). ``CONFIG`` is any config whose ``model`` is a ``CoTAPVisionTransformer`` or has one
@@ -34,19 +34,7 @@ if _REPO_ROOT not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
-# ImageNet statistics on the 0-255 scale, RGB (as the CoTAP data preprocessors)
-MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
-STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
-PREFIXES = dict(student='backbone.', teacher='teacher.module.backbone.')
 COLUMNS = ('image', 'PCA', 'prototypes', 'foreground')
-
-
-class VisualizeKeyError(KeyError):
-    """A KeyError (bad config or checkpoint keys) whose multi-line message prints readably."""
-
-    def __str__(self):
-        return str(self.args[0]) if self.args else ''
 
 
 def parse_args(argv=None):
@@ -70,7 +58,7 @@ def parse_args(argv=None):
                    'are always nearest)')
     p.add_argument('--fg-mass', type=float, default=None,
                    help='attention mass kept by the foreground mask; defaults to the config\'s '
-                   'model.fg_mass, else 0.6 (spec §4.4)')
+                   'model.fg_mass, else 0.6 (docs/method.md §4.4)')
     p.add_argument('--alpha', type=float, default=0.5,
                    help='opacity of the prototype colours over the image')
     p.add_argument('--tile-size', type=int, default=224, help='tile side in summary.png')
@@ -95,9 +83,9 @@ def parse_args(argv=None):
         p.error(f'config file not found: {args.config}')
     if not osp.isfile(args.checkpoint):
         p.error(f'checkpoint file not found: {args.checkpoint}')
-    from cotap_mm.evaluation.features import collect_images
+    from cotap_mm.utils.images import collect_images
     try:
-        args.image_paths = collect_images(args.images, IMAGE_EXTS)
+        args.image_paths = collect_images(args.images)
     except (FileNotFoundError, ValueError) as e:
         p.error(str(e))
     return args
@@ -114,48 +102,7 @@ def output_stems(paths: Sequence[str]) -> List[str]:
     return stems
 
 
-def load_image(path: str, size: int):
-    """Read an image as RGB, resize to (size, size).
-
-    Returns:
-        tuple: uint8 (size, size, 3) RGB and the normalised float tensor (3, size, size).
-    """
-    import cv2
-    data = np.fromfile(path, dtype=np.uint8)  # imdecode: also non-ASCII paths
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ValueError(f'visualize: cannot read image {path!r} (not an image OpenCV can '
-                         'decode); remove it from the inputs')
-    shrink = bgr.shape[0] > size or bgr.shape[1] > size
-    bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA if shrink else
-                     cv2.INTER_LINEAR)
-    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-    x = (rgb.astype(np.float32) - MEAN) / STD
-    return rgb, torch.from_numpy(x.transpose(2, 0, 1).copy())
-
-
 # -- model ---------------------------------------------------------------------------------------
-
-
-def backbone_config(cfg):
-    """The CoTAPVisionTransformer config of ``cfg.model`` (itself, or its ``backbone``)."""
-    model = cfg.get('model', None)
-    if model is None:
-        raise VisualizeKeyError('visualize: the config has no `model`')
-
-    def is_cotap_vit(c):
-        return isinstance(c, dict) and str(c.get('type', '')).split('.')[-1] == \
-            'CoTAPVisionTransformer'
-
-    if is_cotap_vit(model):
-        return model
-    if is_cotap_vit(model.get('backbone', None)):
-        return model.backbone
-    found = model.get('backbone', {}).get('type', None) if isinstance(
-        model.get('backbone', None), dict) else None
-    raise ValueError(f'visualize: the config\'s model (type={model.get("type")!r}) is not a '
-                     f'CoTAPVisionTransformer and has none as model.backbone (found '
-                     f'{found!r}); use a CoTAP pretraining or mmseg config')
 
 
 def build_backbone(cfg):
@@ -165,60 +112,20 @@ def build_backbone(cfg):
     :meth:`ObjectAwareFilter.forward_patch` / ``prototype_attention`` exactly as the backbone's
     ``'featmap'`` path does, so both the features and the attention come from one forward.
     """
-    from cotap_mm.registry import MODELS
-    bcfg = dict(backbone_config(cfg))
-    bcfg['type'] = 'CoTAPVisionTransformer'  # drop a scope prefix such as 'mmseg.'
+    from cotap_mm.models.utils.loading import backbone_cfg
+    from cotap_mm.models.utils.loading import build_backbone as build
+    if not isinstance(cfg.get('model', None), dict):
+        raise KeyError('visualize: the config has no `model`')
+    bcfg = backbone_cfg(cfg)
+    if str(bcfg.get('type', '')).split('.')[-1] != 'CoTAPVisionTransformer':
+        raise ValueError(f'visualize: the config\'s model (type={cfg.model.get("type")!r}) is '
+                         f'not a CoTAPVisionTransformer and has none as model.backbone (found '
+                         f'{bcfg.get("type")!r}); use a CoTAP pretraining or mmseg config')
     if not bcfg.get('with_oaf', True):
         raise ValueError('visualize: the backbone has with_oaf=False; the pictures need the '
                          'object-aware filter (its 2D-wide features and prototypes)')
-    bcfg.pop('init_cfg', None)  # weights come from CHECKPOINT; no pretrained download
-    bcfg.update(out_type='raw', out_indices=-1)
-    return MODELS.build(bcfg)
-
-
-def load_state(checkpoint: str, which: str) -> Dict[str, torch.Tensor]:
-    """The backbone state dict (prefix removed) of a CoTAP or backbone-only checkpoint."""
-    # trusted local file; mmengine checkpoints hold non-tensor metadata
-    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f'visualize: {checkpoint!r} holds no state dict')
-    prefix = PREFIXES[which]
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if sub:
-        return sub
-    sample = sorted(state)[:8]
-    if which == 'teacher':
-        raise VisualizeKeyError(f'visualize: --which teacher, but {checkpoint!r} has no '
-                       f'"{prefix}*" keys (first keys: {sample}); it is not a CoTAP pretraining '
-                       'checkpoint with an EMA teacher. Use --which student.')
-    if 'cls_token' in state or 'patch_embed.projection.weight' in state:
-        return dict(state)  # a bare backbone state dict without prefix
-    raise VisualizeKeyError(f'visualize: {checkpoint!r} has no "{prefix}*" keys (first keys: {sample}); '
-                   'expected a CoTAP checkpoint or a backbone-only file with backbone.* keys')
-
-
-def load_weights(backbone: torch.nn.Module, checkpoint: str, which: str, logger=None):
-    """Strictly load the backbone weights; raise listing missing/unexpected/mismatched keys."""
-    state = load_state(checkpoint, which)
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    # pos_embed is resized by mmpretrain's load hook (other image size), so not a mismatch
-    mismatched = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                        for k in set(own) & set(state)
-                        if k != 'pos_embed' and tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or mismatched:
-        raise VisualizeKeyError(
-            f'visualize: the {which} weights in {checkpoint!r} do not match the backbone built '
-            f'from the config (arch, patch_size, num_prototypes, with_oaf?).\n'
-            f'  missing keys ({len(missing)}): {missing}\n'
-            f'  unexpected keys ({len(unexpected)}): {unexpected}\n'
-            f'  shape mismatches ({len(mismatched)}): {mismatched}\n'
-            'Fix the config (or --cfg-options), or pick the right --which.')
-    backbone.load_state_dict(state, strict=True)
-    if logger is not None:
-        logger.info(f'Loaded the {which} backbone ({len(state)} tensors) from {checkpoint}')
+    # drop a scope prefix such as 'mmseg.'
+    return build(cfg, out_type='raw', overrides=dict(type='CoTAPVisionTransformer'))[0]
 
 
 @torch.no_grad()
@@ -287,6 +194,8 @@ def main(argv=None) -> List[str]:
     from mmengine.logging import MMLogger
     from mmengine.utils import ProgressBar
 
+    from cotap_mm.models.utils.loading import load_backbone_weights
+    from cotap_mm.utils.images import load_squashed
     from cotap_mm.visualization import (fit_pca, image_grid, label_palette, pca_to_rgb,
                                         save_png)
 
@@ -302,7 +211,7 @@ def main(argv=None) -> List[str]:
     if args.size % p:
         raise SystemExit(f'visualize: --size {args.size} is not a multiple of the patch size '
                          f'{p}; use e.g. {max(p, args.size // p * p)}')
-    load_weights(backbone, args.checkpoint, args.which, logger)
+    load_backbone_weights(backbone, args.checkpoint, which=args.which, logger=logger)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     backbone.to(device).eval()
     fg_mass = args.fg_mass
@@ -321,7 +230,7 @@ def main(argv=None) -> List[str]:
     images, maps = [], []
     bar = ProgressBar(len(paths))
     for start in range(0, len(paths), args.batch_size):
-        batch = [load_image(path, args.size) for path in paths[start:start + args.batch_size]]
+        batch = [load_squashed(path, args.size) for path in paths[start:start + args.batch_size]]
         x = torch.stack([t for _, t in batch]).to(device)
         out = compute_maps(backbone, x, fg_mass)
         for i, (rgb, _) in enumerate(batch):

@@ -1,4 +1,4 @@
-"""COCO-Stuff-27: the 27 coarse COCO-Stuff classes of IIC/STEGO, as used by CoTAP (spec §6.1).
+"""COCO-Stuff-27: the 27 coarse COCO-Stuff classes of IIC/STEGO, as used by CoTAP (docs/method.md §6.1).
 
 Needs mmsegmentation: imported by :mod:`cotap_mm.segmentation`, never by ``import cotap_mm``.
 

@@ -8,11 +8,11 @@ from typing import List, Optional, Sequence, Union
 from mmengine.dataset import BaseDataset
 
 from cotap_mm.registry import DATASETS, TRANSFORMS
+from cotap_mm.utils.images import IMG_EXTENSIONS, check_jpeg_complete
 
-__all__ = ['ImageList', 'list_images', 'image_list_digest', 'check_jpeg_complete',
-           'IMG_EXTENSIONS']
+# IMG_EXTENSIONS and check_jpeg_complete live in cotap_mm.utils.images
+__all__ = ['ImageList', 'list_images', 'image_list_digest']
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
 def list_images(root: str, extensions: Sequence[str] = IMG_EXTENSIONS) -> List[str]:
@@ -61,30 +61,6 @@ def image_list_digest(paths: Sequence[str], root: str) -> str:
     """
     rel = (osp.relpath(p, root).replace(os.sep, '/') for p in paths)
     return hashlib.sha1('\n'.join(rel).encode('utf-8')).hexdigest()
-
-
-JPEG_EOI = b'\xff\xd9'
-_JPEG_TAIL = 1024  # bytes searched for the end-of-image marker (padding after it is common)
-
-
-def check_jpeg_complete(path: str) -> None:
-    """Raise ``ValueError`` if the JPEG ``path`` has no end-of-image marker near its end.
-
-    OpenCV (mmcv's default decoder) decodes a truncated JPEG without error, filling the missing
-    rows with grey, so truncation is checked separately: entropy-coded scan data never holds
-    the bytes ``FF D9`` (0xFF is always stuffed), so a file cut inside the scan has no marker
-    in its tail. Reads only the last ``_JPEG_TAIL`` bytes. Other formats are not checked.
-    """
-    if not path.lower().endswith(('.jpg', '.jpeg')):
-        return
-    with open(path, 'rb') as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - _JPEG_TAIL))
-        tail = f.read()
-    if JPEG_EOI not in tail:
-        raise ValueError(f'truncated JPEG: no end-of-image marker (FF D9) in the last '
-                         f'{len(tail)} of {size} bytes')
 
 
 @DATASETS.register_module()

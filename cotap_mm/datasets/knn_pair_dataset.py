@@ -1,4 +1,4 @@
-"""kNN pairing of images (spec §5.1) and the CoTAP COCO + ImageNet item (spec §0, §5)."""
+"""kNN pairing of images (docs/method.md §5.1) and the CoTAP COCO + ImageNet item (docs/method.md §0, §5)."""
 import copy
 import logging
 import os.path as osp
@@ -105,7 +105,7 @@ def load_nns(nns_file: str, num_images: Optional[int] = None, min_columns: int =
 
 @DATASETS.register_module()
 class KNNPairDataset:
-    """Pairs each image u of ``dataset`` with one of its k nearest neighbours v (spec §5.1).
+    """Pairs each image u of ``dataset`` with one of its k nearest neighbours v (docs/method.md §5.1).
 
     For each access one column is drawn uniformly (``np.random``) among the neighbour columns;
     ``nn_column_range`` chooses them:
@@ -189,7 +189,7 @@ class KNNPairDataset:
 
 @DATASETS.register_module()
 class CoTAPDualDataset:
-    """One CoTAP item: a COCO kNN pair and an ImageNet kNN pair (spec §0, §5.1).
+    """One CoTAP item: a COCO kNN pair and an ImageNet kNN pair (docs/method.md §0, §5.1).
 
     Item ``i`` uses ``coco[i % len(coco)]`` and ``imagenet[i % len(imagenet)]``; the length is
     the larger of the two. ``view_pipeline`` (default :class:`CoTAPMultiCrop`) runs on each of

@@ -1,3 +1,3 @@
-from .checkpoint_conversion import (CheckpointConversionError, convert_checkpoint,  # noqa: F401
-                                    detect_layout, extract_backbone)
+"""Leaf helpers (import nothing else of the package): atomic files, image reading, safe
+checkpoint reading and layout detection, torch/numpy compatibility."""
 from .fileio import atomic_save  # noqa: F401

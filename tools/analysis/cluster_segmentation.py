@@ -1,5 +1,5 @@
 """Unsupervised segmentation probe: k-means over frozen patch features + cluster matching
-(field.md §2.2; STEGO / Leopart protocol).
+(the STEGO / Leopart protocol, docs/probes.md).
 
     python tools/analysis/cluster_segmentation.py CONFIG CHECKPOINT --data-root data/coco_stuff27 \
         --num-classes 27 [--num-clusters 27 100 300 500] [--size 448] [--split val] \
@@ -9,7 +9,7 @@
 
 Data: mmseg layout, ROOT/img_dir/<split>/*.jpg + ROOT/ann_dir/<split>/*.png, labels 0..C-1 and
 255 ignored. Each image is squashed to ``--size`` x ``--size`` and its label resized nearest to
-the same size (spec §6.1 validation). Features: the backbone's patch map (``out_type='featmap'``,
+the same size (docs/method.md §6.1 validation). Features: the backbone's patch map (``out_type='featmap'``,
 2D wide with the object-aware filter), each patch L2-normalised. k-means (faiss, seeded) runs on
 the patches of the evaluated split itself (as STEGO / Leopart do); every patch is assigned to its
 nearest centroid, the (size/p)^2 cluster map upsampled nearest to the label size, and clusters
@@ -27,10 +27,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from cotap_mm.evaluation.features import (add_common_args,  # noqa: E402
-                                          add_segmentation_args, dump_json_atomic,
-                                          format_table, json_safe, segmentation_features,
-                                          setup_tool)
+from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
+                                     segmentation_features, setup_tool)
+from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
 from cotap_mm.evaluation.functional import (assign_clusters, confusion_matrix,  # noqa: E402
                                             faiss_kmeans, match_confusion)
 

@@ -32,10 +32,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.features import (backbone_cfg, build_backbone,  # noqa: E402
-                                          collect_images, get_normalization, load_backbone_state,
-                                          load_config, load_label_map, load_squashed,
-                                          read_backbone_state)
+from cotap_mm.datasets.folder_datasets import load_label_map  # noqa: E402
+from cotap_mm.models.utils.loading import (backbone_cfg, build_backbone,  # noqa: E402
+                                           get_normalization, load_backbone_weights, load_config,
+                                           read_checkpoint, select_backbone_state)
+from cotap_mm.utils.images import collect_images, load_squashed  # noqa: E402
 from cotap_mm.visualization import (colorize_labels, fit_pca, image_grid,  # noqa: E402
                                     label_palette, pca_to_rgb, save_png, upsample)
 
@@ -147,13 +148,14 @@ def label_tiles(label_maps: Sequence[np.ndarray]) -> List[np.ndarray]:
 def load_checkpoint_backbone(cfg, ckpt: str, prefix: str, logger) -> torch.nn.Module:
     """The ``featmap`` backbone of ``cfg`` with ``ckpt`` loaded strictly; built with the OAF
     if and only if ``ckpt`` has ``<prefix>oaf.*`` keys."""
-    state, _ = read_backbone_state(ckpt, prefix, logger)
+    content = read_checkpoint(ckpt)
+    state, _ = select_backbone_state(content, ckpt, prefix=prefix)
     with_oaf = any(k.startswith('oaf.') for k in state)
     if not with_oaf:
         logger.info(f'CKPT {ckpt}: no {prefix}oaf.* keys, so its backbone is built with '
                     f'model.backbone.with_oaf=False (plain D-wide ViT features)')
     backbone, _ = build_backbone(cfg, out_type='featmap', overrides=dict(with_oaf=with_oaf))
-    load_backbone_state(backbone, state, ckpt, logger)
+    load_backbone_weights(backbone, ckpt, prefix=prefix, ckpt=content, logger=logger)
     return backbone
 
 

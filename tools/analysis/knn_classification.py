@@ -1,4 +1,4 @@
-"""Weighted kNN classification on frozen CLS features (spec §6.2).
+"""Weighted kNN classification on frozen CLS features (docs/method.md §6.2).
 
     python tools/analysis/knn_classification.py CONFIG CHECKPOINT --data-root data/imagenet \
         [--k 20] [--temperature 0.07] [--grid-k 5 10 20 50 100] \
@@ -21,9 +21,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.features import (add_classification_args, add_common_args,  # noqa
-                                          classification_features, dump_json_atomic,
-                                          format_table, json_safe, setup_tool)
+from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  # noqa
+                                     classification_features, setup_tool)
+from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
 from cotap_mm.evaluation.functional import knn_grid_evaluate, l2_normalize_  # noqa: E402
 
 TOOL = 'knn_classification'

@@ -1,4 +1,4 @@
-"""Linear classification probe on frozen CLS features (spec §6.2).
+"""Linear classification probe on frozen CLS features (docs/method.md §6.2).
 
     python tools/analysis/linear_classification.py CONFIG CHECKPOINT --data-root data/imagenet \
         [--lr 1e-3] [--probe-batch-size 256] [--epochs 1] [--seed 0] \
@@ -19,9 +19,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.features import (add_classification_args, add_common_args,  # noqa
-                                          classification_features, dump_json_atomic,
-                                          format_table, json_safe, setup_tool)
+from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  # noqa
+                                     classification_features, setup_tool)
+from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
 from cotap_mm.evaluation.functional import (evaluate_linear_probe,  # noqa: E402
                                             train_linear_probe)
 

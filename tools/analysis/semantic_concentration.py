@@ -29,10 +29,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.features import (add_common_args,  # noqa: E402
-                                          add_segmentation_args, dump_json_atomic,
-                                          format_table, json_safe, segmentation_features,
-                                          setup_tool)
+from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
+                                     segmentation_features, setup_tool)
+from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
 from cotap_mm.evaluation.functional import patch_labels, semantic_concentration  # noqa: E402
 from cotap_mm.utils.fileio import atomic_open  # noqa: E402
 

@@ -8,7 +8,7 @@
 
 ``--which`` defaults to the teacher for DINO / iBOT / Mugs (their released backbones are the EMA
 teacher), to the student for Leopart and the official CoTAP release (what their evaluations
-load; spec §4.1 / §6.1). The final ``norm.*`` and all heads are dropped (CoTAP has no final
+load; docs/method.md §4.1 / §6.1). The final ``norm.*`` and all heads are dropped (CoTAP has no final
 norm); ``--keep-final-norm`` keeps the norm as ``ln1.*``. The arch is inferred from the tensor
 shapes unless ``--arch`` is given. Lightning ``.ckpt`` files need ``--unsafe-pickle`` (see
 docs/converters.md). The result is written atomically. Load it with
@@ -20,9 +20,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from cotap_mm.utils.checkpoint_conversion import (DEFAULT_WHICH, SRC_FORMATS,  # noqa: E402
-                                                  CheckpointConversionError, convert_checkpoint,
-                                                  format_summary)
+from cotap_mm.converters import (DEFAULT_WHICH, SRC_FORMATS,  # noqa: E402
+                                 CheckpointConversionError, convert_checkpoint,
+                                 format_summary)
 from cotap_mm.utils.fileio import atomic_save  # noqa: E402
 
 

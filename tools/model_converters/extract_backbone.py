@@ -9,7 +9,7 @@ and the teacher are dropped), written atomically. Load it with
 ``init_cfg=dict(type='CoTAPPretrained', checkpoint=DST, prefix='backbone.')``.
 
 ``--which`` defaults to the student: the released CoTAP evaluation loads the student weights
-(its loader drops ``net_teacher.*``, spec §6.1), so the student reproduces the paper's numbers.
+(its loader drops ``net_teacher.*``, docs/method.md §6.1), so the student reproduces the paper's numbers.
 """
 import argparse
 import os.path as osp
@@ -17,8 +17,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from cotap_mm.utils.checkpoint_conversion import (CheckpointConversionError,  # noqa: E402
-                                                  extract_backbone, format_summary)
+from cotap_mm.converters import (CheckpointConversionError,  # noqa: E402
+                                 extract_backbone, format_summary)
 from cotap_mm.utils.fileio import atomic_save  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def parse_args(argv=None):
                         'teacher')
     parser.add_argument('--drop-final-norm', action='store_true',
                         help='drop the final LayerNorm (ln1.*) of a backbone trained with '
-                        'final_norm=True, as CoTAP drops DINO\'s (spec §2.1)')
+                        'final_norm=True, as CoTAP drops DINO\'s (docs/method.md §2.1)')
     parser.add_argument('--num-heads', type=int, default=None,
                         help='number of heads recorded in meta when it cannot be inferred')
     parser.add_argument('--unsafe-pickle', action='store_true',

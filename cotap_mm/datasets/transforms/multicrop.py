@@ -1,4 +1,4 @@
-"""Leopart-style multi-crop with an overlap constraint and relative crop boxes (spec §5.2)."""
+"""Leopart-style multi-crop with an overlap constraint and relative crop boxes (docs/method.md §5.2)."""
 import math
 import warnings
 from typing import Sequence, Tuple
@@ -49,7 +49,7 @@ def relative_boxes(boxes: np.ndarray, sizes: Sequence[int], num_global: int):
 
 @TRANSFORMS.register_module()
 class CoTAPMultiCrop(BaseTransform):
-    """Multi-crop of one image with crop boxes (Leopart / CoTAP ``LeopartTransforms``, spec §5.2).
+    """Multi-crop of one image with crop boxes (Leopart / CoTAP ``LeopartTransforms``, docs/method.md §5.2).
 
     Samples ``nmb_crops[0]`` global and ``nmb_crops[1]`` local RandomResizedCrop boxes (crop 0,
     crop 1, then the locals), each resized to ``size_crops`` with antialiased bilinear

@@ -1,4 +1,4 @@
-"""Segmentation transforms for CoTAP's evaluation protocol (spec method.md §6.1): the label is
+"""Segmentation transforms for CoTAP's evaluation protocol (docs/method.md §6.1): the label is
 resized on its own (to ``target_res``), and the training crop is a RandomResizedCrop applied to
 image and label alike.
 

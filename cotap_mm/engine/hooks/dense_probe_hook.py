@@ -1,4 +1,4 @@
-"""Quick dense linear probe of the backbone during pretraining (issue "CoTAP pretraining", item 6).
+"""Quick dense linear probe of the backbone during pretraining.
 
 Every ``interval`` training iterations :class:`DenseProbeHook` extracts the backbone's 2D-wide
 patch features on a small labelled segmentation subset, fits a 1x1-conv (linear) probe on part of

@@ -12,7 +12,7 @@ class TeacherEMAHook(Hook):
     """Copy the student into the teacher before training, then EMA-update it after each step.
 
     The model must provide ``update_teacher()`` (see :class:`cotap_mm.models.CoTAP`). Running the
-    update after the optimiser step follows the released step order (spec §4.2, step 12). On a
+    update after the optimiser step follows the released step order (docs/method.md §4.2, step 12). On a
     fresh run the first call copies the initialised (e.g. pretrained) student; a resumed run
     restores the teacher and its step counter from the checkpoint and does not copy again.
     """

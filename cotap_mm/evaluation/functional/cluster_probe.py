@@ -1,5 +1,5 @@
 """Unsupervised segmentation probe: k-means over patch features, cluster-to-class matching,
-confusion-matrix mIoU (field.md §2.2; STEGO / Leopart protocol).
+confusion-matrix mIoU (the STEGO / Leopart protocol, docs/probes.md).
 
 - ``K == C``: one-to-one Hungarian matching (:func:`hungarian_match`,
   ``scipy.optimize.linear_sum_assignment`` maximising the matched pixels).

@@ -1,4 +1,4 @@
-"""Weighted k-nearest-neighbour classification on L2-normalised features (spec §6.2).
+"""Weighted k-nearest-neighbour classification on L2-normalised features (docs/method.md §6.2).
 
 The vote is DINO's (and the CoTAP code's): each of the top-k training neighbours of a query, by
 cosine similarity ``s``, votes for its class with weight ``exp(s / T)``; the class with the

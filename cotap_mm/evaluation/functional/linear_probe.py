@@ -1,4 +1,4 @@
-"""Linear classification probe on frozen features (spec §6.2).
+"""Linear classification probe on frozen features (docs/method.md §6.2).
 
 The CoTAP code trains ``nn.Linear(2D, C)`` with Adam (lr 1e-3, no schedule, no weight decay) for a
 *single pass* over the training set, on the raw features (no BatchNorm, no normalisation), and

@@ -1,5 +1,5 @@
 """CoTAP: continued self-distillation of a ViT with the CoTAP ranking loss and the object-aware
-filter (``../shared/spec/method.md`` §4)."""
+filter (``docs/method.md`` §4)."""
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
@@ -30,7 +30,7 @@ class CoTAP(BaseSelfSupervisor):
     half 0 = the image u, 1 = its kNN neighbour v; crops = G globals then L locals. Data samples
     carry ``bbox_gc`` (2, 2, G, V, 4) and ``bbox_all`` (2, 2, V, G, 4) crop-overlap boxes.
 
-    One step (spec §4.2): teacher on COCO globals (patch scores, foreground mask) and ImageNet
+    One step (docs/method.md §4.2): teacher on COCO globals (patch scores, foreground mask) and ImageNet
     globals (CLS scores); student on all crops, the ImageNet globals also filling the prototype
     bank; the one-time k-means; Sinkhorn codes against the queues; the five losses; queue updates.
     The teacher's EMA update runs after the optimiser step in :class:`TeacherEMAHook`.
@@ -48,7 +48,7 @@ class CoTAP(BaseSelfSupervisor):
         num_crops (tuple[int, int]): (G, L). Defaults to (2, 4).
         bank (dict): ``PrototypeBank`` arguments (embed_dims is filled in).
         queue_sizes (tuple[int, int]): global patch / CLS queue lengths, divided by the world
-            size (spec §3.2). Defaults to (262144, 32768).
+            size (docs/method.md §3.2). Defaults to (262144, 32768).
         queue_inserts (tuple[int, int]): rows inserted per step (patch: a random subset of the
             foreground rows; CLS: all rows the first time). Defaults to (2048, 100).
         sinkhorn_temperatures (tuple[float, float]): patch / CLS. Defaults to (0.05, 0.07).
@@ -56,8 +56,8 @@ class CoTAP(BaseSelfSupervisor):
         sinkhorn_scope (str): 'local' (released) or 'global'.
         fg_mass (float): attention mass kept by the foreground mask. Defaults to 0.6.
         teacher_momentum (tuple[float, float]): DINO-convention EMA momentum start/end.
-        teacher_kernel_sync (bool): copy the k-means kernel into the teacher at once (spec
-            §2.4b); False reproduces the released EMA-only lag.
+        teacher_kernel_sync (bool): copy the k-means kernel into the teacher at once
+            (docs/method.md §2.4b); False reproduces the released EMA-only lag.
         heads_warmup_iters (int): for this many first iterations the student backbone gets no
             gradient, so that the randomly initialised heads (and the OAF prototypes, trained by
             the entropy term) fit the init's features before they move it. 0 (default) as
@@ -246,7 +246,7 @@ class CoTAP(BaseSelfSupervisor):
         losses = {}
         t_rows = t_patch.permute(0, 2, 3, 1).reshape(-1, t_patch.shape[1])
         if self.patch_queue.is_empty or self.cls_queue.is_empty:
-            # first step: no codes yet, as released (spec §3.2); zero losses keep the graph
+            # first step: no codes yet, as released (docs/method.md §3.2); zero losses keep the graph
             zero = 0 * (s_patch.mean() + s_cls.mean())
             losses.update(inner_patch=zero, inner_cls=zero, intra_cls=zero)
         else:

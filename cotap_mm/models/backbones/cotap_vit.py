@@ -36,7 +36,7 @@ class CoTAPVisionTransformer(VisionTransformer):
       ``feedforward_channels`` is accepted as well.
     - :meth:`train` keeps ``frozen_stages`` in eval mode (the parent freezes them only in
       ``__init__`` and a later ``model.train()`` re-enables their dropout / drop-path).
-    - ``with_oaf=True`` (default) adds the object-aware filter (spec §2.1-2.2) after the last
+    - ``with_oaf=True`` (default) adds the object-aware filter (docs/method.md §2.1-2.2) after the last
       layer, as ``self.oaf`` (:class:`ObjectAwareFilter`). It reuses the last layer's ``ln1``,
       ``attn.qkv``, ``attn.proj``, ``ln2`` and ``ffn`` (passed at call time, so they are not
       duplicated); its own parameters are ``oaf.kernel`` (M, D, 3, 3), ``oaf.norm_in``,

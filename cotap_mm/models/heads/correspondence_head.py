@@ -6,9 +6,9 @@ foreground (over both crops) are selected in u and in v; the cosine similarities
 v's regions are the positives (topk x topk per image) and those to the regions of other items'
 neighbours are the negatives (``num_neg_draws`` blocks). Student and teacher similarities of the
 same entries form one list per scale, ranked by :class:`ContinuousAPLoss`; the scales are averaged.
-(``../shared/spec/method.md`` §1.1-1.3.)
+(``docs/method.md`` §1.1-1.3.)
 
-Switches of spec §8 (corrected behaviour by default, the released one available):
+Switches of docs/method.md §8 (corrected behaviour by default, the released one available):
 
 - ``mask_alignment``: ``'aligned'`` scores each (image, crop) with its own foreground mask;
   ``'as_coded'`` reproduces the released reading of the crop-major mask tensor as image-major.
@@ -18,7 +18,7 @@ Switches of spec §8 (corrected behaviour by default, the released one available
 - ``topk_tie_break``: ``'random'`` picks at random among cells with equal pooled foreground;
   ``'lowest_index'`` reproduces CUDA's top-k in the released code, where ties go to the first cells
   in raster order, so at ks = 14 (binary mask) the regions are nearly always the top rows of the
-  object in crop 0 (spec §1.3, §7.2).
+  object in crop 0 (docs/method.md §1.3, §7.2).
 - ``list_scope``: ``'local'`` ranks the list of this rank's batch (released); ``'global'``
   all-gathers the selected regions of every rank, with gradients, and ranks one list over the
   global batch. Every rank computes the same loss; the all-gather's backward sums the ranks'
@@ -209,17 +209,20 @@ class CorrespondenceHead(nn.Module):
                             self._split_halves(teacher_maps.detach())])
         feats, _ = self._regions(maps, self._masks_per_image(fg_masks), ks)
         feats = self._gather_global(feats)
-        feats = feats / feats.norm(dim=-1, keepdim=True).clamp(min=1e-5)
-        anchors, neighbours = feats[:, 0], feats[:, 1]  # (nets, B, k, C)
-        B = anchors.shape[1]
-        # block 0: own neighbour; block r: the neighbour of item pi_r(b)
-        partner = torch.cat([torch.arange(B, device=feats.device)[None],
-                             self._negative_maps(B, feats.device)])  # (1 + R, B)
-        others = neighbours[:, partner]  # (nets, 1 + R, B, k, C)
-        if self.similarity_dtype == 'float16':
-            # an fp16 matmul: fp16 operands, fp32 accumulation, fp16 result
-            anchors, others = anchors.half().float(), others.half().float()
-        sims = torch.einsum('nbic,nrbjc->nbrij', anchors, others)  # (nets, B, 1 + R, k, k)
+        # the precision is the switch's, not autocast's: under AMP the einsum would run in fp16
+        with torch.autocast(feats.device.type, enabled=False):
+            feats = feats.float()
+            feats = feats / feats.norm(dim=-1, keepdim=True).clamp(min=1e-5)
+            anchors, neighbours = feats[:, 0], feats[:, 1]  # (nets, B, k, C)
+            B = anchors.shape[1]
+            # block 0: own neighbour; block r: the neighbour of item pi_r(b)
+            partner = torch.cat([torch.arange(B, device=feats.device)[None],
+                                 self._negative_maps(B, feats.device)])  # (1 + R, B)
+            others = neighbours[:, partner]  # (nets, 1 + R, B, k, C)
+            if self.similarity_dtype == 'float16':
+                # an fp16 matmul: fp16 operands, fp32 accumulation, fp16 result
+                anchors, others = anchors.half().float(), others.half().float()
+            sims = torch.einsum('nbic,nrbjc->nbrij', anchors, others)  # (nets, B, 1 + R, k, k)
         if self.similarity_dtype == 'float16':
             sims = sims.half()
         labels = torch.zeros(sims.shape[1:], dtype=torch.bool, device=sims.device)

@@ -1,6 +1,6 @@
 """The CoTAP projection head: an MLP, an L2-normalised bottleneck and K unit-norm prototypes.
 
-(``../shared/spec/method.md`` §3.1.) One class serves both heads of the method:
+(``docs/method.md`` §3.1.) One class serves both heads of the method:
 
 - head 0 ("patch", K = 512) on token maps, giving ``feat_0`` (B, 512, h, w);
 - head 1 ("cls", K = 4096) on CLS embeddings, giving ``cls_1`` (B, 4096).
@@ -18,7 +18,7 @@ for the student).
 
 The prototype layer uses ``torch.nn.utils.parametrizations.weight_norm`` rather than the legacy
 ``nn.utils.weight_norm``: a legacy weight-normed module cannot be ``copy.deepcopy``'d, and the EMA
-teacher is built by deep-copying the student (``../shared/spec/openmmlab.md`` §6.8). Its state-dict
+teacher is built by deep-copying the student (:class:`~cotap_mm.models.utils.CoTAPTeacherEMA`). Its state-dict
 keys are ``prototypes.parametrizations.weight.original0`` (g, (K, 1)) and ``...original1`` (v).
 """
 from typing import Optional

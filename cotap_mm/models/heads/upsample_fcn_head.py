@@ -1,4 +1,4 @@
-"""CoTAP's FCN segmentation head (spec method.md §6.1), as an mmseg decode head.
+"""CoTAP's FCN segmentation head (docs/method.md §6.1), as an mmseg decode head.
 
 Needs mmsegmentation: imported by :mod:`cotap_mm.segmentation`, not by ``import cotap_mm``
 (``cotap_mm.models.heads`` does not import this module).
@@ -52,15 +52,15 @@ class UpsampleBlock(nn.Module):
 class UpsampleFCNHead(BaseDecodeHead):
     """CoTAP FCN head: ``len(widths)`` :class:`UpsampleBlock` s, then dropout and a 1x1 conv.
 
-    Spec §6.1: three blocks with widths ``2D -> 512 -> 384 -> 256`` (2D = 768 for ViT-S with the
+    docs/method.md §6.1: three blocks with widths ``2D -> 512 -> 384 -> 256`` (2D = 768 for ViT-S with the
     object-aware filter), each block upsampling x2 (x8 overall, stride 16 -> stride 2), then
     Dropout(0.1) and ``conv_seg`` (1x1, 256 -> num_classes). CoTAP uses SyncBN: use
     ``norm_cfg=dict(type='SyncBN')`` on GPUs (mmengine turns it into BN when not distributed) and
     ``dict(type='BN')`` for multi-process CPU runs (SyncBN has no CPU kernel).
 
     Differences from mmseg's ``BaseDecodeHead`` defaults: ``channels`` is the last width (do not
-    pass it), and the dropout before ``conv_seg`` is element-wise ``nn.Dropout`` as in the spec,
-    not ``nn.Dropout2d``.
+    pass it), and the dropout before ``conv_seg`` is element-wise ``nn.Dropout`` as released
+    (docs/method.md §6.1), not ``nn.Dropout2d``.
 
     Args:
         in_channels (int): Channels of the selected backbone map (``in_index``).

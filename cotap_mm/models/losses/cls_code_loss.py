@@ -1,4 +1,4 @@
-"""The two CLS code losses of CoTAP (``../shared/spec/method.md`` §3.5 and §3.6).
+"""The two CLS code losses of CoTAP (``docs/method.md`` §3.5 and §3.6).
 
 Both are swapped-prediction cross-entropies between teacher CLS Sinkhorn codes ``q`` (targets, no
 gradient) and student CLS scores ``s`` (raw cosines of the CLS head)::

@@ -11,7 +11,7 @@ prediction ``p_i`` and a binary label ``y_i``. With the surrogate ``ell`` of mar
     w_i = max(t_i - weight_threshold, 0) * (1 if y_i else neg_weight)       (no gradient)
     loss = sum_i w_i g_i / (sum_i w_i + 1e-5)
 
-(``../shared/spec/method.md`` §1.4.) Gradient reaches ``pred`` only, through ``N`` (as query p_i and
+(``docs/method.md`` §1.4.) Gradient reaches ``pred`` only, through ``N`` (as query p_i and
 as competitor p_j). The four evaluators of (N, P) give the same result:
 
 - ``'dense'``: all n x n pairs with autograd; the readable reference.

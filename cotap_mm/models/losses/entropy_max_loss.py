@@ -1,4 +1,4 @@
-"""EntropyMax loss on the OAF prototypes (spec §2.5)."""
+"""EntropyMax loss on the OAF prototypes (docs/method.md §2.5)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

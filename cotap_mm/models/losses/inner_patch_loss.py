@@ -1,4 +1,4 @@
-"""The InnerSample patch loss (Leopart-style; ``../shared/spec/method.md`` §3.4).
+"""The InnerSample patch loss (Leopart-style; ``docs/method.md`` §3.4).
 
 The M = 2B images (COCO u's then v's) are treated as independent images, each with V = G + L crops
 (crop order: the G global crops, then the L local crops). Every global crop g is an *assigning*

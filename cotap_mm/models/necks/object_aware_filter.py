@@ -1,4 +1,4 @@
-"""Object-aware filter (OAF, spec §2.2): cross-attention of patch tokens to learnable 3x3 prototype
+"""Object-aware filter (OAF, docs/method.md §2.2): cross-attention of patch tokens to learnable 3x3 prototype
 templates, run with the weights of a ViT ``TransformerEncoderLayer``."""
 import math
 
@@ -17,7 +17,7 @@ __all__ = ['ObjectAwareFilter']
 
 @MODELS.register_module()
 class ObjectAwareFilter(BaseModule):
-    """Object-aware filter of CoTAP (spec §2.1-2.2).
+    """Object-aware filter of CoTAP (docs/method.md §2.1-2.2).
 
     A "13th layer" that reuses a transformer layer's weights (``ln1``, ``attn.qkv``,
     ``attn.proj``, ``ln2``, ``ffn``) but replaces self-attention by cross-attention to ``M``
@@ -34,7 +34,7 @@ class ObjectAwareFilter(BaseModule):
     Keys/values are the layer's qkv projection of ``norm_in(kernel)`` (``norm_in`` normalises each
     template position over D). The forward uses ``kernel.detach()``: the main losses send no
     gradient to the prototypes, which are trained only by :class:`EntropyMaxLoss` and
-    re-initialised by k-means (spec §2.4-2.6).
+    re-initialised by k-means (docs/method.md §2.4-2.6).
 
     Where the transformer-layer weights come from (exactly one of):
 
@@ -160,7 +160,7 @@ class ObjectAwareFilter(BaseModule):
                             f'got {type(layer).__name__}')
 
     def reset_kernel(self):
-        """Truncated normal init of the prototypes: std 1, cut at +-2 (spec §2.1)."""
+        """Truncated normal init of the prototypes: std 1, cut at +-2 (docs/method.md §2.1)."""
         trunc_normal_(self.kernel, mean=0., std=1., a=-2., b=2.)
 
     def init_weights(self):
@@ -191,7 +191,7 @@ class ObjectAwareFilter(BaseModule):
             tuple: k (M, 3, 3, heads, d_h) and v (M, 3, 3, heads, d_h).
         """
         D, heads = self.embed_dims, layer.attn.num_heads
-        # detach: the OAF forward must not train the prototypes (spec §2.2/2.6)
+        # detach: the OAF forward must not train the prototypes (docs/method.md §2.2/2.6)
         kernel = self.kernel.detach().permute(0, 2, 3, 1)  # (M, 3, 3, D): LN over D per position
         kn = self.norm_in(kernel)
         w, b = layer.attn.qkv.weight, layer.attn.qkv.bias

@@ -6,4 +6,5 @@ from .kmeans import *  # noqa: F401,F403
 from .prototype_bank import *  # noqa: F401,F403
 from .sinkhorn import *  # noqa: F401,F403
 from .teacher_ema import *  # noqa: F401,F403
+from .loading import *  # noqa: F401,F403
 from .pretrained_init import *  # noqa: F401,F403

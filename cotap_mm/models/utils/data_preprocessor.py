@@ -1,5 +1,5 @@
 """CoTAP data preprocessor: clean teacher views and photometrically augmented student views
-(spec §5.3), vectorised over the batch."""
+(docs/method.md §5.3), vectorised over the batch."""
 from typing import List, Optional, Sequence
 
 import torch
@@ -80,7 +80,7 @@ def adjust_hue(x, f):
 
 
 class BatchPhotometricAug:
-    """SimCLR/DINO-style photometric augmentation of float RGB images in [0, 1] (spec §5.3).
+    """SimCLR/DINO-style photometric augmentation of float RGB images in [0, 1] (docs/method.md §5.3).
 
     ``RandomApply(ColorJitter(b, c, s, h), p_jitter)`` (random op order),
     ``RandomGrayscale(p_gray)``, ``RandomApply(GaussianBlur(kernel, sigma), p_blur)``; same
@@ -152,7 +152,7 @@ class CoTAPDataPreprocessor(SelfSupDataPreprocessor):
       sigma ~ U[0.1, 2] w.p. 0.5; no solarisation), then normalised the same way. It is
       computed in train and eval mode alike.
 
-    ``jitter_granularity`` (spec §8):
+    ``jitter_granularity`` (docs/method.md §8):
 
     - ``'per_image'`` (default, corrected): independent parameters for every image of every
       slot;

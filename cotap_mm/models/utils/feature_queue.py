@@ -1,4 +1,4 @@
-"""A FIFO queue of teacher score rows for the Sinkhorn step (``../shared/spec/method.md`` §3.2).
+"""A FIFO queue of teacher score rows for the Sinkhorn step (``docs/method.md`` §3.2).
 
 New rows are *prepended*: ``rows[0]`` is the newest, and rows beyond ``capacity`` fall off the end.
 The storage and the fill count are buffers, so the queue is saved in and restored from checkpoints

@@ -1,4 +1,4 @@
-"""Teacher foreground mask from the CLS attention (``../shared/spec/method.md`` §4.4).
+"""Teacher foreground mask from the CLS attention (``docs/method.md`` §4.4).
 
 ::
 

@@ -1,4 +1,4 @@
-"""Spherical k-means used to initialise the OAF prototypes from the bank (spec §2.4)."""
+"""Spherical k-means used to initialise the OAF prototypes from the bank (docs/method.md §2.4)."""
 import torch
 import torch.nn.functional as F
 

@@ -1,5 +1,5 @@
 """FIFO bank of 3x3 whole-image token layouts and the one-time k-means of the OAF prototypes
-(spec §2.3, §2.4, §2.4b)."""
+(docs/method.md §2.3, §2.4, §2.4b)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -148,7 +148,7 @@ def set_kernel(module, kernel):
         raise ValueError(f'set_kernel: kernel shape {tuple(kernel.shape)} != OAF kernel shape '
                          f'{tuple(dst.shape)}')
     # new storage rather than copy_(): the step's forward passes already saved the old kernel for
-    # backward (spec §2.4: that step's forward used the old kernel), and an in-place write would
+    # backward (docs/method.md §2.4: that step's forward used the old kernel), and an in-place write would
     # invalidate them; the Parameter object, and so its optimiser state, is kept
     dst.data = kernel.detach().to(dtype=dst.dtype, device=dst.device, copy=True)
     return dst

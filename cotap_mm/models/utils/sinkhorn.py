@@ -1,4 +1,4 @@
-"""Sinkhorn-Knopp soft assignment of scores to prototypes (``../shared/spec/method.md`` §3.3).
+"""Sinkhorn-Knopp soft assignment of scores to prototypes (``docs/method.md`` §3.3).
 
 For scores S (N, K) = [queue rows; current-batch rows] and temperature T::
 

@@ -1,4 +1,4 @@
-"""EMA teacher with CoTAP's cosine momentum schedule (spec §4.5)."""
+"""EMA teacher with CoTAP's cosine momentum schedule (docs/method.md §4.5)."""
 import math
 from typing import Tuple
 
@@ -25,7 +25,7 @@ class CoTAPTeacherEMA(ExponentialMovingAverage):
     """Exponential moving average of the student with a cosine momentum over ``max_iters + 5``.
 
     The first :meth:`update_parameters` copies the student exactly (mmengine's convention, the
-    teacher's "EMA with m = 0" of spec §4.1); the k-th later one (k = 1, 2, ...) uses
+    teacher's "EMA with m = 0" of docs/method.md §4.1); the k-th later one (k = 1, 2, ...) uses
     ``m(k)``, so the update after iteration i uses ``m(i + 1)`` like the released code, whose
     global step is already incremented when the EMA runs. ``T = max_iters + 5`` is read from the
     message hub (set by mmengine's ``RuntimeInfoHook``) unless ``total_steps`` is given.

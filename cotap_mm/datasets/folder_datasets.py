@@ -1,0 +1,133 @@
+"""Folder datasets of the offline probes (``tools/analysis/``): an ImageNet-style class folder
+with the classification evaluation transform, and an mmseg-layout segmentation split with the
+segmentation validation resize (docs/probes.md). Plain ``torch`` datasets: the probes extract
+features once, outside any Runner."""
+import os
+import os.path as osp
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cotap_mm.utils.images import (IMAGENET_MEAN, IMAGENET_STD, IMG_EXTENSIONS,
+                                   list_folder_images, load_center_crop, load_squashed)
+
+__all__ = ['load_label_map', 'ImageFolderDataset', 'SegFolderDataset']
+
+
+def load_label_map(path: str, size: int) -> np.ndarray:
+    """A single-channel label PNG resized nearest to ``size`` x ``size``: int64 (size, size)."""
+    with Image.open(path) as a:
+        if a.mode not in ('L', 'P', 'I', 'I;16'):
+            raise ValueError(f'annotation {path!r} has mode {a.mode}; expected a '
+                             f'single-channel label PNG')
+        return np.asarray(a.resize((size, size), Image.NEAREST)).astype(np.int64)
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """ImageNet-style folder ``ROOT/<split>/<class>/*.<ext>`` with Resize + CenterCrop.
+
+    Resize the shorter side to ``resize`` (bilinear, antialiased), centre-crop ``crop`` x
+    ``crop``, normalise (docs/method.md §6.2: 256 / 224). Items: ``(img (3, crop, crop) float32, label)``.
+
+    Args:
+        root (str): Dataset root.
+        split (str): Sub-folder (``'train'``, ``'val'``).
+        classes (list[str], optional): Class names in label order; default: the sorted
+            sub-folders of ``ROOT/<split>`` (pass the train classes for val).
+        resize (int), crop (int): Defaults 256, 224.
+        mean, std: 0-255 RGB normalisation.
+    """
+
+    def __init__(self, root, split, classes=None, resize=256, crop=224, mean=IMAGENET_MEAN,
+                 std=IMAGENET_STD, extensions=IMG_EXTENSIONS):
+        folder = osp.join(root, split)
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'--data-root: {folder!r} is not a folder; expected '
+                                    f'ROOT/{split}/<class>/*.jpg (ImageNet layout)')
+        found = sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d)))
+        self.classes = list(classes) if classes is not None else found
+        unknown = sorted(set(found) - set(self.classes))
+        if unknown:
+            raise ValueError(f'{folder!r} has class folders not in the training classes: '
+                             f'{unknown[:10]}')
+        idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples = [(osp.join(folder, c, f), idx[c]) for c in found
+                        for f in list_folder_images(osp.join(folder, c), extensions)]
+        if not self.samples:
+            raise FileNotFoundError(f'no images ({", ".join(extensions)}) under '
+                                    f'{folder!r}/<class>/')
+        self.resize, self.crop, self.mean, self.std = resize, crop, mean, std
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        return load_center_crop(path, self.resize, self.crop, self.mean, self.std), label
+
+
+class SegFolderDataset(torch.utils.data.Dataset):
+    """mmseg-layout split ``ROOT/<img_dir>/<split>/*<img_suffix>`` + ``ROOT/<ann_dir>/<split>/
+    *<seg_suffix>``, pairs matched by file stem.
+
+    The image is squashed to ``size`` x ``size`` (bilinear, antialiased) and the label resized
+    nearest to the same size (docs/method.md §6.1 validation: 448 -> 448). ``ann_file`` (optional, relative
+    to ``root``) lists the file stems to use, one per line, in that order (mmseg's ``ann_file``,
+    e.g. the STEGO curated lists of COCO-Stuff-27). Labels are ``0..C-1`` with 255
+    ignored; ``reduce_zero_label`` maps 0 -> 255 and the others down by one (ADE20K). Items:
+    ``(img (3, size, size) float32, label (size, size) int16)``.
+    """
+
+    def __init__(self, root, split='val', img_dir='img_dir', ann_dir='ann_dir', img_suffix='.jpg',
+                 seg_suffix='.png', size=448, num_classes=None, reduce_zero_label=False,
+                 ignore_index=255, mean=IMAGENET_MEAN, std=IMAGENET_STD, ann_file=None):
+        idir, adir = osp.join(root, img_dir, split), osp.join(root, ann_dir, split)
+        for d, opt in ((idir, '--img-dir'), (adir, '--ann-dir')):
+            if not osp.isdir(d):
+                raise FileNotFoundError(f'{opt}: {d!r} is not a folder (mmseg layout: '
+                                        f'ROOT/img_dir/{split}/*.jpg, ROOT/ann_dir/{split}/*.png)')
+        imgs = list_folder_images(idir, (img_suffix, ))
+        if not imgs:
+            raise FileNotFoundError(f'no *{img_suffix} images in {idir!r} (see --img-suffix)')
+        if ann_file is not None:  # mmseg semantics: one file stem per line, relative to ROOT
+            path = ann_file if osp.isabs(ann_file) else osp.join(root, ann_file)
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'--ann-file {path!r} does not exist')
+            with open(path) as f:
+                stems = [ln.strip() for ln in f if ln.strip()]
+            have = {f[:-len(img_suffix)]: f for f in imgs}
+            absent = [st for st in stems if st not in have]
+            if absent:
+                raise FileNotFoundError(f'--ann-file {path!r} lists {len(absent)} images not in '
+                                        f'{idir!r}, e.g. {absent[:3]}')
+            imgs = [have[st] for st in stems]
+        self.samples = []
+        for f in imgs:
+            ann = osp.join(adir, f[:-len(img_suffix)] + seg_suffix)
+            if not osp.isfile(ann):
+                raise FileNotFoundError(f'annotation {ann!r} of image {f!r} is missing '
+                                        f'(see --seg-suffix)')
+            self.samples.append((osp.join(idir, f), ann))
+        self.size, self.num_classes, self.mean, self.std = size, num_classes, mean, std
+        self.reduce_zero_label, self.ignore_index = reduce_zero_label, ignore_index
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        img_path, ann_path = self.samples[i]
+        _, img = load_squashed(img_path, self.size, self.mean, self.std)
+        lab = load_label_map(ann_path, self.size)
+        if self.reduce_zero_label:
+            lab = np.where(lab == 0, 255, lab - 1)
+            lab[lab == 254] = 255
+        if self.num_classes is not None:
+            bad = (lab != self.ignore_index) & ((lab < 0) | (lab >= self.num_classes))
+            if bad.any():
+                raise ValueError(f'annotation {ann_path!r} holds labels {np.unique(lab[bad])[:10]}'
+                                 f' outside [0, {self.num_classes}) and != {self.ignore_index}: '
+                                 f'check --num-classes / --reduce-zero-label')
+        # int16 halves/quarters the memory of a stacked val set (448^2 labels per image)
+        return img, torch.from_numpy(lab.astype(np.int16))
+
