@@ -1,4 +1,4 @@
-# CoTAP ViT-B/16 from DINO: 8 GPUs x 16 (global 128), 210k iterations (spec §4.6).
+# CoTAP ViT-B/16 from DINO: 8 GPUs x 16 (global 128), 210k iterations (docs/method.md §4.6).
 _base_ = './cotap_vit-s16_coco.py'
 embed_dims = 768
 model = dict(

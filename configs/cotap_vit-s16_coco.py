@@ -1,5 +1,5 @@
 # CoTAP continued pretraining of DINO ViT-S/16 on COCO + ImageNet with kNN pairs: 8 GPUs x 14
-# images (global batch 112), 240k iterations (spec §4.6).
+# images (global batch 112), 240k iterations (docs/method.md §4.6).
 #   tools/dist_train.sh configs/cotap_vit-s16_coco.py 8
 _base_ = [
     '_base_/models/cotap_vit-s16.py',

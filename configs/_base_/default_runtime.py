@@ -12,7 +12,7 @@ default_hooks = dict(
                     max_keep_ckpts=5),
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
-# the EMA teacher follows the student after every optimiser step (spec §4.2, step 12)
+# the EMA teacher follows the student after every optimiser step (docs/method.md §4.2, step 12)
 # RNGStateHook stores the random generators in checkpoints, so --resume repeats the same draws
 # DenseProbeHook: a quick linear segmentation probe of the student every 1,600 iterations, as the
 # released runs; off while `dataset` is None. Give it a small labelled mmseg dataset, e.g.

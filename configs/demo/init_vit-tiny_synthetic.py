@@ -3,7 +3,7 @@
 # below random weights (docs/demo.md), so the default init is the supervised classifier of
 # init-supervised_vit-tiny_synthetic.py. It is the CoTAP pipeline with only the
 # DINO-style CLS code losses switched on (inner_cls, intra_cls), no object-aware filter and, like
-# DINO, a final LayerNorm (which CoTAP drops, spec §2.1); the dense terms (CoTAP ranking loss,
+# DINO, a final LayerNorm (which CoTAP drops, docs/method.md §2.1); the dense terms (CoTAP ranking loss,
 # inner-patch codes, prototype entropy) are weighted 0.
 _base_ = ['./cotap_vit-tiny_synthetic.py']
 model = dict(

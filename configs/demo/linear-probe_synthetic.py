@@ -1,5 +1,5 @@
 # The demo's dense probe: a linear (1x1 conv) segmentation head on the frozen 2D-wide patch features
-# of the demo ViT, on the synthetic scenes in mmseg's layout (spec §6.1's linear protocol: Adam,
+# of the demo ViT, on the synthetic scenes in mmseg's layout (docs/method.md §6.1's linear protocol: Adam,
 # constant lr 3e-3, logits upsampled to the label size, cross-entropy with 255 ignored).
 #   mim train mmseg configs/demo/linear-probe_synthetic.py --cfg-options \
 #       model.backbone.init_cfg.checkpoint=work_dirs/demo/cotap_backbone.pth
@@ -86,7 +86,7 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=3e-3))
-param_scheduler = []  # constant lr, as the released linear protocol (spec §6.1, §7.13)
+param_scheduler = []  # constant lr, as the released linear protocol (docs/method.md §6.1, §7.13)
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

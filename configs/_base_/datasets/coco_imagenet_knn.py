@@ -1,5 +1,5 @@
 # COCO train2017 + ImageNet-1k train, each image paired with one of its 7 nearest neighbours
-# (spec §5). Layout and how to make the kNN files: docs/data.md.
+# (docs/method.md §5). Layout and how to make the kNN files: docs/data.md.
 data_root = 'data/'
 nns_root = 'data/nns/'
 view_pipeline = [

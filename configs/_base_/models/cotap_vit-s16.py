@@ -1,5 +1,5 @@
 # CoTAP model: DINO-layout ViT-S/16 with the object-aware filter, two projection heads, the CoTAP
-# correspondence head and the Leopart-style losses (spec §1-§4). Switches of spec §8 are set to
+# correspondence head and the Leopart-style losses (docs/method.md §1-§4). Switches of docs/method.md §8 are set to
 # the corrected behaviour; the released one is noted beside each.
 embed_dims = 384
 model = dict(
@@ -49,4 +49,4 @@ model = dict(
     sinkhorn_scope='local',
     fg_mass=0.6,
     teacher_momentum=(0.9997, 0.9999),
-    teacher_kernel_sync=False)  # True removes the teacher's random-prototype lag (spec §2.4b)
+    teacher_kernel_sync=False)  # True removes the teacher's random-prototype lag (docs/method.md §2.4b)

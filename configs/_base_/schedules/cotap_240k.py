@@ -1,4 +1,4 @@
-# AdamW with CoTAP's parameter groups and schedules (spec §4.5), by iterations.
+# AdamW with CoTAP's parameter groups and schedules (docs/method.md §4.5), by iterations.
 max_iters = 240000
 optim_wrapper = dict(
     # tools/train.py switches to fp32 OptimWrapper when no GPU is present (AMP needs CUDA)

@@ -16,7 +16,7 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
-randomness = dict(seed=0)  # the released evaluation runs with seed 0 (spec §6.1)
+randomness = dict(seed=0)  # the released evaluation runs with seed 0 (docs/method.md §6.1)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

@@ -1,6 +1,6 @@
 # ADE20K (SceneParsing ADEChallengeData2016), 150 classes: label 0 -> 255 (ignore), the others
 # minus 1 (ADE20KDataset's reduce_zero_label=True, applied by LoadAnnotations).
-# CoTAP protocol (spec method.md §6.1): train flip + RandomResizedCrop(0.64-1) to 336, label to
+# CoTAP protocol (docs/method.md §6.1): train flip + RandomResizedCrop(0.64-1) to 336, label to
 # 448; val image squashed to 448, label to 448 (the evaluation shape). Same sizes for linear and
 # FCN. Standard protocol: ade20k_mmseg.py.
 dataset_type = 'ADE20KDataset'

@@ -1,6 +1,6 @@
 # Cityscapes fine, 19 train ids (255 = void), labels *_gtFine_labelTrainIds.png from mmseg's
 # converter (`mim run mmseg cityscapes data/cityscapes --nproc 8`, needs cityscapesscripts).
-# CoTAP protocol (spec method.md §6.1, target_res = -1): train flip + RandomResizedCrop
+# CoTAP protocol (docs/method.md §6.1, target_res = -1): train flip + RandomResizedCrop
 # (0.36-1, ratio 3/4-4/3) of image and label to 896x896, no further label resize; val image
 # squashed to 1024x1024, the prediction resized back to the ORIGINAL 1024x2048 label.
 # Standard protocol: cityscapes_mmseg.py.

@@ -1,4 +1,4 @@
-# COCO-Stuff-27 (IIC/STEGO curated lists), CoTAP protocol (spec method.md §6.1):
+# COCO-Stuff-27 (IIC/STEGO curated lists), CoTAP protocol (docs/method.md §6.1):
 #   train: flip, RandomResizedCrop(scale 0.64-1, ratio 3/4-4/3) to ft_res=336, label to 448;
 #   val:   image squashed to 448x448, label resized (nearest) to 448x448 = the evaluation shape.
 # Standard-protocol alternative (labels at their original resolution): coco-stuff27_mmseg.py.

@@ -1,4 +1,4 @@
-# VOC 2012 aug, CoTAP protocol with the FCN sizes of spec §6.1: train crop 336, label 336; val
+# VOC 2012 aug, CoTAP protocol with the FCN sizes of docs/method.md §6.1: train crop 336, label 336; val
 # image 336, label 336 (the evaluation shape). Everything else as voc12aug_cotap-448.py.
 _base_ = ['./voc12aug_cotap-448.py']
 ft_res = 336

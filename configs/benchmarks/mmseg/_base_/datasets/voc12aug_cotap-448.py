@@ -1,5 +1,5 @@
 # Pascal VOC 2012 + SBD "trainaug" (10,582 images) / val (1,449), 21 classes, 255 ignore.
-# CoTAP protocol (spec method.md §6.1), linear-probe sizes: train flip + RandomResizedCrop
+# CoTAP protocol (docs/method.md §6.1), linear-probe sizes: train flip + RandomResizedCrop
 # (0.64-1) to 336, label to 448; val image squashed to 448, label to 448 (evaluation shape).
 # FCN sizes (336 -> 336): voc12aug_cotap-336.py. Standard protocol: voc12aug_mmseg.py.
 # Layout (mmseg's): data/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, SegmentationClassAug,

@@ -1,5 +1,5 @@
 # CoTAP ViT-S/16 (frozen) + CoTAP's FCN head: 3 UpsampleBlocks 768 -> 512 -> 384 -> 256 (x8
-# upsampling), Dropout(0.1), 1x1 conv (spec method.md §6.1). Backbone and data preprocessor as in
+# upsampling), Dropout(0.1), 1x1 conv (docs/method.md §6.1). Backbone and data preprocessor as in
 # cotap_vit-s16_linear.py.
 _base_ = ['./cotap_vit-s16_linear.py']
 model = dict(

@@ -1,5 +1,5 @@
 # CoTAP ViT-S/16 (frozen; DINO-initialised and CoTAP post-trained) + a linear 1x1-conv head on the
-# 768-d (2D) output of the object-aware filter at stride 16 (spec method.md §6.1).
+# 768-d (2D) output of the object-aware filter at stride 16 (docs/method.md §6.1).
 #
 # `pretrained` below: a checkpoint whose state dict holds `backbone.*` keys: the output of
 #   python tools/model_converters/extract_backbone.py work_dirs/cotap/iter_240000.pth backbone.pth

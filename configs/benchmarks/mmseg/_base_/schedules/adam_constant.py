@@ -1,4 +1,4 @@
-# Linear probe schedule (spec §6.1): Adam, lr 3e-3, constant (CoTAP's cosine has eta_min = lr).
+# Linear probe schedule (docs/method.md §6.1): Adam, lr 3e-3, constant (CoTAP's cosine has eta_min = lr).
 # `max_iters` = num_finetune_sample // ft_batchsize; set by each top-level config.
 optim_wrapper = dict(
     type='OptimWrapper',

@@ -1,4 +1,4 @@
-# FCN schedule (spec §6.1): Adam, lr 3e-3, cosine to 1e-4 over T_max = steps + 5 iterations
+# FCN schedule (docs/method.md §6.1): Adam, lr 3e-3, cosine to 1e-4 over T_max = steps + 5 iterations
 # (as CoTAP's CosineAnnealingLR(T_max=steps + 5), stepped once per iteration, so the last lr is
 # slightly above eta_min). Top-level configs set max_iters, T_max and end together.
 optim_wrapper = dict(
