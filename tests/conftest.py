@@ -1,12 +1,18 @@
-"""Suite-wide fixtures.
+"""Suite-wide fixtures and helpers (test modules import the helpers: ``from conftest import ...``).
 
 - Isolation: a test that makes a DefaultScope current (e.g. 'mmseg') must not leak it into later
   tests, whose plain-name builds resolve in the current scope.
-- The probe tools' generated data, tiny checkpoint and configs (``probe_assets``) and a loader
-  of ``tools/analysis/<name>.py`` (``analysis_tool``), shared by the probe test files.
+- :func:`load_tool`: the module of a command line under ``tools/`` (tools/ is not a package);
+  ``analysis_tool`` is the fixture form for ``tools/analysis/<name>.py``.
+- :data:`TINY_COTAP` / :func:`tiny_cotap_config` and :func:`write_scene_image`: the tiny CoTAP
+  pretraining config (``configs/cotap_vit-s16_coco.py`` shrunk) and the generated images the
+  training, resume and bad-input tests run it on.
+- The probe tools' generated data, tiny checkpoint and configs (``probe_assets``).
 """
 import importlib.util
+import os
 import os.path as osp
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +21,87 @@ from mmengine.registry import DefaultScope
 from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def load_tool(relpath: str):
+    """The module of ``tools/<relpath>.py`` (e.g. ``'precompute_knn'``,
+    ``'model_converters/extract_backbone'``), loaded once per session."""
+    # a top-level name, so that pickle (multiprocessing) finds the module in sys.modules
+    name = 'cotap_tool_' + relpath.replace('/', '_')
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name,
+                                                      osp.join(ROOT, 'tools', f'{relpath}.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def tiny_cotap_config(max_iters: int = 3, checkpoint_interval: int = 2) -> str:
+    """Text of the tiny CoTAP pretraining config (ViT-tiny at 64 px, 2 + 4 crops, small heads,
+    queues and bank) over the data layout of docs/data.md."""
+    return f"""
+_base_ = '{ROOT}/configs/cotap_vit-s16_coco.py'
+model = dict(
+    backbone=dict(arch='tiny', img_size=64, num_prototypes=8, init_cfg=None),
+    patch_head=dict(in_channels=128, num_prototypes=32, hidden_channels=64,
+                    bottleneck_channels=16),
+    cls_head=dict(in_channels=128, num_prototypes=48, hidden_channels=64,
+                  bottleneck_channels=16),
+    correspondence_head=dict(pool_sizes=(2, 4), topk=3, num_neg_draws=2),
+    bank=dict(capacity=16, num_insert=4, kmeans_iters=20),
+    queue_sizes=(1024, 256),
+    queue_inserts=(64, 8),
+    teacher_momentum_steps=100)  # the same EMA schedule whatever max_iters a run stops at
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(
+        coco=dict(num_neighbors=3), imagenet=dict(num_neighbors=3),
+        view_pipeline=[dict(type='CoTAPMultiCrop', size_crops=(64, 32), nmb_crops=(2, 4))]))
+train_cfg = dict(max_iters={max_iters})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={checkpoint_interval}))
+"""
+
+
+TINY_COTAP = tiny_cotap_config()
+
+
+def write_scene_image(path: str, seed: int, size=(120, 160)) -> None:
+    """A JPEG/PNG of a random background with three random discs (cv2, BGR), seeded."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    img = np.full((*size, 3), rng.integers(0, 255, 3), np.uint8)
+    for _ in range(3):
+        center = tuple(int(v) for v in rng.integers(10, min(size) - 10, 2))
+        color = [int(c) for c in rng.integers(0, 255, 3)]
+        cv2.circle(img, center, int(rng.integers(5, min(size) // 3)), color, -1)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    cv2.imwrite(path, img)
+
+
+def make_cotap_workspace(root, config_text: str = TINY_COTAP, image_size=(120, 160),
+                         knn_image_size: int = 64):
+    """Under ``root``: 6 COCO-layout and 2 x 3 ImageNet-layout images (docs/data.md), their kNN
+    files written by tools/precompute_knn.py (random ViT-tiny features; only the count of the
+    two folders is the same, so only their recorded image lists tell the files apart) and
+    ``tiny.py`` holding ``config_text``. Returns ``root``."""
+    given, root = root, str(root)
+    for i in range(6):
+        write_scene_image(osp.join(root, 'data/coco/train2017', f'{i:012d}.jpg'), i, image_size)
+    for c in range(2):
+        for i in range(3):
+            write_scene_image(osp.join(root, f'data/imagenet/train/n0000000{c}/im{i}.JPEG'),
+                              100 + 3 * c + i, image_size)
+    knn = load_tool('precompute_knn')
+    torch.manual_seed(0)
+    for subset, folder in (('coco', 'coco/train2017'), ('imagenet1k', 'imagenet/train')):
+        knn.main([osp.join(root, 'data', folder),
+                  osp.join(root, f'data/nns/nns_vit_base_{subset}_train_None_224.npz'),
+                  '--arch', 'tiny', '--k', '5', '--image-size', str(knn_image_size),
+                  '--num-workers', '0', '--device', 'cpu'])
+    with open(osp.join(root, 'tiny.py'), 'w') as f:
+        f.write(config_text)
+    return given
 
 
 @pytest.fixture(autouse=True)
@@ -30,14 +117,7 @@ def _restore_default_scope():
 def analysis_tool():
     """``load(name)``: the module of ``tools/analysis/<name>.py`` (tools/ is not a package)."""
 
-    def load(name):
-        spec = importlib.util.spec_from_file_location(
-            name, osp.join(ROOT, 'tools', 'analysis', f'{name}.py'))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-
-    return load
+    return lambda name: load_tool(f'analysis/{name}')
 
 
 COLORS = [(220, 30, 30), (30, 200, 40), (40, 50, 230)]

@@ -6,55 +6,22 @@ Each case is triggered the way a user would: tools/train.py (in-process) on a ti
 documented layout, with kNN files written by tools/precompute_knn.py; or tools/precompute_knn.py
 itself.
 """
-import importlib.util
 import logging
 import os
 import os.path as osp
 import shutil
 import warnings
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 import cotap_mm  # noqa: F401  (registrations, torch.load allow-list)
+from conftest import load_tool, make_cotap_workspace, tiny_cotap_config, write_scene_image
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'_bad_inputs_{name}',
-                                                  osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool = _load_tool('train')
-knn_tool = _load_tool('precompute_knn')
-
-TINY = f"""
-_base_ = '{ROOT}/configs/cotap_vit-s16_coco.py'
-model = dict(
-    backbone=dict(arch='tiny', img_size=64, num_prototypes=8, init_cfg=None),
-    patch_head=dict(in_channels=128, num_prototypes=32, hidden_channels=64,
-                    bottleneck_channels=16),
-    cls_head=dict(in_channels=128, num_prototypes=48, hidden_channels=64,
-                  bottleneck_channels=16),
-    correspondence_head=dict(pool_sizes=(2, 4), topk=3, num_neg_draws=2),
-    bank=dict(capacity=16, num_insert=4, kmeans_iters=20),
-    queue_sizes=(1024, 256),
-    queue_inserts=(64, 8),
-    teacher_momentum_steps=100)
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(
-        coco=dict(num_neighbors=3), imagenet=dict(num_neighbors=3),
-        view_pipeline=[dict(type='CoTAPMultiCrop', size_crops=(64, 32), nmb_crops=(2, 4))]))
-train_cfg = dict(max_iters=1)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-"""
+train_tool = load_tool('train')
+knn_tool = load_tool('precompute_knn')
+TINY = tiny_cotap_config(max_iters=1, checkpoint_interval=1)
 
 COCO = 'data/coco/train2017'
 IMAGENET = 'data/imagenet/train'
@@ -63,33 +30,11 @@ KNN_ARGS = ['--arch', 'tiny', '--k', '5', '--image-size', '32', '--num-workers',
             '--device', 'cpu']
 
 
-def _image(path, seed, size=(120, 160)):
-    rng = np.random.default_rng(seed)
-    img = np.full((*size, 3), rng.integers(0, 255, 3), np.uint8)
-    for _ in range(3):
-        center = tuple(int(v) for v in rng.integers(10, min(size) - 10, 2))
-        color = [int(c) for c in rng.integers(0, 255, 3)]
-        cv2.circle(img, center, int(rng.integers(5, min(size) // 3)), color, -1)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    cv2.imwrite(path, img)
-
-
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     """6 COCO images, 2 x 3 ImageNet images (the same count: only the recorded image list tells
     their kNN files apart), both kNN files, and the tiny config."""
-    root = tmp_path_factory.mktemp('bad_inputs')
-    for i in range(6):
-        _image(str(root / COCO / f'{i:012d}.jpg'), i)
-    for c in range(2):
-        for i in range(3):
-            _image(str(root / IMAGENET / f'n0000000{c}/im{i}.JPEG'), 100 + 3 * c + i)
-    torch.manual_seed(0)
-    for folder, out in ((COCO, COCO_NNS),
-                        (IMAGENET, 'data/nns/nns_vit_base_imagenet1k_train_None_224.npz')):
-        knn_tool.main([str(root / folder), str(root / out)] + KNN_ARGS)
-    (root / 'tiny.py').write_text(TINY)
-    return root
+    return make_cotap_workspace(tmp_path_factory.mktemp('bad_inputs'), TINY, knn_image_size=32)
 
 
 @pytest.fixture(autouse=True)
@@ -318,21 +263,10 @@ def test_knn_metadata_and_stego_files(workspace, tmp_path, monkeypatch):
 
 # -- init checkpoint -------------------------------------------------------------------------
 
-def _has_initializer(name):
-    from mmengine.registry import WEIGHT_INITIALIZERS
-    return WEIGHT_INITIALIZERS.get(name) is not None
-
-
-@pytest.mark.parametrize('initializer', [
-    pytest.param('Pretrained', marks=pytest.mark.xfail(
-        strict=False, reason="mmengine's Pretrained loads with strict=False and only logs the "
-        'missing/unexpected keys: the configs must switch to CoTAPPretrained')),
-    pytest.param('CoTAPPretrained', marks=pytest.mark.skipif(
-        not _has_initializer('CoTAPPretrained'), reason='CoTAPPretrained not registered')),
-])
-def test_init_checkpoint_with_unknown_key_layout(workspace, monkeypatch, initializer):
+def test_init_checkpoint_with_unknown_key_layout(workspace, monkeypatch):
     """An un-converted checkpoint (timm/DINO keys under ``backbone.``) must not start a run
-    from random weights."""
+    from random weights (CoTAPPretrained, the init type of every config here; mmengine's
+    ``Pretrained`` would only log the keys)."""
     from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
     vit = CoTAPVisionTransformer(arch='tiny', img_size=64)
     timm_like = {'backbone.' + k.replace('layers.', 'blocks.').replace('ln1', 'norm1'): v
@@ -341,7 +275,7 @@ def test_init_checkpoint_with_unknown_key_layout(workspace, monkeypatch, initial
     torch.save(dict(state_dict=timm_like), workspace / ckpt)
     (workspace / 'tiny_init.py').write_text(
         "_base_ = './tiny.py'\nmodel = dict(backbone=dict(init_cfg=dict(_delete_=True, "
-        f"type='{initializer}', checkpoint='{ckpt}', prefix='backbone.')))\n")
+        f"type='CoTAPPretrained', checkpoint='{ckpt}', prefix='backbone.')))\n")
     work_dir = scratch(workspace, 'init_work')
     with pytest.raises(Exception) as info:
         train(workspace, monkeypatch, work_dir, config='tiny_init.py')
@@ -376,7 +310,7 @@ def test_image_smaller_than_crop(workspace, monkeypatch):
     """Upsampled like torchvision's RandomResizedCrop (small images exist in ImageNet), with a
     warning naming the file and what to do."""
     coco, options = three_image_data(workspace, 'small')
-    _image(str(coco / '000000000001.jpg'), 2, size=(24, 40))
+    write_scene_image(str(coco / '000000000001.jpg'), 2, size=(24, 40))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         train(workspace, monkeypatch, workspace / 'small' / 'work', *options)

@@ -1,11 +1,11 @@
 """tools/benchmark_demo.py: aggregation over seeds and the docs section it writes."""
 import os.path as osp
-import sys
 
 import pytest
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools'))
-import benchmark_demo  # noqa: E402
+from conftest import load_tool
+
+benchmark_demo = load_tool('benchmark_demo')
 
 
 def _result(seed, scores):

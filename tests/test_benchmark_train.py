@@ -1,6 +1,5 @@
 """tools/benchmark_train.py on the tiny arch: report structure, docs section, timers and the
 plain DINO-style baseline step (no timing assertions)."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -8,13 +7,12 @@ import os.path as osp
 import cv2
 import numpy as np
 import pytest
+
+from conftest import load_tool
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-spec = importlib.util.spec_from_file_location('benchmark_train',
-                                              osp.join(ROOT, 'tools', 'benchmark_train.py'))
-bt = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bt)
+bt = load_tool('benchmark_train')
 
 OTHER_SECTION = ('# Benchmarks\n\n## ContinuousAPLoss\n\n<!-- benchmark_loss:start -->\n\n'
                  '| n | impl |\n|---|---|\n| 1 | dense |\n\n<!-- benchmark_loss:end -->\n')

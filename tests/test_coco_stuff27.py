@@ -3,10 +3,11 @@ tiny fake COCO-Stuff tree (raw stuffthingmaps + curated lists), its refusal of m
 *_labelTrainIds.png maps, and COCOStuff27Dataset reading the converted labels."""
 import itertools
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
+
+from conftest import load_tool
 from mmengine.registry import DefaultScope
 from PIL import Image
 
@@ -16,8 +17,7 @@ from cotap_mm.datasets.coco_stuff27 import (COCOSTUFF27_CLASSES, FINE_TO_COARSE,
                                             fine_to_coarse_lut)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
-import coco_stuff27 as converter  # noqa: E402
+converter = load_tool('dataset_converters/coco_stuff27')
 
 # raw value -> expected coarse class, a few from each group (STEGO's src/data.py table)
 SPOT_CHECKS = {0: 9, 1: 11, 8: 11, 9: 8, 24: 7, 43: 5, 51: 2, 71: 0, 77: 1, 83: 4, 91: 17,

@@ -8,65 +8,18 @@ import socket
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 import cotap_mm  # noqa: F401  (torch.load allow-list for mmengine checkpoints)
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-TINY = f"""
-_base_ = '{ROOT}/configs/cotap_vit-s16_coco.py'
-model = dict(
-    backbone=dict(arch='tiny', img_size=64, num_prototypes=8, init_cfg=None),
-    patch_head=dict(in_channels=128, num_prototypes=32, hidden_channels=64,
-                    bottleneck_channels=16),
-    cls_head=dict(in_channels=128, num_prototypes=48, hidden_channels=64,
-                  bottleneck_channels=16),
-    correspondence_head=dict(pool_sizes=(2, 4), topk=3, num_neg_draws=2),
-    bank=dict(capacity=16, num_insert=4, kmeans_iters=20),
-    queue_sizes=(1024, 256),
-    queue_inserts=(64, 8),
-    teacher_momentum_steps=100)  # the same EMA schedule whatever max_iters a run stops at
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(
-        coco=dict(num_neighbors=3), imagenet=dict(num_neighbors=3),
-        view_pipeline=[dict(type='CoTAPMultiCrop', size_crops=(64, 32), nmb_crops=(2, 4))]))
-train_cfg = dict(max_iters=3)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-"""
-
-
-def _image(path, seed):
-    rng = np.random.default_rng(seed)
-    img = np.full((120, 160, 3), rng.integers(0, 255, 3), np.uint8)
-    for _ in range(3):
-        center = tuple(int(v) for v in rng.integers(20, 100, 2))
-        color = [int(c) for c in rng.integers(0, 255, 3)]
-        cv2.circle(img, center, int(rng.integers(10, 40)), color, -1)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    cv2.imwrite(path, img)
+from conftest import ROOT, make_cotap_workspace
 
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     """data/coco/train2017, data/imagenet/train/<wnid>, data/nns/*.npz and a tiny config."""
-    root = tmp_path_factory.mktemp('cotap_e2e')
-    for i in range(6):
-        _image(str(root / 'data/coco/train2017' / f'{i:012d}.jpg'), i)
-    for c in range(2):
-        for i in range(3):
-            _image(str(root / f'data/imagenet/train/n0000000{c}/im{i}.JPEG'), 100 + 3 * c + i)
-    for subset, folder in (('coco', 'coco/train2017'), ('imagenet1k', 'imagenet/train')):
-        subprocess.run([sys.executable, osp.join(ROOT, 'tools/precompute_knn.py'),
-                        f'data/{folder}', f'data/nns/nns_vit_base_{subset}_train_None_224.npz',
-                        '--arch', 'tiny', '--k', '5', '--image-size', '64', '--num-workers',
-                        '0'], cwd=root, check=True, capture_output=True)
-    (root / 'tiny.py').write_text(TINY)
-    return root
+    return make_cotap_workspace(tmp_path_factory.mktemp('cotap_e2e'))
 
 
 def _env():

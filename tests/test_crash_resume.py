@@ -120,21 +120,9 @@ MAX_ITERS, INTERVAL = 4, 2
 
 
 def make_workspace(root):
-    """``root/tiny.py`` (the tiny CoTAP config of test_cotap_train.py) and its data: generated
-    COCO/ImageNet-layout images and their kNN files from tools/precompute_knn.py."""
-    from test_cotap_train import TINY, _image
-    for i in range(6):
-        _image(str(root / 'data/coco/train2017' / f'{i:012d}.jpg'), i)
-    for c in range(2):
-        for i in range(3):
-            _image(str(root / f'data/imagenet/train/n0000000{c}/im{i}.JPEG'), 100 + 3 * c + i)
-    for subset, folder in (('coco', 'coco/train2017'), ('imagenet1k', 'imagenet/train')):
-        subprocess.run([sys.executable, osp.join(ROOT, 'tools/precompute_knn.py'),
-                        f'data/{folder}', f'data/nns/nns_vit_base_{subset}_train_None_224.npz',
-                        '--arch', 'tiny', '--k', '5', '--image-size', '64', '--num-workers',
-                        '0'], cwd=root, env=_env(), check=True, capture_output=True)
-    (root / 'tiny.py').write_text(TINY)
-    return root
+    """``root/tiny.py`` (the tiny CoTAP config) and its data (conftest.make_cotap_workspace)."""
+    from conftest import make_cotap_workspace  # not at import: the runs import this module
+    return make_cotap_workspace(root)
 
 
 def config_with_hook(root, name, module, hook, **overrides):

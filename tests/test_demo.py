@@ -13,13 +13,13 @@ import sys
 
 import pytest
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+from conftest import ROOT, load_tool
+
+demo = load_tool('demo')
 
 
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
-    import demo
     base = tmp_path_factory.mktemp('demo')
     work_dir, cache = base / 'work', base / 'cache'
     results = demo.main(['--work-dir', str(work_dir), '--preset', 'mini', '--cache-dir',
@@ -80,7 +80,6 @@ def test_mim_test_command_matches_tools_test(demo_run):
 
 def test_second_run_reuses_the_cached_init(demo_run, tmp_path):
     """Same config, seed and data: the init comes from the cache, bit for bit."""
-    import demo
     import torch
     work_dir, _, cache = demo_run
     again = tmp_path / 'again'

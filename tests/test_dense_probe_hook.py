@@ -13,8 +13,15 @@ from mmengine.runner import Runner
 from torch.utils.data import DataLoader
 
 import cotap_mm  # noqa: F401  (registers cotap_mm components)
-from cotap_mm.engine.hooks.dense_probe_hook import (DenseProbeHook, fit_linear_probe,
-                                                    segmentation_scores)
+from cotap_mm.engine.hooks.dense_probe_hook import DenseProbeHook
+from cotap_mm.evaluation.functional import (confusion_matrix, fit_dense_linear_probe,
+                                            segmentation_metrics)
+
+
+def segmentation_scores(pred, label, num_classes):
+    """(mIoU, aAcc, per-class IoU) in % from the functional metric the hook uses."""
+    m = segmentation_metrics(confusion_matrix(pred, label, num_classes, num_classes))
+    return m['mIoU'], m['aAcc'], torch.tensor(m['IoU'])
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
 from cotap_mm.registry import HOOKS
 
@@ -68,11 +75,11 @@ class _TinyAlgo(BaseModel):
 def test_scores_and_separable_probe():
     label = torch.tensor([[0, 1], [2, 255]])
     miou, aacc, iou = segmentation_scores(label.clone(), label, 3)
-    assert miou == pytest.approx(1.0) and aacc == pytest.approx(1.0)
+    assert miou == pytest.approx(100.) and aacc == pytest.approx(100.)
     pred = torch.tensor([[0, 1], [1, 0]])
     miou, aacc, iou = segmentation_scores(pred, label, 3)
-    assert iou.tolist()[:2] == [1.0, 0.5] and iou[2] == 0
-    assert miou == pytest.approx(0.5) and aacc == pytest.approx(2 / 3)
+    assert iou.tolist()[:2] == [100., 50.] and iou[2] == 0
+    assert miou == pytest.approx(50.) and aacc == pytest.approx(200 / 3)
 
     # features: a one-hot code of the class on an 8x8 grid, labels at 32x32
     g = torch.Generator().manual_seed(0)
@@ -82,7 +89,7 @@ def test_scores_and_separable_probe():
     big = labels.repeat_interleave(4, 1).repeat_interleave(4, 2)
     big[:, :2] = 255
     rng_state = torch.get_rng_state()
-    predict = fit_linear_probe(feats[:4], big[:4], 4, iters=100, lr=0.05, batch_size=2)
+    predict = fit_dense_linear_probe(feats[:4], big[:4], 4, iters=100, lr=0.05, batch_size=2)
     assert torch.equal(rng_state, torch.get_rng_state())  # global RNG untouched
     pred = predict(feats[4:]).argmax(1)
     assert pred.shape == (2, 32, 32)
@@ -92,7 +99,7 @@ def test_scores_and_separable_probe():
         interior[:, off::4] = 255
         interior[:, :, off::4] = 255
     miou, _, _ = segmentation_scores(pred, interior, 4)
-    assert miou > 0.95
+    assert miou > 95
 
 
 def test_to_feature_map():

@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from conftest import load_tool
 import torch
 from mmengine import Config
 from mmengine.registry import DefaultScope
@@ -310,12 +312,7 @@ def _miou(out, what):
 def test_mim_train_test_end_to_end(tmp_path):
     root = tmp_path / 'cocostuff'
     _make_mini_cocostuff(root)
-    sys.path.insert(0, osp.join(REPO, 'tools', 'dataset_converters'))
-    try:
-        import coco_stuff27 as converter
-    finally:
-        sys.path.pop(0)
-    converter.main([str(root)])
+    load_tool('dataset_converters/coco_stuff27').main([str(root)])
 
     # pretrained backbone: a checkpoint with backbone.* keys (as the pretraining checkpoint)
     torch.manual_seed(0)

@@ -2,7 +2,6 @@
 against reference forwards written here in plain torch (DINO ViT, official CoTAP OAF)."""
 import argparse
 import fractions
-import importlib.util
 import math
 import os
 import os.path as osp
@@ -10,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+
+from conftest import load_tool
 import torch
 import torch.nn.functional as F
 from mmengine.logging import MessageHub
@@ -463,10 +464,7 @@ def test_cli_convert_and_extract(tmp_path, capsys):
     assert_same_features(ckpt, dino_vit(0))
     # extract_backbone.py's main() in-process (a second subprocess would cost another ~20 s of
     # imports): it fails loudly (no pretraining teacher in a converted file) and writes nothing
-    spec = importlib.util.spec_from_file_location(
-        'extract_backbone_tool', osp.join(REPO, 'tools/model_converters/extract_backbone.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('model_converters/extract_backbone')
     bad = tmp_path / 'out' / 'never.pth'
     assert tool.main([str(dst), str(bad), '--which', 'teacher']) == 1
     err = capsys.readouterr().err

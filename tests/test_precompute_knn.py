@@ -1,5 +1,4 @@
 """tools/precompute_knn.py on ~20 generated JPEGs (tiny random ViT)."""
-import importlib.util
 import os
 import os.path as osp
 import shutil
@@ -7,15 +6,14 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+
+from conftest import load_tool
 import torch
 
 from cotap_mm.datasets.image_list import list_images
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-spec = importlib.util.spec_from_file_location('precompute_knn',
-                                              osp.join(ROOT, 'tools', 'precompute_knn.py'))
-pk = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pk)
+pk = load_tool('precompute_knn')
 
 ARGS = ['--arch', 'tiny', '--image-size', '32', '--batch-size', '8', '--num-workers', '0',
         '--device', 'cpu']

@@ -127,3 +127,31 @@ def test_raw_release_names_the_converter_command(tmp_path):
     torch.save({'state_dict': official}, path)
     with pytest.raises(PretrainedLoadError, match='--src-format cotap-official'):
         backbone(str(path)).init_weights()
+
+
+def _init_types(obj):
+    """Every ``init_cfg['type']`` in a (nested) config dict or list."""
+    if isinstance(obj, dict):
+        init = obj.get('init_cfg')
+        found = [init['type']] if isinstance(init, dict) and 'type' in init else []
+        return found + [t for v in obj.values() for t in _init_types(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _init_types(v)]
+    return []
+
+
+def test_no_config_loads_weights_with_lenient_pretrained():
+    """mmengine's ``Pretrained`` loads with strict=False and only logs mismatched keys, so every
+    config that initialises from a checkpoint uses CoTAPPretrained."""
+    import glob
+    import os.path as osp
+
+    from mmengine.config import Config
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    configs = sorted(glob.glob(osp.join(root, 'configs', '**', '*.py'), recursive=True))
+    checked = 0
+    for path in configs:
+        types = _init_types(Config.fromfile(path).to_dict())
+        assert 'Pretrained' not in types, path
+        checked += 'CoTAPPretrained' in types
+    assert checked >= 5  # the pretraining, benchmark and demo configs that load weights

@@ -1,18 +1,15 @@
 """tools/smoke_demo.py runs its one training step from the smoke config."""
-import importlib.util
 import os.path as osp
 
 import torch
+
+from conftest import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _load_demo():
-    spec = importlib.util.spec_from_file_location('smoke_demo',
-                                                  osp.join(ROOT, 'tools', 'smoke_demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('smoke_demo')
 
 
 def test_make_views_shapes_and_bad_crop():

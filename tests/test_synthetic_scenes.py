@@ -1,7 +1,6 @@
 """Synthetic scenes (cotap_mm/datasets/synthetic.py) and tools/make_synthetic_scenes.py."""
 import colorsys
 import hashlib
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -10,14 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import load_tool
+
 from cotap_mm.datasets import ImageList, synthetic as syn
 from cotap_mm.datasets.image_list import list_images
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-spec = importlib.util.spec_from_file_location('make_synthetic_scenes',
-                                              osp.join(ROOT, 'tools', 'make_synthetic_scenes.py'))
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('make_synthetic_scenes')
 
 COUNTS = dict(num_coco=7, num_imagenet=12, num_seg_train=5, num_seg_val=3)
 SIZE = 40
@@ -120,7 +118,7 @@ def _circular_stats(hues_deg, centre_deg):
 
 
 # The class's nominal hue (display colour, and the centre of its 'per_class' hue range).
-NOMINAL_HUE = [t[3] for t in syn._THINGS] + [s[2] for s in syn._STUFF]
+NOMINAL_HUE = [t[3] for t in syn.scenes._THINGS] + [s[2] for s in syn.scenes._STUFF]
 
 
 def test_default_colour_is_per_instance_not_per_class():
@@ -345,7 +343,7 @@ def test_tool_cli(tmp_path, capsys):
     written = cv2.cvtColor(cv2.imread(osp.join(per_class, 'coco', 'train2017',
                                                '000000000000.jpg')), cv2.COLOR_BGR2RGB)
     err = {mode: np.abs(written.astype(int) - syn.generate_scene(
-        syn._rng(2, 'coco', 0), 32, colour_mode=mode)[0]).mean() for mode in syn.COLOUR_MODES}
+        syn.files._rng(2, 'coco', 0), 32, colour_mode=mode)[0]).mean() for mode in syn.COLOUR_MODES}
     assert err['per_class'] * 3 < err['per_instance'], err  # JPEG error vs other colours
     with pytest.raises(SystemExit):
         tool.parse_args([out, '--colour-mode', 'grey'])

@@ -1,11 +1,12 @@
 """tools/visualize.py and cotap_mm.visualization on a tiny backbone and generated images."""
 import os
 import os.path as osp
-import sys
 
 import cv2
 import numpy as np
 import pytest
+
+from conftest import load_tool
 import torch
 
 from cotap_mm.models import CoTAP, CoTAPVisionTransformer
@@ -14,8 +15,7 @@ from cotap_mm.utils.images import load_squashed
 from cotap_mm.visualization import (colorize_labels, fit_pca, image_grid, label_palette,
                                     mask_overlay, pca_to_rgb, save_png, upsample)
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools'))
-import visualize  # noqa: E402
+visualize = load_tool('visualize')
 
 M = 8  # prototypes of the tiny backbone
 S = 96  # --size: a 6x6 patch grid

@@ -34,11 +34,13 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _load_synthetic():
-    """Load cotap_mm/datasets/synthetic.py by path: it needs only numpy and cv2, and importing
-    the ``cotap_mm`` package would import torch and every model for nothing."""
-    path = osp.join(ROOT, 'cotap_mm', 'datasets', 'synthetic.py')
-    spec = importlib.util.spec_from_file_location('cotap_mm_synthetic', path)
+    """Load the package cotap_mm/datasets/synthetic/ by path: it needs only numpy and cv2, and
+    importing ``cotap_mm`` would import torch and every model for nothing."""
+    folder = osp.join(ROOT, 'cotap_mm', 'datasets', 'synthetic')
+    spec = importlib.util.spec_from_file_location(
+        'cotap_mm_synthetic', osp.join(folder, '__init__.py'), submodule_search_locations=[folder])
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its submodules import each other relatively
     spec.loader.exec_module(mod)
     return mod
 

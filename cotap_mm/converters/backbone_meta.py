@@ -24,18 +24,22 @@ __all__ = ['BACKBONE_PREFIX', 'infer_heads', 'resolve_arch', 'build_reference',
 BACKBONE_PREFIX = 'backbone.'
 
 
+def _named_arch(arch: str) -> dict:
+    setting = CoTAPVisionTransformer.arch_zoo.get(arch.lower())
+    if setting is None:
+        raise CheckpointConversionError(
+            f'--arch {arch!r} is unknown; choose one of '
+            f'{sorted(CoTAPVisionTransformer.arch_zoo)} or omit it to infer the arch')
+    return setting
+
+
 def infer_heads(embed_dims, num_layers, ffn, arch=None, num_heads=None):
     if num_heads is not None:
         return int(num_heads), 'given (--num-heads)'
     if isinstance(arch, dict) and 'num_heads' in arch:
         return int(arch['num_heads']), 'given (--arch)'
     if isinstance(arch, str):
-        setting = CoTAPVisionTransformer.arch_zoo.get(arch.lower())
-        if setting is None:
-            raise CheckpointConversionError(
-                f'--arch {arch!r} is unknown; choose one of '
-                f'{sorted(CoTAPVisionTransformer.arch_zoo)} or omit it to infer the arch')
-        return setting['num_heads'], f'given (--arch {arch})'
+        return _named_arch(arch)['num_heads'], f'given (--arch {arch})'
     matches = [name for name, setting in CoTAPVisionTransformer.arch_zoo.items()
                if (setting['embed_dims'], setting['num_layers'],
                    setting['feedforward_channels']) == (embed_dims, num_layers, ffn)]
@@ -56,12 +60,7 @@ def resolve_arch(arch, inferred, num_heads):
     if arch is None:
         return dict(inferred, num_heads=num_heads)
     if isinstance(arch, str):
-        setting = CoTAPVisionTransformer.arch_zoo.get(arch.lower())
-        if setting is None:
-            raise CheckpointConversionError(
-                f'--arch {arch!r} is unknown; choose one of '
-                f'{sorted(CoTAPVisionTransformer.arch_zoo)} or omit it to infer the arch')
-        return dict(setting)
+        return dict(_named_arch(arch))
     return dict(arch)
 
 
@@ -148,9 +147,9 @@ def format_summary(ckpt, dst=None):
         f'num_heads={arch["num_heads"]} ({meta["num_heads_source"]}) '
         f'ffn={arch["feedforward_channels"]} patch_size={meta["patch_size"]} '
         f'img_size={meta["img_size"]}',
-        f'OAF         : ' + (f'yes ({meta["num_prototypes"]} prototypes)' if meta['with_oaf']
+        'OAF         : ' + (f'yes ({meta["num_prototypes"]} prototypes)' if meta['with_oaf']
                              else 'no (oaf.* will be initialised fresh: allow_missing oaf.)'),
-        f'final norm  : ' + ('kept as ln1.*' if meta['final_norm'] else 'none'),
+        'final norm  : ' + ('kept as ln1.*' if meta['final_norm'] else 'none'),
         f'converted   : {meta["num_converted"]} tensors -> backbone.*',
     ]
     for why, keys in meta['dropped'].items():

@@ -10,6 +10,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from cotap_mm.registry import TRANSFORMS
+from .crop_box import random_resized_crop_box
 
 __all__ = ['CoTAPMultiCrop', 'relative_boxes']
 
@@ -126,26 +127,7 @@ class CoTAPMultiCrop(BaseTransform):
 
     def _sample_box(self, height: int, width: int, scale) -> np.ndarray:
         """torchvision ``RandomResizedCrop.get_params`` with ``np.random``: (x1, y1, x2, y2)."""
-        area = height * width
-        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
-        for _ in range(10):
-            target_area = area * np.random.uniform(scale[0], scale[1])
-            aspect = math.exp(np.random.uniform(*log_ratio))
-            w = int(round(math.sqrt(target_area * aspect)))
-            h = int(round(math.sqrt(target_area / aspect)))
-            if 0 < w <= width and 0 < h <= height:
-                i = np.random.randint(0, height - h + 1)
-                j = np.random.randint(0, width - w + 1)
-                return np.array([j, i, j + w, i + h], dtype=np.float64)
-        # Fallback to a central crop (as torchvision).
-        in_ratio = width / height
-        if in_ratio < min(self.ratio):
-            w, h = width, int(round(width / min(self.ratio)))
-        elif in_ratio > max(self.ratio):
-            h, w = height, int(round(height * max(self.ratio)))
-        else:
-            w, h = width, height
-        i, j = (height - h) // 2, (width - w) // 2
+        i, j, h, w = random_resized_crop_box(height, width, scale, self.ratio)
         return np.array([j, i, j + w, i + h], dtype=np.float64)
 
     @staticmethod

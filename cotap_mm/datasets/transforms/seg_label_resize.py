@@ -6,12 +6,12 @@ Needs mmsegmentation (mmseg's ``TRANSFORMS``): imported by :mod:`cotap_mm.segmen
 ``import cotap_mm``. The other steps of the protocol reuse mmseg/mmcv transforms
 (``RandomFlip``, ``Resize`` with ``keep_ratio=False``, ``LoadAnnotations``, ``PackSegInputs``).
 """
-import math
 
 import mmcv
-import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
+
+from .crop_box import random_resized_crop_box
 
 __all__ = ['SegLabelResize', 'SegRandomResizedCrop']
 
@@ -117,26 +117,7 @@ class SegRandomResizedCrop(BaseTransform):
 
     def get_crop_bbox(self, height, width):
         """Sample (y, x, h, w) of the crop in an image of ``height`` x ``width``."""
-        area = height * width
-        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
-        for _ in range(self.max_attempts):
-            target_area = area * np.random.uniform(*self.scale)
-            aspect = math.exp(np.random.uniform(*log_ratio))
-            w = int(round(math.sqrt(target_area * aspect)))
-            h = int(round(math.sqrt(target_area / aspect)))
-            if 0 < w <= width and 0 < h <= height:
-                y = np.random.randint(0, height - h + 1)
-                x = np.random.randint(0, width - w + 1)
-                return y, x, h, w
-        # fallback: the whole image, cropped centrally to the nearest allowed aspect ratio
-        in_ratio = width / height
-        if in_ratio < self.ratio[0]:
-            w, h = width, int(round(width / self.ratio[0]))
-        elif in_ratio > self.ratio[1]:
-            h, w = height, int(round(height * self.ratio[1]))
-        else:
-            w, h = width, height
-        return (height - h) // 2, (width - w) // 2, h, w
+        return random_resized_crop_box(height, width, self.scale, self.ratio, self.max_attempts)
 
     def transform(self, results):
         img = results['img']

@@ -47,114 +47,12 @@ from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 from mmengine.registry import DefaultScope
 
+from cotap_mm.evaluation.functional import (confusion_matrix, fit_dense_linear_probe,
+                                            segmentation_metrics)
 from cotap_mm.registry import HOOKS
+from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ['DenseProbeHook', 'fit_linear_probe', 'segmentation_scores']
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB
-IMAGENET_STD = (58.395, 57.12, 57.375)
-
-
-def segmentation_scores(pred, label, num_classes, ignore_index=255):
-    """mIoU and pixel accuracy from a bincount confusion matrix (mmseg ``IoUMetric`` semantics).
-
-    Pixels whose label is ``ignore_index`` or outside ``[0, num_classes)`` are skipped; classes
-    absent from both prediction and label (union 0) are left out of the mean, like mmseg's
-    ``nanmean``.
-
-    Args:
-        pred (Tensor): Predicted class ids, any shape.
-        label (Tensor): Ground-truth ids, same shape.
-        num_classes (int): Number of classes.
-        ignore_index (int): Label value to ignore.
-
-    Returns:
-        tuple[float, float, Tensor]: mIoU, aAcc (both in [0, 1]) and per-class IoU (NaN where
-        the union is empty).
-    """
-    pred, label = pred.reshape(-1).long(), label.reshape(-1).long()
-    valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
-    pred, label = pred[valid].clamp_(0, num_classes - 1), label[valid]
-    conf = torch.bincount(label * num_classes + pred,
-                          minlength=num_classes**2).reshape(num_classes, num_classes).double()
-    inter = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - inter
-    iou = inter / union  # NaN where union == 0
-    present = union > 0
-    miou = iou[present].mean().item() if bool(present.any()) else float('nan')
-    total = conf.sum().item()
-    aacc = inter.sum().item() / total if total > 0 else float('nan')
-    return miou, aacc, iou.float()
-
-
-def _probe_logits(weight, bias, feats, size):
-    logits = F.conv2d(feats, weight[:, :, None, None], bias)
-    return F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
-
-
-def fit_linear_probe(feats,
-                     labels,
-                     num_classes,
-                     iters=200,
-                     lr=1e-2,
-                     batch_size=None,
-                     ignore_index=255,
-                     normalize=True,
-                     seed=0):
-    """Fit a 1x1-conv probe on feature maps with Adam; return a predictor.
-
-    Logits (B, K, h, w) are upsampled bilinearly to the label resolution (H, W) and trained with
-    cross-entropy ignoring ``ignore_index`` (mmseg style). The global RNG is left untouched: the
-    initialisation and the batch sampling use a private generator seeded with ``seed``.
-
-    Args:
-        feats (Tensor): (N, C, h, w) features.
-        labels (Tensor): (N, H, W) integer labels.
-        num_classes (int): Number of classes K.
-        iters (int): Adam steps.
-        lr (float): Adam learning rate.
-        batch_size (int, optional): Images per step, sampled at random; ``None``: full batch.
-        ignore_index (int): Label value to ignore.
-        normalize (bool): Standardise each channel with the mean/std of ``feats``.
-        seed (int): Seed of the private generator.
-
-    Returns:
-        Callable[[Tensor], Tensor]: maps (M, C, h, w) features to (M, K, H, W) logits.
-    """
-    device = feats.device
-    N, C = feats.shape[:2]
-    size = tuple(labels.shape[-2:])
-    labels = labels.long()
-    if normalize:
-        mean = feats.mean(dim=(0, 2, 3), keepdim=True)
-        std = feats.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    else:
-        mean = torch.zeros(1, C, 1, 1, device=device, dtype=feats.dtype)
-        std = torch.ones(1, C, 1, 1, device=device, dtype=feats.dtype)
-    x = (feats - mean) / std
-    gen = torch.Generator().manual_seed(int(seed))
-    weight = (torch.randn(num_classes, C, generator=gen) * 0.01).to(device).requires_grad_()
-    bias = torch.zeros(num_classes, device=device, requires_grad=True)
-    optim = torch.optim.Adam([weight, bias], lr=lr)
-    with torch.enable_grad():
-        for _ in range(int(iters)):
-            if batch_size is None or batch_size >= N:
-                xb, yb = x, labels
-            else:
-                idx = torch.randperm(N, generator=gen)[:batch_size].to(device)
-                xb, yb = x[idx], labels[idx]
-            loss = F.cross_entropy(_probe_logits(weight, bias, xb, size), yb,
-                                   ignore_index=ignore_index)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-    weight, bias = weight.detach(), bias.detach()
-
-    def predict(new_feats):
-        with torch.no_grad():
-            return _probe_logits(weight, bias, (new_feats - mean) / std, size)
-
-    return predict
+__all__ = ['DenseProbeHook']
 
 
 @HOOKS.register_module()
@@ -351,15 +249,18 @@ class DenseProbeHook(Hook):
             for m, mode in modes.items():
                 m.training = mode
         device = fit_feats.device
-        predict = fit_linear_probe(
+        predict = fit_dense_linear_probe(
             fit_feats, fit_labels.to(device), self.num_classes, iters=self.probe_iters,
             lr=self.probe_lr, batch_size=self.probe_batch_size, ignore_index=self.ignore_index,
             normalize=self.normalize_features, seed=self.seed)
         preds = torch.cat([predict(val_feats[s:s + self.batch_size]).argmax(1)
                            for s in range(0, len(val_feats), self.batch_size)])
-        miou, aacc, _ = segmentation_scores(preds.cpu(), val_labels, self.num_classes,
-                                            self.ignore_index)
-        metrics = {f'{self.prefix}/mIoU': miou, f'{self.prefix}/aAcc': aacc}
+        C = self.num_classes
+        scores = segmentation_metrics(
+            confusion_matrix(preds.cpu(), val_labels, C, C, self.ignore_index))
+        # logged as fractions in [0, 1] (the metrics of the hook's history)
+        metrics = {f'{self.prefix}/mIoU': scores['mIoU'] / 100,
+                   f'{self.prefix}/aAcc': scores['aAcc'] / 100}
         step = runner.iter
         for key, value in metrics.items():
             runner.message_hub.update_scalar(key, value)

@@ -5,6 +5,7 @@ from .cluster_probe import (assign_clusters, confusion_matrix, faiss_kmeans, hun
                             majority_match, match_clusters, match_confusion,
                             segmentation_metrics)
 from .concentration import patch_labels, semantic_concentration
+from .dense_probe import fit_dense_linear_probe
 from .knn import (knn_grid_evaluate, knn_topk, knn_vote_scores, l2_normalize_,
                   topk_accuracy, weighted_knn_classify)
 from .linear_probe import evaluate_linear_probe, train_linear_probe
@@ -15,5 +16,5 @@ __all__ = [
     'train_linear_probe', 'evaluate_linear_probe', 'confusion_matrix', 'segmentation_metrics',
     'hungarian_match', 'majority_match', 'match_clusters', 'match_confusion', 'faiss_kmeans',
     'assign_clusters', 'semantic_concentration', 'patch_labels', 'class_pixel_counts',
-    'chance_confusion', 'chance_segmentation_metrics', 'chance_miou'
+    'chance_confusion', 'chance_segmentation_metrics', 'chance_miou', 'fit_dense_linear_probe'
 ]

@@ -1,0 +1,77 @@
+"""Dense linear probe: a 1x1-conv classifier of frozen feature maps, fitted with Adam, its logits
+upsampled bilinearly to the label size (the mmseg linear-head computation, without a Runner; used
+by :class:`~cotap_mm.engine.hooks.DenseProbeHook` during pretraining)."""
+import torch
+import torch.nn.functional as F
+
+__all__ = ['fit_dense_linear_probe']
+
+
+def _probe_logits(weight, bias, feats, size):
+    logits = F.conv2d(feats, weight[:, :, None, None], bias)
+    return F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+
+
+def fit_dense_linear_probe(feats,
+                           labels,
+                           num_classes,
+                           iters=200,
+                           lr=1e-2,
+                           batch_size=None,
+                           ignore_index=255,
+                           normalize=True,
+                           seed=0):
+    """Fit a 1x1-conv probe on feature maps with Adam; return a predictor.
+
+    Logits (B, K, h, w) are upsampled bilinearly to the label resolution (H, W) and trained with
+    cross-entropy ignoring ``ignore_index`` (mmseg style). The global RNG is left untouched: the
+    initialisation and the batch sampling use a private generator seeded with ``seed``.
+
+    Args:
+        feats (Tensor): (N, C, h, w) features.
+        labels (Tensor): (N, H, W) integer labels.
+        num_classes (int): Number of classes K.
+        iters (int): Adam steps.
+        lr (float): Adam learning rate.
+        batch_size (int, optional): Images per step, sampled at random; ``None``: full batch.
+        ignore_index (int): Label value to ignore.
+        normalize (bool): Standardise each channel with the mean/std of ``feats``.
+        seed (int): Seed of the private generator.
+
+    Returns:
+        Callable[[Tensor], Tensor]: maps (M, C, h, w) features to (M, K, H, W) logits.
+    """
+    device = feats.device
+    N, C = feats.shape[:2]
+    size = tuple(labels.shape[-2:])
+    labels = labels.long()
+    if normalize:
+        mean = feats.mean(dim=(0, 2, 3), keepdim=True)
+        std = feats.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    else:
+        mean = torch.zeros(1, C, 1, 1, device=device, dtype=feats.dtype)
+        std = torch.ones(1, C, 1, 1, device=device, dtype=feats.dtype)
+    x = (feats - mean) / std
+    gen = torch.Generator().manual_seed(int(seed))
+    weight = (torch.randn(num_classes, C, generator=gen) * 0.01).to(device).requires_grad_()
+    bias = torch.zeros(num_classes, device=device, requires_grad=True)
+    optim = torch.optim.Adam([weight, bias], lr=lr)
+    with torch.enable_grad():
+        for _ in range(int(iters)):
+            if batch_size is None or batch_size >= N:
+                xb, yb = x, labels
+            else:
+                idx = torch.randperm(N, generator=gen)[:batch_size].to(device)
+                xb, yb = x[idx], labels[idx]
+            loss = F.cross_entropy(_probe_logits(weight, bias, xb, size), yb,
+                                   ignore_index=ignore_index)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+    weight, bias = weight.detach(), bias.detach()
+
+    def predict(new_feats):
+        with torch.no_grad():
+            return _probe_logits(weight, bias, (new_feats - mean) / std, size)
+
+    return predict
