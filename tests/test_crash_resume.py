@@ -25,6 +25,7 @@ from mmengine.hooks import Hook
 from cotap_mm.engine.hooks import atomic_checkpoint_hook
 from cotap_mm.engine.hooks.rng_state_hook import get_rng_state
 from cotap_mm.registry import HOOKS
+from cotap_mm.utils import fileio
 
 TESTS = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(TESTS)
@@ -86,7 +87,7 @@ class CrashProbeHook(Hook):
 
     @staticmethod
     def _block_in_save(filename: str) -> None:
-        atomic_checkpoint_hook.CHUNK_BYTES = 64 << 10
+        fileio.CHUNK_BYTES = 64 << 10
         real_write = os.write
 
         def write(fd, data):
@@ -290,9 +291,9 @@ def test_sigkill_inside_a_checkpoint_write_resumes_from_the_last_complete_one(wo
 
 def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
     path = tmp_path / 'sub' / 'iter_2.pth'
-    atomic_checkpoint_hook.atomic_write_bytes(b'old content', path)
+    fileio.atomic_write_bytes(b'old content', path)
     assert path.read_bytes() == b'old content' and (path.stat().st_mode & 0o777) != 0o600
-    monkeypatch.setattr(atomic_checkpoint_hook, 'CHUNK_BYTES', 4)
+    monkeypatch.setattr(fileio, 'CHUNK_BYTES', 4)
     real_write, calls = os.write, []
 
     def failing_write(fd, data):  # the disk fills up after the first chunk
@@ -303,7 +304,7 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
 
     monkeypatch.setattr(os, 'write', failing_write)
     with pytest.raises(OSError, match='No space left'):
-        atomic_checkpoint_hook.atomic_write_bytes(b'new, longer content', path)
+        fileio.atomic_write_bytes(b'new, longer content', path)
     assert path.read_bytes() == b'old content'
     assert sorted(p.name for p in path.parent.iterdir()) == ['iter_2.pth']  # no temp file left
 

@@ -11,6 +11,7 @@ from conftest import load_tool
 import torch
 
 from cotap_mm.datasets.image_list import list_images
+from cotap_mm.datasets.knn_file import force_self_first
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 pk = load_tool('precompute_knn')
@@ -55,5 +56,5 @@ def test_precompute_knn(image_dir, tmp_path):
 
 def test_force_self_first():
     nns = np.array([[0, 1, 2], [0, 1, 2], [0, 1, 3], [0, 1, 2]])
-    out = pk.force_self_first(nns)
+    out = force_self_first(nns)
     np.testing.assert_array_equal(out, [[0, 1, 2], [1, 0, 2], [2, 0, 1], [3, 0, 1]])

@@ -14,7 +14,7 @@ image list, :func:`cotap_mm.datasets.image_list.image_list_digest`) and ``image_
 
 Every image is decoded: unreadable or truncated files are all listed in one error at the end (no
 output is written), so this tool also finds the corrupt files of a folder. The npz is written
-atomically (temporary file + ``os.replace``).
+atomically by :func:`cotap_mm.datasets.knn_file.write_knn_file`, the format's writer.
 
 The released files (``nns_vit_base_*_train_None_224.npz``) came from DINO ViT-B/16; pass such a
 backbone with ``--checkpoint`` (an mmengine checkpoint whose ``state_dict`` has ``backbone.*``
@@ -22,7 +22,6 @@ keys, or a bare backbone state dict in mmpretrain ``VisionTransformer`` key layo
 Without ``--checkpoint`` the weights are random: only for tests.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
@@ -35,10 +34,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.utils import ProgressBar  # noqa: E402
 
-from cotap_mm.datasets.image_list import image_list_digest, list_images  # noqa: E402
+from cotap_mm.datasets.image_list import list_images  # noqa: E402
+from cotap_mm.datasets.knn_file import knn_search, write_knn_file  # noqa: E402
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer  # noqa: E402
 from cotap_mm.models.utils.loading import load_backbone_weights, read_checkpoint  # noqa: E402
-from cotap_mm.utils.fileio import atomic_open  # noqa: E402
 from cotap_mm.utils.images import IMG_EXTENSIONS, load_center_crop  # noqa: E402
 
 
@@ -125,43 +124,6 @@ def extract_features(model, paths, image_size, batch_size, num_workers, device, 
     return torch.cat(feats).numpy().astype(np.float32)
 
 
-def force_self_first(nns: np.ndarray) -> np.ndarray:
-    """Make column 0 of row i equal i (ties between duplicates may put another image first).
-
-    If i is in the row it is moved to the front (the others keep their order); otherwise it is
-    prepended and the last neighbour dropped.
-    """
-    n, k = nns.shape
-    rows = np.arange(n)[:, None]
-    is_self = nns == rows                                          # (N, k)
-    has_self = is_self.any(axis=1)
-    # Position of self, or k-1 (the dropped last column) when absent.
-    pos = np.where(has_self, is_self.argmax(axis=1), k - 1)
-    cols = np.arange(k)[None]
-    # New row: [i, old[0..pos-1], old[pos+1..k-1]].
-    src = np.where(cols <= pos[:, None], cols - 1, cols)          # (N, k); -1 at column 0
-    out = np.take_along_axis(nns, np.clip(src, 0, k - 1), axis=1)
-    out[:, 0] = np.arange(n)
-    return out
-
-
-def knn(features: np.ndarray, k: int) -> np.ndarray:
-    """Top-k cosine neighbours (features L2-normalised): (N, k) int64, self in column 0."""
-    import faiss
-    index = faiss.IndexFlatIP(features.shape[1])
-    index.add(features)
-    _, nns = index.search(features, k)
-    return force_self_first(nns.astype(np.int64))
-
-
-def save_npz_atomic(path: str, **arrays):
-    """``np.savez`` through :func:`cotap_mm.utils.fileio.atomic_open`: an interrupted run leaves
-    neither a partial ``path`` nor the temporary file (an old ``path`` is kept)."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with atomic_open(path) as f:
-        np.savez(f, **arrays)
-
-
 def _arch_from_args(args, ckpt, logger):
     """(arch, patch_size): the command line's, else the meta of the loaded --checkpoint ``ckpt``
     (written by tools/model_converters), else ViT-B/16."""
@@ -204,11 +166,8 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
                 f'{patch_size}, image size {args.image_size}, k={k}')
     feats = extract_features(model, paths, args.image_size, args.batch_size, args.num_workers,
                              args.device, logger)
-    nns = knn(feats, k)
-    # What the rows were computed on: KNNPairDataset refuses the file for another image list.
-    save_npz_atomic(args.out, nns=nns, num_images=np.int64(len(paths)),
-                    image_list_sha1=np.str_(image_list_digest(paths, args.image_dir)),
-                    image_dir=np.str_(osp.abspath(args.image_dir)))
+    nns = knn_search(feats, k)
+    write_knn_file(args.out, nns, paths, args.image_dir)
     logger.info(f'Wrote {args.out}: nns {nns.shape} {nns.dtype}')
     return nns
 

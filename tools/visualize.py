@@ -177,16 +177,6 @@ def render_image(rgb: np.ndarray, maps: Dict[str, np.ndarray], pca: dict, palett
                 foreground=fg)
 
 
-def _save_npz(path, **arrays):
-    tmp = path + '.tmp.npz'  # np.savez adds .npz to names without it
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-
-
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     import cotap_mm  # noqa: F401  (registers the backbone, applies torch compat patches)
@@ -195,6 +185,7 @@ def main(argv=None) -> List[str]:
     from mmengine.utils import ProgressBar
 
     from cotap_mm.models.utils.loading import load_backbone_weights
+    from cotap_mm.utils.fileio import atomic_open
     from cotap_mm.utils.images import load_squashed
     from cotap_mm.visualization import (fit_pca, image_grid, label_palette, pca_to_rgb,
                                         save_png)
@@ -253,9 +244,11 @@ def main(argv=None) -> List[str]:
             written.append(save_png(osp.join(args.out_dir, f'{stem}_{kind}.png'), pics[kind]))
         if args.save_arrays:
             path = osp.join(args.out_dir, f'{stem}_maps.npz')
-            _save_npz(path, pca_rgb=pca_to_rgb(m['features'], pca),
-                      prototype_ids=m['prototype_ids'].astype(np.int64),
-                      fg_mask=m['fg_mask'].astype(np.uint8), cls_attn=m['cls_attn'])
+            with atomic_open(path) as f:
+                np.savez_compressed(f, pca_rgb=pca_to_rgb(m['features'], pca),
+                                    prototype_ids=m['prototype_ids'].astype(np.int64),
+                                    fg_mask=m['fg_mask'].astype(np.uint8),
+                                    cls_attn=m['cls_attn'])
             written.append(path)
         rows.append([rgb, pics['pca_map'], pics['prototypes'], pics['foreground']])
         bar.update()

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # repo root
+from cotap_mm.utils.fileio import atomic_open  # noqa: E402
 
 DEFAULT_LISTS = {
     'train2017': 'curated/train2017/Coco164kFull_Stuff_Coarse.txt',
@@ -105,9 +106,8 @@ def convert_one(image_id, src_dir, dst_dir, lut):
     check_raw_map(label, src)
     coarse = lut[label]
     dst = osp.join(dst_dir, image_id + '.png')
-    tmp = dst + f'.tmp{os.getpid()}.png'
-    Image.fromarray(coarse, mode='L').save(tmp)
-    os.replace(tmp, dst)  # atomic: an interrupted run leaves no truncated label
+    with atomic_open(dst) as f:  # an interrupted run leaves no truncated label
+        Image.fromarray(coarse, mode='L').save(f, format='PNG')
     return int((coarse != 255).sum())
 
 

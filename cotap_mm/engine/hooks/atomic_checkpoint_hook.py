@@ -25,7 +25,6 @@ import logging
 import os
 import os.path as osp
 import re
-import secrets
 import zipfile
 from pathlib import Path
 from typing import Optional, Union
@@ -36,84 +35,9 @@ from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 
 from cotap_mm.registry import HOOKS
+from cotap_mm.utils.fileio import atomic_write_bytes, remove_stale_temp_files
 
-__all__ = ['AtomicCheckpointHook', 'AtomicLocalBackend', 'atomic_write_bytes',
-           'remove_stale_temp_files', 'is_complete_checkpoint']
-
-# temporary files: `.<final name>.<pid>-<8 hex>.tmp` next to the final file; hidden, and never
-# matching a checkpoint name, so nothing that scans for checkpoints picks one up
-_TMP_PATTERN = re.compile(r'^\.(?P<target>.+)\.\d+-[0-9a-f]{8}\.tmp$')
-# bytes per os.write call; os.write may write less than asked, so the loop below also handles
-# short writes
-CHUNK_BYTES = 16 << 20
-
-
-def _temp_path(path: str) -> str:
-    directory, name = osp.split(path)
-    return osp.join(directory, f'.{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp')
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make a rename in ``directory`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover (e.g. Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover (some file systems refuse fsync on directories)
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(data: Union[bytes, bytearray, memoryview], path: Union[str, Path]) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds either its old content or all of
-    ``data``, never a part: temporary file in the same directory, fsync, ``os.replace``, fsync of
-    the directory. The temporary file is removed if the write fails with an exception; a process
-    killed meanwhile leaves it behind (see :func:`remove_stale_temp_files`)."""
-    path = osp.abspath(os.fspath(path))
-    directory = osp.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = _temp_path(path)
-    # 0o666 minus the umask, as open(path, 'wb') would give (tempfile.mkstemp would give 0o600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
-    try:
-        try:
-            view = memoryview(data).cast('B')
-            offset = 0
-            while offset < len(view):
-                offset += os.write(fd, view[offset:offset + CHUNK_BYTES])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def remove_stale_temp_files(directory: Union[str, Path]) -> list:
-    """Delete the temporary files of killed :func:`atomic_write_bytes` calls in ``directory``.
-
-    Call it only when no write into ``directory`` is in progress (e.g. before a run starts).
-
-    Returns:
-        list[str]: the removed paths.
-    """
-    directory = os.fspath(directory)
-    if not osp.isdir(directory):
-        return []
-    removed = []
-    for name in sorted(os.listdir(directory)):
-        path = osp.join(directory, name)
-        if _TMP_PATTERN.match(name) and osp.isfile(path):
-            os.remove(path)
-            removed.append(path)
-    return removed
-
+__all__ = ['AtomicCheckpointHook', 'AtomicLocalBackend', 'is_complete_checkpoint']
 
 def is_complete_checkpoint(path: Union[str, Path]) -> bool:
     """Whether ``path`` is a whole ``torch.save`` file: torch's zip format ends with the zip
