@@ -208,3 +208,17 @@ def test_heads_warmup_keeps_the_backbone_still():
     assert model.backbone.layers[0].attn.qkv.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match='heads_warmup_iters'):
         tiny_cotap(heads_warmup_iters=-1)
+
+
+def test_crop_count_is_set_once_and_checked():
+    """model.num_crops is the one crop count: the correspondence head takes its G (another value
+    is refused at build time) and a batch with another crop count is refused at the first step."""
+    model = tiny_cotap()
+    assert model.correspondence_head.num_crops == G
+    with pytest.raises(ValueError, match=r'correspondence_head.num_crops=3.*num_crops\[0\]=2'):
+        tiny_cotap(correspondence_head=dict(type='CorrespondenceHead', pool_sizes=(2, 4), topk=3,
+                                            num_neg_draws=1, num_crops=3))
+    inputs, samples = synthetic_batch()
+    model = tiny_cotap(num_crops=(G, L + 1))
+    with pytest.raises(ValueError, match=rf'num_crops=\({G}, {L + 1}\).*gives {G + L:g} crops'):
+        model.loss(inputs, samples)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from cotap_mm.models.losses import InnerPatchLoss, inner_patch_loss
-from cotap_mm.models.losses.inner_patch_loss import as_coded_masks
+from cotap_mm.models.utils.crop_layout import as_coded_inner_masks
 from cotap_mm.registry import MODELS
 
 G, L, B, K = 2, 4, 2, 10
@@ -133,7 +133,7 @@ def test_as_coded_mask_order():
     crop = torch.arange(G).view(G, 1, 1)
     img = torch.arange(B).view(1, 1, B)
     aligned = (100 * half + 10 * crop + img).reshape(G, M).float()
-    coded = as_coded_masks(aligned)
+    coded = as_coded_inner_masks(aligned)
     b = 1
     assert coded[0, b] == aligned[0, b]            # crop 0 of u_b: correct
     assert coded[0, B + b] == 10 + b               # crop 0 of v_b gets u_b's crop-1 mask

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cotap_mm.models.necks import ObjectAwareFilter
-from cotap_mm.models.utils import PrototypeBank, set_kernel, sync_teacher_kernel
+from cotap_mm.models.necks import PrototypeBank
 
 D = 4
 
@@ -76,7 +76,7 @@ def test_cluster_only_once_when_full_and_sets_kernel():
     assert bank.maybe_cluster() is None
     oaf = ObjectAwareFilter(embed_dims=D, num_prototypes=3)
     param = oaf.kernel
-    set_kernel(oaf, kernel)
+    oaf.load_prototypes(kernel)
     assert oaf.kernel is param  # same Parameter: optimiser state kept
     torch.testing.assert_close(oaf.kernel.detach(), kernel)
 
@@ -84,10 +84,12 @@ def test_cluster_only_once_when_full_and_sets_kernel():
 def test_sync_teacher_kernel():
     student = ObjectAwareFilter(embed_dims=D, num_prototypes=3)
     teacher = torch.nn.Sequential(ObjectAwareFilter(embed_dims=D, num_prototypes=3))
-    sync_teacher_kernel(student, teacher)
+    teacher[0].copy_prototypes_from(student)
     torch.testing.assert_close(teacher[0].kernel, student.kernel)
-    with pytest.raises(ValueError, match='0 ObjectAwareFilter'):
-        sync_teacher_kernel(student, torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match='expected an ObjectAwareFilter'):
+        teacher[0].copy_prototypes_from(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match='differ in shape'):
+        teacher[0].copy_prototypes_from(ObjectAwareFilter(embed_dims=D, num_prototypes=4))
 
 
 def test_bad_args():

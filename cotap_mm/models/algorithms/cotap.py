@@ -12,8 +12,8 @@ from mmpretrain.structures import DataSample
 from torch import Tensor
 
 from cotap_mm.registry import MODELS
-from ..utils import (CoTAPTeacherEMA, FeatureQueue, PrototypeBank, attention_foreground_mask,
-                     set_kernel, sinkhorn_knopp, sync_teacher_kernel)
+from ..utils import (CoTAPTeacherEMA, FeatureQueue, attention_foreground_mask, check_num_crops,
+                     per_crop, sinkhorn_knopp)
 
 __all__ = ['CoTAP']
 
@@ -107,17 +107,21 @@ class CoTAP(BaseSelfSupervisor):
         self.loss_weights.update(loss_weights or {})
         self.patch_head = MODELS.build(patch_head)
         self.cls_head = MODELS.build(cls_head)
-        self.correspondence_head = MODELS.build(correspondence_head)
+        self.num_global, self.num_local = (int(n) for n in num_crops)
+        self.correspondence_head = MODELS.build(
+            self._with_value(correspondence_head, 'num_crops', self.num_global,
+                             'correspondence_head', 'num_crops[0]'))
         self.inner_patch_loss = MODELS.build(
-            self._with_backbone_patch_size(inner_patch_loss, self.backbone.patch_size))
+            self._with_value(inner_patch_loss, 'patch_size', self.backbone.patch_size,
+                             'inner_patch_loss', 'backbone.patch_size'))
         self.inner_cls_loss = MODELS.build(inner_cls_loss)
         self.intra_cls_loss = MODELS.build(intra_cls_loss)
         self.entropy_loss = MODELS.build(entropy_loss)
-        self.num_global, self.num_local = (int(n) for n in num_crops)
         # the prototype bank feeds the OAF's k-means and entropy loss: only with an OAF
-        self.bank = PrototypeBank(**dict(dict(embed_dims=self.backbone.embed_dims,
-                                              num_prototypes=self.backbone.oaf.num_prototypes),
-                                         **bank)) if self.backbone.with_oaf else None
+        self.bank = MODELS.build(dict(
+            dict(type='PrototypeBank', embed_dims=self.backbone.embed_dims,
+                 num_prototypes=self.backbone.oaf.num_prototypes),
+            **bank)) if self.backbone.with_oaf else None
         world = get_world_size()
         self.patch_queue = FeatureQueue(max(1, queue_sizes[0] // world),
                                         self.patch_head.num_prototypes)
@@ -149,16 +153,17 @@ class CoTAP(BaseSelfSupervisor):
         super().init_weights()
 
     @staticmethod
-    def _with_backbone_patch_size(loss_cfg: dict, patch_size: int) -> dict:
-        """The inner-patch loss config with the backbone's patch size: its crop boxes are
-        divided by it to reach token coordinates, so any other value misaligns the targets."""
-        given = loss_cfg.get('patch_size')
-        if given is not None and given != patch_size:
+    def _with_value(cfg: dict, key: str, value, component: str, source: str) -> dict:
+        """``cfg`` with ``key`` set to the algorithm's ``value`` (``model.<source>``), refusing
+        another one: the inner-patch loss divides crop boxes by the backbone's patch size, the
+        correspondence head splits batches by the global-crop count; any other value would
+        misalign them."""
+        given = cfg.get(key)
+        if given is not None and given != value:
             raise ValueError(
-                f'CoTAP: `model.inner_patch_loss.patch_size={given}` differs from the backbone\'s '
-                f'`model.backbone.patch_size={patch_size}`; the loss takes the backbone\'s value, '
-                'remove `patch_size` from `inner_patch_loss`')
-        return dict(loss_cfg, patch_size=patch_size)
+                f'CoTAP: `model.{component}.{key}={given}` differs from `model.{source}={value}`; '
+                f'the {component} takes the latter, remove `{key}` from `{component}`')
+        return dict(cfg, **{key: value})
 
     def _student(self) -> nn.ModuleDict:
         return nn.ModuleDict(
@@ -186,12 +191,6 @@ class CoTAP(BaseSelfSupervisor):
         return torch.cat([views[subset * 2 * V + half * V + c] for half in (0, 1) for c in crops])
 
     @staticmethod
-    def _per_crop(x: Tensor, num_crops: int) -> Tensor:
-        """(2 n B, ...) in [u c0..c(n-1), v c0..] order -> (n, 2B, ...) with [u's; v's] per crop."""
-        x = x.reshape(2, num_crops, -1, *x.shape[1:]).transpose(0, 1)
-        return x.reshape(num_crops, -1, *x.shape[3:])
-
-    @staticmethod
     def _maps(tokens: Tensor, head: nn.Module) -> Tensor:
         """Patch-head scores of (n, 1+N, C) tokens as (n, K, h, w) maps (square grids)."""
         scores = head(tokens[:, 1:])
@@ -208,6 +207,7 @@ class CoTAP(BaseSelfSupervisor):
     def loss(self, inputs: Dict[str, List[Tensor]], data_samples: List[DataSample],
              **kwargs) -> Dict[str, Tensor]:
         student_in, teacher_in = inputs['student'], inputs['teacher']
+        check_num_crops((self.num_global, self.num_local), len(student_in))
         with torch.no_grad():
             teacher = self.teacher.module
             tokens, extras = teacher.backbone(self._crops(teacher_in, 0, 'global'),
@@ -239,9 +239,9 @@ class CoTAP(BaseSelfSupervisor):
                                           student_cls_scores=s_cls))
         kernel = None if self.bank is None else self.bank.maybe_cluster()
         if kernel is not None:
-            set_kernel(self.backbone, kernel)
+            self.backbone.oaf.load_prototypes(kernel)
             if self.teacher_kernel_sync:
-                sync_teacher_kernel(self.backbone, self.teacher.module.backbone)
+                self.teacher.module.backbone.oaf.copy_prototypes_from(self.backbone.oaf)
 
         losses = {}
         t_rows = t_patch.permute(0, 2, 3, 1).reshape(-1, t_patch.shape[1])
@@ -272,18 +272,18 @@ class CoTAP(BaseSelfSupervisor):
         codes = codes.reshape(t_patch.shape[0], *t_patch.shape[2:], -1).permute(0, 3, 1, 2)
         cls_codes = sinkhorn_knopp(torch.cat([self.cls_queue.rows, t_cls]), t_cls_temp,
                                    self.sinkhorn_iters, self.sinkhorn_scope)[-t_cls.shape[0]:]
-        cls_codes = self._per_crop(cls_codes, G)  # (G, 2B, K)
-        s_cls_all = self._per_crop(s_cls, G)
+        cls_codes = per_crop(cls_codes, G)  # (G, 2B, K)
+        s_cls_all = per_crop(s_cls, G)
         if s_cls_local is not None:
-            s_cls_all = torch.cat([s_cls_all, self._per_crop(s_cls_local, L)])
+            s_cls_all = torch.cat([s_cls_all, per_crop(s_cls_local, L)])
         return dict(
             inner_patch=self.inner_patch_loss(
-                self._per_crop(codes, G), self._per_crop(s_patch, G),
-                None if s_patch_local is None else self._per_crop(s_patch_local, L),
+                per_crop(codes, G), per_crop(s_patch, G),
+                None if s_patch_local is None else per_crop(s_patch_local, L),
                 self._boxes(data_samples, 'bbox_gc'), self._boxes(data_samples, 'bbox_all'),
-                self._per_crop(fg_mask, G)),
+                per_crop(fg_mask, G)),
             inner_cls=self.inner_cls_loss(cls_codes, s_cls_all),
-            intra_cls=self.intra_cls_loss(cls_codes, self._per_crop(s_cls, G)))
+            intra_cls=self.intra_cls_loss(cls_codes, per_crop(s_cls, G)))
 
     def _check_finite(self, what: str, tensors: Dict[str, Tensor]) -> None:
         """Stop on a non-finite tensor, naming it and the iteration (one sync for all).

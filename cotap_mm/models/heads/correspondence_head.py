@@ -34,10 +34,10 @@ from mmengine.dist import broadcast, get_dist_info
 from torch import Tensor
 
 from cotap_mm.registry import MODELS
+from ..utils.crop_layout import MASK_ALIGNMENTS, as_coded_region_masks, split_halves
 
 __all__ = ['CorrespondenceHead', 'draw_negative_maps', 'select_regions']
 
-MASK_ALIGNMENTS = ('aligned', 'as_coded')
 NEG_SAMPLERS = ('derangement', 'super_perm')
 TIE_BREAKS = ('lowest_index', 'random')
 LIST_SCOPES = ('local', 'global')
@@ -148,21 +148,12 @@ class CorrespondenceHead(nn.Module):
 
     def _split_halves(self, x: Tensor) -> Tensor:
         """(2 G B, ...) in the crop-major flat order [u c0, u c1, v c0, v c1] -> (2, B, G, ...)."""
-        G = self.num_crops
-        if x.shape[0] % (2 * G):
-            raise ValueError(f'CorrespondenceHead: the first dim ({x.shape[0]}) must be '
-                             f'2 * num_crops * B (u and v halves of {G} crops each)')
-        B = x.shape[0] // (2 * G)
-        return x.reshape(2, G, B, *x.shape[1:]).transpose(1, 2)
+        return split_halves(x, self.num_crops)
 
     def _masks_per_image(self, masks: Tensor) -> Tensor:
         """Foreground masks (2 G B, 1, h, w) -> (2, B, G, h, w) as used for region selection."""
         halves = self._split_halves(masks[:, 0])
-        if self.mask_alignment == 'aligned':
-            return halves
-        # as coded: each crop-major half (G, B) is read as if it were image-major (B, G), so slot
-        # (image r, crop c) gets the mask at flat index q = G r + c: (crop q // B, image q % B)
-        return halves.transpose(1, 2).reshape(halves.shape)
+        return halves if self.mask_alignment == 'aligned' else as_coded_region_masks(halves)
 
     # -- lists -----------------------------------------------------------------------------
 

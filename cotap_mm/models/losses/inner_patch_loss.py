@@ -42,26 +42,9 @@ from mmcv.ops import roi_align
 from torch import Tensor
 
 from cotap_mm.registry import MODELS
+from ..utils.crop_layout import MASK_ALIGNMENTS, as_coded_inner_masks
 
-__all__ = ['InnerPatchLoss', 'inner_patch_loss', 'MASK_ALIGNMENTS']
-
-MASK_ALIGNMENTS = ('aligned', 'as_coded')
-
-
-def as_coded_masks(fg_mask: Tensor) -> Tensor:
-    """Re-create the released code's mask order from aligned masks (G, M, ...), M = 2B.
-
-    Aligned ``fg_mask[c, h * B + b]`` (half h: 0 = u, 1 = v) sits at flat index
-    ``h * G * B + c * B + b`` of the released tensor, which the code then reads as (G, 2B).
-    """
-    num_crops, num_images = fg_mask.shape[:2]
-    if num_images % 2:
-        raise ValueError("inner_patch_loss: mask_alignment='as_coded' needs an even number of "
-                         f'images (u and v halves), got {num_images}')
-    rest = fg_mask.shape[2:]
-    halves = fg_mask.reshape(num_crops, 2, num_images // 2, *rest).transpose(0, 1)
-    return halves.reshape(num_crops, num_images, *rest)
-
+__all__ = ['InnerPatchLoss', 'inner_patch_loss']
 
 def _rois(batch_index: Tensor, boxes: Tensor, patch_size: float) -> Tensor:
     """(R,) image indices and (R, 4) pixel boxes -> (R, 5) token-grid rois for roi_align."""
@@ -167,7 +150,7 @@ def inner_patch_loss(teacher_codes: Tensor,
     if fg_mask.dim() == 4:
         fg_mask = fg_mask.unsqueeze(2)
     if mask_alignment == 'as_coded':
-        fg_mask = as_coded_masks(fg_mask)
+        fg_mask = as_coded_inner_masks(fg_mask)
 
     # (g, v) pairs, v != g: g-major, so pairs [g * (V-1) : (g+1) * (V-1)] belong to crop g.
     pair_g = torch.tensor([g for g in range(G) for v in range(V) if v != g], device=device)

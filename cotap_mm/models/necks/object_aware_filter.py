@@ -163,6 +163,33 @@ class ObjectAwareFilter(BaseModule):
         """Truncated normal init of the prototypes: std 1, cut at +-2 (docs/method.md §2.1)."""
         trunc_normal_(self.kernel, mean=0., std=1., a=-2., b=2.)
 
+    @torch.no_grad()
+    def load_prototypes(self, kernel):
+        """Set the prototypes to ``kernel`` (M, D, 3, 3), e.g. the k-means centres of the bank
+        (docs/method.md §2.4). The Parameter object, and so its optimiser state, is kept (as
+        released); its storage is replaced rather than written in place, because the step's
+        forward passes already saved the old kernel for backward (that step used it)."""
+        if tuple(kernel.shape) != tuple(self.kernel.shape):
+            raise ValueError(f'ObjectAwareFilter.load_prototypes: kernel shape '
+                             f'{tuple(kernel.shape)} != prototypes {tuple(self.kernel.shape)}')
+        self.kernel.data = kernel.detach().to(dtype=self.kernel.dtype, device=self.kernel.device,
+                                              copy=True)
+        return self.kernel
+
+    @torch.no_grad()
+    def copy_prototypes_from(self, other: 'ObjectAwareFilter'):
+        """Copy ``other``'s prototypes into this filter in place: the EMA teacher's filter takes
+        the student's k-means kernel at once (``CoTAP(teacher_kernel_sync=True)``, §2.4b)."""
+        if not isinstance(other, ObjectAwareFilter):
+            raise TypeError(f'ObjectAwareFilter.copy_prototypes_from: expected an '
+                            f'ObjectAwareFilter, got {type(other).__name__}')
+        if other.kernel.shape != self.kernel.shape:
+            raise ValueError(f'ObjectAwareFilter.copy_prototypes_from: prototypes '
+                             f'{tuple(other.kernel.shape)} and {tuple(self.kernel.shape)} differ '
+                             f'in shape')
+        self.kernel.copy_(other.kernel)
+        return self.kernel
+
     def init_weights(self):
         super().init_weights()
         if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):

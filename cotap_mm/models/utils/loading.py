@@ -98,7 +98,6 @@ def build_backbone(config,
     Returns:
         tuple[nn.Module, Config]: The backbone (its last layer's output only) and the config.
     """
-    import cotap_mm  # noqa: F401  (registers CoTAPVisionTransformer, applies torch.load compat)
     from mmengine.registry import DefaultScope
 
     from cotap_mm.registry import MODELS

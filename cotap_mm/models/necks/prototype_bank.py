@@ -1,5 +1,6 @@
-"""FIFO bank of 3x3 whole-image token layouts and the one-time k-means of the OAF prototypes
-(docs/method.md §2.3, §2.4, §2.4b)."""
+"""FIFO bank of 3x3 whole-image token layouts and the one-time k-means of the object-aware
+filter's prototypes (docs/method.md §2.3, §2.4): the memory half of the filter's prototype life
+cycle; :meth:`ObjectAwareFilter.load_prototypes` / ``copy_prototypes_from`` are the other half."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -7,9 +8,9 @@ from mmengine.dist import broadcast, get_rank
 
 from cotap_mm.registry import MODELS
 
-from .kmeans import spherical_kmeans
+from ..utils.kmeans import spherical_kmeans
 
-__all__ = ['PrototypeBank', 'set_kernel', 'sync_teacher_kernel']
+__all__ = ['PrototypeBank']
 
 
 @MODELS.register_module()
@@ -119,57 +120,3 @@ class PrototypeBank(nn.Module):
         return (f'embed_dims={self.embed_dims}, capacity={self.capacity}, '
                 f'num_insert={self.num_insert}, kernel_size={self.kernel_size}, '
                 f'num_prototypes={self.num_prototypes}')
-
-
-def _find_kernel(module, name):
-    """The OAF kernel Parameter of an ObjectAwareFilter, a backbone with ``.oaf``, or any module
-    holding exactly one ObjectAwareFilter (e.g. a whole algorithm or its ``backbone``)."""
-    from cotap_mm.models.necks.object_aware_filter import ObjectAwareFilter
-    if isinstance(module, ObjectAwareFilter):
-        return module.kernel
-    if isinstance(getattr(module, 'oaf', None), ObjectAwareFilter):
-        return module.oaf.kernel
-    if isinstance(module, nn.Module):
-        found = [m for m in module.modules() if isinstance(m, ObjectAwareFilter)]
-        if len(found) == 1:
-            return found[0].kernel
-        raise ValueError(f'sync_teacher_kernel: {name} holds {len(found)} ObjectAwareFilter '
-                         f'modules; pass the one to use')
-    raise TypeError(f'sync_teacher_kernel: {name} must be an nn.Module, got '
-                    f'{type(module).__name__}')
-
-
-@torch.no_grad()
-def set_kernel(module, kernel):
-    """Copy ``kernel`` (M, D, 3, 3) into ``module``'s OAF kernel in place (the Parameter object
-    and hence its optimiser state are kept, as in the reference)."""
-    dst = _find_kernel(module, 'module')
-    if dst.shape != kernel.shape:
-        raise ValueError(f'set_kernel: kernel shape {tuple(kernel.shape)} != OAF kernel shape '
-                         f'{tuple(dst.shape)}')
-    # new storage rather than copy_(): the step's forward passes already saved the old kernel for
-    # backward (docs/method.md §2.4: that step's forward used the old kernel), and an in-place write would
-    # invalidate them; the Parameter object, and so its optimiser state, is kept
-    dst.data = kernel.detach().to(dtype=dst.dtype, device=dst.device, copy=True)
-    return dst
-
-
-@torch.no_grad()
-def sync_teacher_kernel(student, teacher):
-    """Copy the student's OAF kernel into the teacher's (option ``teacher_kernel_sync``, §2.4b).
-
-    The reference replaces only the student kernel at the k-means step; the EMA teacher then keeps
-    mostly random prototypes for ~10-25k steps. Calling this right after the k-means step removes
-    that lag. ``student``/``teacher`` may be ObjectAwareFilters, CoTAP backbones or any modules
-    that contain exactly one ObjectAwareFilter (an EMA wrapper's ``module`` included).
-
-    Returns:
-        Tensor: The teacher's kernel Parameter.
-    """
-    src = _find_kernel(student, 'student')
-    dst = _find_kernel(teacher, 'teacher')
-    if src.shape != dst.shape:
-        raise ValueError(f'sync_teacher_kernel: student kernel {tuple(src.shape)} and teacher '
-                         f'kernel {tuple(dst.shape)} differ in shape')
-    dst.copy_(src)
-    return dst
