@@ -27,13 +27,10 @@ markers.
 """
 import argparse
 import json
-import os
 import os.path as osp
-import platform
 import statistics
 import sys
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -41,10 +38,11 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 import demo  # noqa: E402
 
+from cotap_mm.utils.benchmark_report import (machine_info, machine_line,  # noqa: E402
+                                             section_markers, write_section)
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
-MARK_START = '<!-- benchmark_demo:start -->'
-MARK_END = '<!-- benchmark_demo:end -->'
+MARK_START, MARK_END = section_markers('benchmark_demo')
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
 
 # row -> its label in the tables
@@ -83,17 +81,6 @@ def parse_args(argv=None):
     if 'init' not in args.rows:
         args.rows.insert(0, 'init')  # the reference of every gain
     return args
-
-
-def _cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
 
 
 def run_seed(seed, args, console):
@@ -190,25 +177,16 @@ def update_docs(results, summary, rows, argv, preset='default'):
         f"({'every seed positive' if g['all_positive'] else 'not every seed positive'})"
         for ref, g in summary['gains'].items())
     section = '\n'.join([
-        MARK_START, '',
         f'Command: `python tools/benchmark_demo.py {" ".join(argv)}`', '',
-        f'Machine: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU only. '
+        f'Machine: {machine_line(machine_info())}, CPU only. '
         f"Preset `{preset}`; N = {r0['cotap_iters']} steps for CoTAP and the image-level "
         'control; every row of a seed starts from the same data, init and kNN files and is '
         'scored by the same probes (linear: the row\'s own features, 2D wide with the OAF; '
         '"ViT tokens": the same probe on its D-wide ViT tokens); std is the sample std over '
         'seeds.', '',
-        *table_lines(results, summary, rows), '', f'Linear-probe gains: {gains}.', '',
-        MARK_END])
-    with open(DOCS) as f:
-        text = f.read()
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip('\n') + '\n\n## Demo: CoTAP against its init and controls\n\n' \
-            + section + '\n'
-    atomic_write_text(DOCS, text)
+        *table_lines(results, summary, rows), '', f'Linear-probe gains: {gains}.'])
+    write_section(DOCS, 'benchmark_demo', section,
+                  'Demo: CoTAP against its init and controls')
 
 
 def print_summary(results, summary, rows, console):

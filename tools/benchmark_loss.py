@@ -15,9 +15,7 @@ between markers, with the command line and the machine.
 """
 import argparse
 import json
-import os
 import os.path as osp
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,13 +27,12 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
-from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
+from cotap_mm.utils.benchmark_report import (fmt_bytes, machine_info, machine_line,  # noqa: E402
+                                             write_section)
 
 DEFAULT_SIZES = (1000, 4200, 16800, 65536, 262144, 1048576)
 IMPLS = ('dense', 'chunked', 'sorted', 'auto')
 QUADRATIC = ('dense', 'chunked')
-MARK_START = '<!-- benchmark_loss:start -->'
-MARK_END = '<!-- benchmark_loss:end -->'
 
 
 def make_inputs(n, device, seed=0):
@@ -99,29 +96,9 @@ def accuracy(impl, n, device, reference):
     return max(abs(loss.item() - ref_loss.item()), (p.grad - ref_grad).abs().max().item())
 
 
-def machine_description(device):
-    if device.startswith('cuda'):
-        return f'{torch.cuda.get_device_name(0)}, torch {torch.__version__}'
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    except (OSError, StopIteration):
-        pass
-    return (f'{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, '
-            f'torch {torch.__version__}, Python {platform.python_version()}')
-
-
-def fmt_bytes(b):
-    for unit, scale in (('GB', 1 << 30), ('MB', 1 << 20), ('KB', 1 << 10)):
-        if b >= scale:
-            return f'{b / scale:.1f} {unit}'
-    return f'{b} B'
-
-
 def render(results, args, machine):
     lines = [
-        MARK_START, '', f'Command: `{" ".join(["python"] + sys.argv)}`', '',
+        f'Command: `{" ".join(["python"] + sys.argv)}`', '',
         f'Machine: {machine}; device `{args.device}`; float32 inputs; '
         f'median of {args.repeats} forward+backward passes; {time.strftime("%Y-%m-%d")}.', '',
         '| n | impl | fwd+bwd time | peak extra memory | max abs diff to dense | vs dense time '
@@ -143,18 +120,7 @@ def render(results, args, machine):
                 rel_m = f'{100 * r["peak_bytes"] / max(dense["peak_bytes"], 1):.1f} %'
             lines.append(f'| {n:,} | {name} | {r["seconds"]:.3f} s | {fmt_bytes(r["peak_bytes"])} '
                          f'| {diff} | {rel_t} | {rel_m} |')
-    lines += ['', MARK_END]
     return '\n'.join(lines)
-
-
-def write_section(path, section):
-    text = open(path).read() if osp.exists(path) else '# Benchmarks\n'
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip('\n') + '\n\n## ContinuousAPLoss\n\n' + section + '\n'
-    atomic_write_text(path, text)
 
 
 def parse_args(argv=None):
@@ -208,10 +174,10 @@ def main(argv=None):
             if (impl, n) in results:
                 results[(impl, n)]['diff'] = accuracy(impl, n, args.device,
                                                       (loss.detach(), p.grad))
-    section = render(results, args, machine_description(args.device))
+    section = render(results, args, machine_line(machine_info(args.device)))
     print(section)
     if not args.no_write:
-        write_section(args.output, section)
+        write_section(args.output, 'benchmark_loss', section, 'ContinuousAPLoss')
         logger.info(f'table written to {args.output}')
 
 

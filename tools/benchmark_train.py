@@ -6,39 +6,10 @@
     ... --out work_dirs/benchmark_train/report.json --update-docs
     .venv/bin/python tools/benchmark_train.py --from-json report.json --update-docs  # no timing
 
-``--threads`` (default: all cores) is recorded; on a busy CPU machine use 1 (see the docs).
-
-What is measured, all in one process on one batch (``docs/benchmarks.md`` has the results):
-
-- **CoTAP step**: the real algorithm built from the config (``init_cfg=None``), one
-  ``model.train_step`` (data preprocessor, teacher and student forwards, losses, backward,
-  AdamW step) plus the teacher EMA update (``TeacherEMAHook``'s work). The prototype bank and
-  the feature queues are put in their steady state first (full; k-means already done), because
-  that is the state of all but the first few hundred of the 240k iterations; the one-time
-  k-means is timed separately. Per-rank queue lengths are the config's global lengths divided by
-  ``--world-size`` (default: the released global batch 112 / ``--batch-size``).
-- **plain step**: a DINO-style student/teacher step on the same backbone (by default the very
-  same ``CoTAPVisionTransformer``, object-aware filter included, so the ratio is the cost of
-  CoTAP's heads, losses, mask, bank, queues and Sinkhorn; ``--plain-backbone vit`` drops the OAF
-  to compare with DINO training the bare ViT), the same crops (teacher on the 4 G globals per
-  item, student on all 4 (G + L) crops), a DINO CLS head (``CoTAPProjectionHead`` built like the
-  config's ``cls_head``), DINO's cross-entropy to the teacher's centred and sharpened output
-  (teacher 0.04, student 0.1, centre momentum 0.9), the same data preprocessor, the same
-  optimiser config and the same EMA.
-- Timing: ``--warmup`` iterations of each, then ``--iters`` timed iterations interleaved
-  (CoTAP, plain, CoTAP, ...) so drifting machine load hits both alike; median and p90.
-- Peak memory per step: CUDA ``torch.cuda.max_memory_allocated`` (absolute, and above the memory
-  held before the step); CPU the peak resident set size above the resident size before the
-  step (``/proc/self/clear_refs`` + ``VmHWM`` after ``malloc_trim``, so freed heap does not hide
-  the step's own allocations), from an extra, separate iteration.
-- Breakdown: extra iterations with timers wrapped around the CoTAP components (and the plain
-  step's), synchronising CUDA at each boundary; never mixed with the timed iterations.
-  ``--profile-ops N`` also prints torch.profiler's top N operators of one CoTAP step.
-- Loader: the real training dataloader (``--num-workers``) alone, batches/s and images/s after
-  the first batch, against the step's batches/s.
-
-Without ``--data-root`` the data are generated once into ``work_dirs/benchmark_train/data``
-(``tools/make_synthetic_scenes.py`` + ``tools/precompute_knn.py`` with a random tiny ViT).
+What is measured and how (steady state, interleaved timing, peak memory, breakdown, loader, the
+plain baseline :class:`cotap_mm.models.algorithms.DINOBaseline`): docs/benchmarks.md, "Training
+step throughput", whose measured subsections this tool rewrites. ``--threads`` (default: all
+cores) is recorded; on a busy CPU machine use 1.
 """
 import argparse
 import contextlib
@@ -49,7 +20,6 @@ import json
 import logging
 import os
 import os.path as osp
-import platform
 import shlex
 import statistics
 import subprocess
@@ -58,78 +28,22 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model import BaseModel
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
+from cotap_mm.models.algorithms import DINOBaseline  # noqa: E402
+from cotap_mm.utils import benchmark_report as report_lib  # noqa: E402
+from cotap_mm.utils.benchmark_report import (fmt_bytes, machine_info,  # noqa: E402
+                                             markdown_table, section_markers)
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
 DEFAULT_DATA = osp.join(ROOT, 'work_dirs', 'benchmark_train', 'data')
-MARK_BEGIN = '<!-- benchmark_train:begin -->'
-MARK_END = '<!-- benchmark_train:end -->'
+MARK_BEGIN, MARK_END = section_markers('benchmark_train')
 RELEASED_GLOBAL_BATCH = 112
-
-# The docs section's fixed part; one ``### ...`` subsection per measured setting follows it.
-INTRO = """`tools/benchmark_train.py` times one training iteration of the real CoTAP algorithm (data
-preprocessor, teacher and student forwards, the five losses, backward, AdamW, teacher EMA)
-against a plain DINO-style student/teacher iteration of the same backbone on the same batch, in
-one process, interleaved (CoTAP, plain, CoTAP, ...): median and p90 ms/iter and their ratio,
-peak memory per step, a per-component breakdown from separate instrumented iterations, and the
-throughput of the real dataloader against the step's. How each number is made is in the tool's
-docstring (`python tools/benchmark_train.py --help`); `--out report.json` keeps every timing.
-
-- **Plain step**: the same `CoTAPVisionTransformer` (object-aware filter included; the OAF
-  kernel gets no gradient there, as DINO's loss only uses the CLS token), the same crops
-  (teacher on the 4 G globals of an item, student on all 4 (G + L) crops), a DINO CLS head built
-  like CoTAP's `cls_head`, DINO's cross-entropy to the centred (momentum 0.9) and sharpened
-  (0.04 / 0.1) teacher output, the same data preprocessor, optimiser config and EMA. The ratio is
-  therefore the cost of what CoTAP adds: the patch heads on every patch token, the attention
-  foreground mask, the prototype bank, Sinkhorn against the queues and the five losses.
-  `--plain-backbone vit` compares with DINO on the bare ViT instead.
-- **Steady state**: the prototype bank and both feature queues start full (k-means done), as in
-  all but the first few hundred of the 240k iterations; the one-time k-means is timed on its
-  own. Per-rank queues are the global lengths divided by the world size (default: released
-  global batch 112 / batch size).
-- **Data**: one real batch of the training pipeline, reused by every step. Without `--data-root`
-  the tool generates 64 + 64 synthetic 256-px scenes and their kNN files once
-  (`work_dirs/benchmark_train/data`); their decoding is cheaper than COCO's 640×480 JPEGs, so
-  the loader rows are an upper bound for real data.
-- **Threads**: always explicit (`--threads`, recorded). On this shared 2-core machine, under a
-  load average of ~3.5 from other jobs, `--threads 2` made every elementwise op wait for a
-  second core: the tiny run's data preprocessor took 7.4 s per call instead of 66 ms with
-  `--threads 1`, and iteration times varied 10× between consecutive steps. The CPU runs below
-  therefore use `--threads 1`; the tool warns when threads plus load exceed the cores.
-- **What dominates on CPU** (ViT-S tables below): the ViT itself. Student and teacher backbone
-  forwards and the backward pass are 90–98 % of both steps, and matrix products are ~3/4 of all
-  CPU time (`--arch small --batch-size 2 --threads 1 --profile-ops 25`: `aten::mm` + `aten::addmm`
-  74 %, CPU flash attention 7.5 %, everything else ≤ 3 % each). CoTAP's extra time over the
-  plain step is mostly its patch heads (an MLP with 2048-wide hidden layers on every patch token
-  of the COCO crops), forward and in the larger backward, then Sinkhorn against the patch queue;
-  the CoTAP ranking loss, the inner losses, the foreground mask, the bank and the queue pushes
-  are each < 1 % of the ViT-S step. These are the method's own matrix products, so there is no
-  measurement overhead to remove on CPU (the instrumented iterations are kept out of the
-  timed ones).
-
-**GPU: pending.** No GPU has been available to the project's machines yet, so the GPU
-goals (ViT-S/16, batch 28, AMP: CoTAP step ≤ 1.3× the plain step; the loader never the
-bottleneck) are not measured yet. On a GPU machine, with the COCO/ImageNet data of
-`docs/data.md` (or the generated scenes):
-
-    python tools/benchmark_train.py --device cuda --amp --batch-size 28 --num-workers 8 \\
-        --iters 20 --warmup 5 --update-docs
-
-which adds a `GPU (card), AMP` subsection below with the card's name (or save `--out
-report.json` there and run `python tools/benchmark_train.py --from-json report.json
---update-docs` here).
-
-In the loader tables, "vs CoTAP step" is the loader's batches/s over the step's: above 1× the
-loader alone outpaces the step (measured on its own, so on a CPU machine its workers would
-also compete with the step for cores)."""
 
 # --arch tiny: the 2-layer 64-d test ViT with heads, crops and memories shrunk like the tests
 # (tests/test_cotap_train.py), so the whole benchmark runs in seconds on a CPU.
@@ -318,83 +232,6 @@ def build_loader(cfg, num_workers: int, seed: int, device: str = 'cpu'):
     return Runner.build_dataloader(loader_cfg, seed=seed)
 
 
-# -- the plain DINO-style step -------------------------------------------------------------------
-
-class PlainDINOStep(BaseModel):
-    """A DINO-style student/teacher step on CoTAP's data layout (benchmark baseline only).
-
-    Every one of the 4 images of an item (2 subsets x the kNN pair) is an independent DINO
-    sample with G global and L local crops: the EMA teacher sees the clean globals, the student
-    all crops; the loss is DINO's cross-entropy between the teacher's centred, sharpened softmax
-    of global crop i and the student's softmax of every other crop j != i.
-
-    Args:
-        backbone (dict): backbone config (built with out_type 'oaf_raw' if it has the OAF,
-            else 'raw'); its CLS token (B, C) feeds the head.
-        cls_head (dict): head config; ``in_channels`` is set to the backbone's token width.
-        data_preprocessor (nn.Module): the CoTAP data preprocessor (clean teacher views,
-            augmented student views).
-        num_crops (tuple[int, int]): (G, L).
-        teacher_momentum (tuple[float, float]): EMA momentum start/end (DINO convention).
-        momentum_steps (int): length of the momentum schedule.
-    """
-
-    def __init__(self, backbone: dict, cls_head: dict, data_preprocessor: nn.Module,
-                 num_crops=(2, 4), teacher_momentum=(0.9997, 0.9999), momentum_steps=1000,
-                 teacher_temp=0.04, student_temp=0.1, center_momentum=0.9):
-        from cotap_mm.models.utils import CoTAPTeacherEMA
-        from cotap_mm.registry import MODELS
-        super().__init__(data_preprocessor=data_preprocessor)
-        with_oaf = backbone.get('with_oaf', True)
-        self.backbone = MODELS.build(dict(backbone, out_type='oaf_raw' if with_oaf else 'raw'))
-        width = self.backbone.embed_dims * (2 if with_oaf else 1)
-        self.cls_head = MODELS.build(dict(cls_head, in_channels=width))
-        self.num_global, self.num_local = (int(n) for n in num_crops)
-        self.teacher_temp, self.student_temp = teacher_temp, student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer('center', torch.zeros(1, self.cls_head.num_prototypes))
-        self.teacher = CoTAPTeacherEMA(self._student(), momentum=teacher_momentum,
-                                       total_steps=momentum_steps)
-
-    def _student(self) -> nn.ModuleDict:
-        return nn.ModuleDict(dict(backbone=self.backbone, cls_head=self.cls_head))
-
-    @torch.no_grad()
-    def update_teacher(self) -> None:
-        self.teacher.update_parameters(self._student())
-
-    def _crops(self, views: List[torch.Tensor], kind: str) -> torch.Tensor:
-        """All 4 images' crops of one kind, crop-major: (n * 4B, 3, S, S)."""
-        V = self.num_global + self.num_local
-        crops = range(self.num_global) if kind == 'global' else range(self.num_global, V)
-        return torch.cat([views[img * V + c] for c in crops for img in range(4)])
-
-    def forward(self, inputs, data_samples=None, mode='loss'):
-        if mode != 'loss':
-            raise ValueError(f'PlainDINOStep: only mode="loss", got {mode!r}')
-        s_in, t_in = inputs['student'], inputs['teacher']
-        G = self.num_global
-        with torch.no_grad():
-            teacher = self.teacher.module
-            t_out = teacher.cls_head(teacher.backbone(self._crops(t_in, 'global'))[0][:, 0])
-            t_prob = F.softmax((t_out - self.center) / self.teacher_temp, dim=-1).chunk(G)
-        s_out = [self.cls_head(self.backbone(self._crops(s_in, 'global'))[0][:, 0])]
-        if self.num_local:
-            s_out.append(self.cls_head(self.backbone(self._crops(s_in, 'local'))[0][:, 0]))
-        s_logp = F.log_softmax(torch.cat(s_out).float() / self.student_temp,
-                               dim=-1).chunk(G + self.num_local)
-        loss, terms = 0., 0
-        for i, q in enumerate(t_prob):
-            for j, logp in enumerate(s_logp):
-                if i != j:
-                    loss = loss + torch.sum(-q.float() * logp, dim=-1).mean()
-                    terms += 1
-        with torch.no_grad():
-            self.center.mul_(self.center_momentum).add_(
-                t_out.float().mean(0, keepdim=True), alpha=1 - self.center_momentum)
-        return dict(loss_dino=loss / terms)
-
-
 # -- models --------------------------------------------------------------------------------------
 
 def build_models(cfg, args):
@@ -425,7 +262,7 @@ def _build_models(cfg, args, MODELS, build_optim_wrapper):
     backbone = copy.deepcopy(cfg.model.backbone)
     if args.plain_backbone == 'vit':
         backbone.with_oaf = False
-    plain = PlainDINOStep(backbone, copy.deepcopy(cfg.model.cls_head),
+    plain = DINOBaseline(backbone, copy.deepcopy(cfg.model.cls_head),
                           MODELS.build(copy.deepcopy(cfg.model.data_preprocessor)),
                           num_crops=cfg.model.get('num_crops', (2, 4)),
                           teacher_momentum=cfg.model.get('teacher_momentum', (0.9997, 0.9999)),
@@ -681,26 +518,6 @@ def summarize(seconds: List[float]) -> Dict[str, float]:
 
 # -- report --------------------------------------------------------------------------------------
 
-def machine_info(device: str, threads: int) -> Dict[str, object]:
-    cpu = platform.processor() or 'unknown CPU'
-    with contextlib.suppress(OSError, StopIteration):
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
-    info = dict(cpu=cpu, cores=os.cpu_count(), torch_threads=threads, torch=torch.__version__,
-                python=platform.python_version(), device=device,
-                load_average=[round(x, 2) for x in os.getloadavg()])
-    if device.startswith('cuda'):
-        info['gpu'] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
-
-def fmt_bytes(b: float) -> str:
-    for unit, scale in (('GB', 1 << 30), ('MB', 1 << 20), ('KB', 1 << 10)):
-        if abs(b) >= scale:
-            return f'{b / scale:.1f} {unit}'
-    return f'{int(b)} B'
-
-
 def table_rows(report: dict) -> Dict[str, List[List[str]]]:
     """The report as rows of strings: 'steps', 'breakdown' and 'loader' tables."""
     steps = []
@@ -746,12 +563,6 @@ HEADERS = dict(
     breakdown=['section (instrumented iteration)', 'CoTAP ms', 'CoTAP share', 'plain ms'],
     loader=['producer / consumer', 'batches/s', 'source images/s', 'vs CoTAP step'],
 )
-
-
-def markdown_table(headers: List[str], rows: List[List[str]]) -> List[str]:
-    lines = ['| ' + ' | '.join(headers) + ' |',
-             '|' + '|'.join(['---'] + ['---:'] * (len(headers) - 1)) + '|']
-    return lines + ['| ' + ' | '.join(r) + ' |' for r in rows]
 
 
 def describe(report: dict) -> str:
@@ -848,18 +659,6 @@ def print_tables(report: dict) -> None:
             console.print(overhead(report))
 
 
-def write_section(path: str, body: str) -> None:
-    """Put ``body`` between the benchmark_train markers of ``path`` (appended if absent)."""
-    section = f'{MARK_BEGIN}\n\n{body}\n\n{MARK_END}'
-    text = open(path).read() if osp.exists(path) else '# Benchmarks\n'
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip('\n') + '\n\n## Training step throughput\n\n' + section + '\n'
-    atomic_write_text(path, text)
-
-
 def merge_runs(body_old: str, body_new: str) -> str:
     """Keep one subsection per ``### `--arch ...`, batch ...`` heading; the new one replaces the
     old one of the same heading."""
@@ -878,12 +677,12 @@ def merge_runs(body_old: str, body_new: str) -> str:
 
 
 def read_section(path: str) -> str:
-    if not osp.exists(path):
-        return ''
-    text = open(path).read()
-    if MARK_BEGIN not in text or MARK_END not in text:
-        return ''
-    return text.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0].strip('\n')
+    return report_lib.read_section(path, 'benchmark_train')
+
+
+def write_section(path: str, body: str) -> None:
+    """Put the measured subsections between the benchmark_train markers of ``path``."""
+    report_lib.write_section(path, 'benchmark_train', body, 'Training step throughput')
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -1003,7 +802,7 @@ def main(argv=None):
         body = read_section(args.docs)
         for report in reports:
             body = merge_runs(body, render_markdown(report))
-        write_section(args.docs, INTRO + '\n\n' + body)
+        write_section(args.docs, body)
         logger.info(f'table written to {args.docs}')
     return reports[-1]
 
