@@ -114,21 +114,13 @@ def backbone_checkpoint(state, *, converter, source, arch, num_heads_source, pat
                         img_size=img_size, with_oaf=with_oaf, final_norm=final_norm)
     if with_oaf:
         backbone_cfg['num_prototypes'] = num_prototypes
-    meta = dict(
-        converter=converter,
-        source=source,
-        arch=arch,
-        num_heads_source=num_heads_source,
-        patch_size=patch_size,
-        img_size=img_size,
-        with_oaf=with_oaf,
-        num_prototypes=num_prototypes,
-        final_norm=final_norm,
-        backbone_cfg=backbone_cfg,
-        dropped={why: keys for why, keys in dropped.items() if keys},
-        ignored_outside_prefix=dict(count=len(outside), first=list(outside)[:20]),
-        num_converted=len(state),
-    )
+    meta = dict(converter=converter, source=source, arch=arch,
+                num_heads_source=num_heads_source, patch_size=patch_size, img_size=img_size,
+                with_oaf=with_oaf, num_prototypes=num_prototypes, final_norm=final_norm,
+                backbone_cfg=backbone_cfg,
+                dropped={why: keys for why, keys in dropped.items() if keys},
+                ignored_outside_prefix=dict(count=len(outside), first=list(outside)[:20]),
+                num_converted=len(state))
     out = OrderedDict((BACKBONE_PREFIX + k, v.detach().clone().contiguous())
                       for k, v in state.items())
     return dict(meta=meta, state_dict=out)

@@ -18,6 +18,8 @@ v_0..v_B-1]``); crops are ordered globals first, then locals.
 
       loss = mean_{g, g', m} ce(q[g, swap(m)], s[g', m]),   swap(u_b) = v_b, swap(v_b) = u_b
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -108,11 +110,14 @@ def intra_cls_loss(teacher_codes: Tensor, student_logits: Tensor,
 
 
 class _CodeLoss(nn.Module):
-    """A code loss function as a module: ``loss_weight * fn(teacher_codes, student_logits, T)``."""
+    """A code loss function as a module: ``loss_weight * fn(teacher_codes, student_logits, T)``;
+    a subclass names the function and its released student temperature."""
     loss_fn = None
+    default_temperature = None
 
-    def __init__(self, temperature: float, loss_weight: float = 1.0) -> None:
+    def __init__(self, temperature: Optional[float] = None, loss_weight: float = 1.0) -> None:
         super().__init__()
+        temperature = self.default_temperature if temperature is None else temperature
         if not temperature > 0:
             raise ValueError(f'{type(self).__name__}: `temperature` must be > 0, got '
                              f'{temperature}')
@@ -133,13 +138,11 @@ class InnerCLSLoss(_CodeLoss):
     scaled by ``loss_weight``.
 
     Args:
-        temperature (float): student temperature. Defaults to 0.1.
+        temperature (float, optional): student temperature. Defaults to 0.1.
         loss_weight (float): multiplier. Defaults to 1.0.
     """
     loss_fn = inner_cls_loss
-
-    def __init__(self, temperature: float = 0.1, loss_weight: float = 1.0) -> None:
-        super().__init__(temperature, loss_weight)
+    default_temperature = 0.1
 
 
 @MODELS.register_module()
@@ -148,10 +151,8 @@ class IntraCLSLoss(_CodeLoss):
     (G, M, K), M = 2B with u's then v's), scaled by ``loss_weight``.
 
     Args:
-        temperature (float): student temperature. Defaults to 0.2.
+        temperature (float, optional): student temperature. Defaults to 0.2.
         loss_weight (float): multiplier. Defaults to 1.0.
     """
     loss_fn = intra_cls_loss
-
-    def __init__(self, temperature: float = 0.2, loss_weight: float = 1.0) -> None:
-        super().__init__(temperature, loss_weight)
+    default_temperature = 0.2
