@@ -296,6 +296,52 @@ def test_cluster_tool(probe_assets, analysis_tool, tmp_path):
         seg.main(args[:4] + ['--num-classes', '2'] + args[6:])
 
 
+def test_lbfgs_dense_probe_converges_where_few_adam_steps_do_not():
+    """optimizer='lbfgs' fits the 1x1-conv probe to the optimum: on features that separate the
+    classes only through small, differently scaled channels, it is perfect where 20 Adam steps
+    are not, and the global RNG is untouched."""
+    from cotap_mm.evaluation.functional import (confusion_matrix, fit_dense_linear_probe,
+                                                segmentation_metrics)
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (8, 4, 4), generator=g)
+    onehot = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    feats = torch.cat([onehot * torch.tensor([1e-3, 1., 30.]).view(1, 3, 1, 1),
+                       torch.randn(8, 5, 4, 4, generator=g)], 1)
+    big = labels.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    interior = big.clone()
+    for off in (0, 3):  # bilinear upsampling blurs cell borders: interior pixels decide
+        interior[:, off::4] = 255
+        interior[:, :, off::4] = 255
+
+    def score(predict):
+        pred = predict(feats).argmax(1)
+        return segmentation_metrics(confusion_matrix(pred, interior, 3, 3))['mIoU']
+
+    rng = torch.get_rng_state()
+    lbfgs = fit_dense_linear_probe(feats, big, 3, iters=100, optimizer='lbfgs', normalize=False,
+                                   chunk=3)
+    assert torch.equal(rng, torch.get_rng_state())
+    adam = fit_dense_linear_probe(feats, big, 3, iters=20, lr=1e-3, normalize=False)
+    assert score(lbfgs) == pytest.approx(100.) and score(adam) < 90
+    with pytest.raises(ValueError, match="'adam' or 'lbfgs'"):
+        fit_dense_linear_probe(feats, big, 3, optimizer='sgd')
+
+
+def test_linear_segmentation_tool(probe_assets, analysis_tool, tmp_path):
+    tool = analysis_tool('linear_segmentation')
+    args = [str(probe_assets / 'seg_cfg.py'), str(probe_assets / 'tiny.pth'), '--data-root',
+            str(probe_assets / 'seg'), '--num-classes', '3', '--size', '48', '--iters', '50',
+            '--work-dir', str(tmp_path)] + COMMON
+    res = tool.main(args)
+    saved = json.loads((tmp_path / 'linear_segmentation.json').read_text())
+    assert saved['num_images'] == [4, 4] and saved['patch_grid'] == [3, 3]
+    assert saved['feature_dim'] == 128 and saved['mIoU'] == res['mIoU']
+    # each colour band is one patch column: a converged linear probe separates them
+    assert res['mIoU'] > 90 and len(res['IoU']) == 3
+    with pytest.raises(SystemExit):
+        tool.parse_args(args + ['--weight-decay', '-1'])
+
+
 def test_checkpoint_loading_is_strict(probe_assets, tmp_path):
     from cotap_mm.models.utils.loading import build_backbone, load_backbone_weights
     cfg = str(probe_assets / 'tiny.py')

@@ -60,7 +60,7 @@ ABLATIONS = {
                       f'model.patch_head.in_channels={demo.DEMO_DIMS}',
                       f'model.cls_head.in_channels={demo.DEMO_DIMS}'], False),
 }
-METRICS = ('linear_miou', 'vit_linear_miou', 'cluster_miou', 'concentration')
+METRICS = ('linear_miou', 'lbfgs_miou', 'vit_linear_miou', 'cluster_miou', 'concentration')
 
 
 def parse_args(argv=None):
@@ -74,6 +74,10 @@ def parse_args(argv=None):
     p.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS))
     p.add_argument('--cotap-options', nargs='+', default=[], metavar='KEY=VALUE',
                    help='extra --cfg-options of every CoTAP row')
+    p.add_argument('--rescore', action='store_true',
+                   help='train nothing: re-run the analysis probes (concentration, k-means, '
+                   'L-BFGS linear) on the checkpoints of the run in --work-dir and update its '
+                   'JSON (and the docs with --update-docs)')
     p.add_argument('--update-docs', action='store_true')
     args = p.parse_args(argv)
     if 'cotap' not in args.rows:
@@ -106,6 +110,29 @@ def run_seed(seed, args, console):
     return d.results(chance)
 
 
+def rescore(args, console):
+    """The analysis probes of every row of an earlier run, on its saved backbones."""
+    path = osp.join(args.work_dir, 'benchmark_demo.json')
+    if not osp.isfile(path):
+        raise SystemExit(f'--rescore: no earlier run in --work-dir ({path} does not exist)')
+    with open(path) as f:
+        results = json.load(f)['results']
+    for r in results:
+        work = osp.join(args.work_dir, f"seed_{r['seed']}")
+        console.rule(f"seed {r['seed']}: rescoring {work}")
+        d = demo.Demo(work, r['seed'], args.preset, 'supervised', console, cache_dir=args.cache_dir)
+        names = [n for n in r['rows'] if n != 'pixels']
+        for name in names:
+            ckpt = osp.join(work, f'{name}_backbone.pth')
+            if not osp.isfile(ckpt):
+                raise SystemExit(f'--rescore: {ckpt} is missing; rerun that seed')
+            d.rows[name] = dict(checkpoint=ckpt, with_oaf=r['rows'][name].get('with_oaf', True))
+        d.stage('analysis', d.analysis(names))
+        for name in names:
+            r['rows'][name].update({k: v for k, v in d.rows[name].items() if k != 'checkpoint'})
+    return results
+
+
 def _score(row, metric):
     if metric == 'vit_linear_miou':  # the row's ViT tokens: its own probe when it has no OAF
         return row.get('vit_linear_miou', row.get('linear_miou'))
@@ -122,18 +149,21 @@ def _mean_std(values):
 
 def summarize(results, rows):
     """Per row and metric: mean and sample std (n - 1) over seeds; gains of CoTAP over the
-    init and the image-level control per seed (linear mIoU)."""
-    out = dict(rows={}, gains={})
+    init and the image-level control per seed, in linear mIoU (``gains``) and in the converged
+    L-BFGS linear probe (``lbfgs_gains``, when every seed has it)."""
+    out = dict(rows={}, gains={}, lbfgs_gains={})
     for name in rows:
         out['rows'][name] = {m: dict(zip(('mean', 'std'), _mean_std(
             [_score(r['rows'][name], m) for r in results]))) for m in METRICS}
-    for ref in ('init', 'init_more'):
-        if ref in rows:
-            gains = [r['rows']['cotap']['linear_miou'] - r['rows'][ref]['linear_miou']
-                     for r in results]
+    for key, metric in (('gains', 'linear_miou'), ('lbfgs_gains', 'lbfgs_miou')):
+        for ref in ('init', 'init_more'):
+            if ref not in rows or any(r['rows'][n].get(metric) is None for r in results
+                                      for n in ('cotap', ref)):
+                continue
+            gains = [r['rows']['cotap'][metric] - r['rows'][ref][metric] for r in results]
             mean, std = _mean_std(gains)
-            out['gains'][ref] = dict(per_seed=gains, mean=mean, std=std,
-                                     all_positive=all(g > 0 for g in gains))
+            out[key][ref] = dict(per_seed=gains, mean=mean, std=std,
+                                 all_positive=all(g > 0 for g in gains))
     return out
 
 
@@ -145,16 +175,17 @@ def _pm(stat, spec='.2f'):
 
 def table_lines(results, summary, rows):
     seeds = ', '.join(str(r['seed']) for r in results)
-    lines = [f'| row (seeds {seeds}) | linear mIoU | linear mIoU, ViT tokens | k-means mIoU | '
-             'concentration ratio |', '|---|---|---|---|---|']
+    lines = [f'| row (seeds {seeds}) | linear mIoU | linear mIoU, L-BFGS | linear mIoU, ViT '
+             'tokens | k-means mIoU | concentration ratio |', '|---|---|---|---|---|---|']
     pix = _mean_std([r['pixels_miou'] for r in results])
     chance = _mean_std([r['chance_miou'] for r in results])
-    lines.append(f'| chance level | {chance[0]:.2f} | | | |')
-    lines.append(f'| raw 8x8 pixel patches | {pix[0]:.2f} +- {pix[1]:.2f} | | | |')
+    lines.append(f'| chance level | {chance[0]:.2f} | | | | |')
+    lines.append(f'| raw 8x8 pixel patches | {pix[0]:.2f} +- {pix[1]:.2f} | | | | |')
     for name in rows:
         s = summary['rows'][name]
-        lines.append(f"| {ROWS[name]} | {_pm(s['linear_miou'])} | {_pm(s['vit_linear_miou'])} | "
-                     f"{_pm(s['cluster_miou'])} | {_pm(s['concentration'], '.3f')} |")
+        lines.append(f"| {ROWS[name]} | {_pm(s['linear_miou'])} | {_pm(s['lbfgs_miou'])} | "
+                     f"{_pm(s['vit_linear_miou'])} | {_pm(s['cluster_miou'])} | "
+                     f"{_pm(s['concentration'], '.3f')} |")
     lines += ['', '| seed | ' + ' | '.join(f'{n} linear / k-means / ratio' for n in rows) +
               ' | CoTAP - (a) | CoTAP - (b) |', '|---' * (len(rows) + 3) + '|']
     for i, r in enumerate(results):
@@ -173,9 +204,10 @@ def table_lines(results, summary, rows):
 def update_docs(results, summary, rows, argv, preset='default'):
     r0 = results[0]
     gains = '; '.join(
-        f"CoTAP - {ROWS[ref][:3]}: {g['mean']:+.2f} +- {g['std']:.2f} "
+        f"{probe}CoTAP - {ROWS[ref][:3]}: {g['mean']:+.2f} +- {g['std']:.2f} "
         f"({'every seed positive' if g['all_positive'] else 'not every seed positive'})"
-        for ref, g in summary['gains'].items())
+        for key, probe in (('gains', ''), ('lbfgs_gains', 'L-BFGS probe: '))
+        for ref, g in summary.get(key, {}).items())
     section = '\n'.join([
         f'Command: `python tools/benchmark_demo.py {" ".join(argv)}`', '',
         f'Machine: {machine_line(machine_info())}, CPU only. '
@@ -191,24 +223,27 @@ def update_docs(results, summary, rows, argv, preset='default'):
 
 def print_summary(results, summary, rows, console):
     table = Table(title='CoTAP demo over seeds (val): mean +- std')
-    for col in ('row', 'linear mIoU', 'linear, ViT tokens', 'k-means mIoU', 'concentration'):
+    for col in ('row', 'linear mIoU', 'linear, L-BFGS', 'linear, ViT tokens', 'k-means mIoU',
+                'concentration'):
         table.add_column(col, justify='left' if col == 'row' else 'right')
     for name in rows:
         s = summary['rows'][name]
-        table.add_row(ROWS[name], _pm(s['linear_miou']), _pm(s['vit_linear_miou']),
-                      _pm(s['cluster_miou']), _pm(s['concentration'], '.3f'))
+        table.add_row(ROWS[name], _pm(s['linear_miou']), _pm(s['lbfgs_miou']),
+                      _pm(s['vit_linear_miou']), _pm(s['cluster_miou']),
+                      _pm(s['concentration'], '.3f'))
     console.print(table)
-    for ref, g in summary['gains'].items():
-        console.print(f"CoTAP - {ROWS[ref]}: {g['mean']:+.2f} +- {g['std']:.2f} (per seed "
-                      f"{', '.join(f'{x:+.2f}' for x in g['per_seed'])})")
+    for key, probe in (('gains', 'linear'), ('lbfgs_gains', 'linear, L-BFGS')):
+        for ref, g in summary[key].items():
+            console.print(f"CoTAP - {ROWS[ref]} ({probe}): {g['mean']:+.2f} +- {g['std']:.2f} "
+                          f"(per seed {', '.join(f'{x:+.2f}' for x in g['per_seed'])})")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     console = Console()
-    results = []
-    for seed in args.seeds:
+    results = rescore(args, console) if args.rescore else []
+    for seed in [] if args.rescore else args.seeds:
         console.rule(f'seed {seed}')
         results.append(run_seed(seed, args, console))
         # after every seed, so that an interrupted run keeps what it measured

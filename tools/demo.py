@@ -60,10 +60,10 @@ INITS = ('supervised', 'random', 'selfdistill')
 PRESETS = dict(
     default=dict(size=96, num_coco=1000, num_imagenet=1000, num_seg_train=300, num_seg_val=100,
                  init_iters=4000, init_batch_size=64, selfdistill_iters=300, cotap_iters=300,
-                 probe_iters=300, batch_size=16, knn_k=8, num_pictures=4),
+                 probe_iters=300, lbfgs_iters=200, batch_size=16, knn_k=8, num_pictures=4),
     mini=dict(size=64, num_coco=24, num_imagenet=24, num_seg_train=12, num_seg_val=6,
               init_iters=3, init_batch_size=8, selfdistill_iters=3, cotap_iters=3,
-              probe_iters=4, batch_size=4, knn_k=8, num_pictures=2),
+              probe_iters=4, lbfgs_iters=5, batch_size=4, knn_k=8, num_pictures=2),
 )
 # the preset entries each trained init depends on (the key of its cache)
 INIT_PRESET_KEYS = dict(
@@ -452,8 +452,8 @@ class Demo:
         return fn
 
     def analysis(self, names):
-        """Semantic concentration and the k-means cluster probe of each row on the labelled
-        validation scenes (the probe's resolution), in-process."""
+        """Semantic concentration, the k-means cluster probe and the converged (L-BFGS) linear
+        probe of each row on the labelled scenes (the probe's resolution), in-process."""
         def fn(progress, task):
             for name in names:
                 row = self.rows[name]
@@ -467,9 +467,12 @@ class Demo:
                                  '--out', self.path('analysis', f'{name}_concentration.json'))
                 cluster = self.call('analysis', 'analysis/cluster_segmentation.py', *common,
                                     '--out', self.path('analysis', f'{name}_clusters.json'))
+                lbfgs = self.call('analysis', 'analysis/linear_segmentation.py', *common,
+                                  '--iters', self.p['lbfgs_iters'], '--out',
+                                  self.path('analysis', f'{name}_linear_lbfgs.json'))
                 row.update(concentration=dict(intra=conc['intra'], inter=conc['inter'],
                                               gap=conc['gap'], ratio=conc['ratio']),
-                           cluster_miou=cluster['runs'][0]['mIoU'])
+                           cluster_miou=cluster['runs'][0]['mIoU'], lbfgs_miou=lbfgs['mIoU'])
         return fn
 
     def chance(self, progress, task):
@@ -532,6 +535,8 @@ class Demo:
         results = dict(
             init_miou=init['linear_miou'], cotap_miou=cotap['linear_miou'],
             gain=round(cotap['linear_miou'] - init['linear_miou'], 2),
+            lbfgs_gain=(round(cotap['lbfgs_miou'] - init['lbfgs_miou'], 2)
+                        if 'lbfgs_miou' in cotap and 'lbfgs_miou' in init else None),
             cotap_vit_miou=self.rows.get('cotap_vit', {}).get('linear_miou'),
             pixels_miou=self.rows['pixels']['linear_miou'], chance_miou=round(chance_miou, 2),
             rows={name: {k: v for k, v in row.items() if k != 'checkpoint'}
@@ -565,18 +570,22 @@ def print_table(results, console):
     rows = results['rows']
     table = Table(title='CoTAP demo on the synthetic scenes (val): dense probes of frozen '
                   'features')
-    for col in ('weights', 'linear mIoU (%)', 'k-means mIoU (%)', 'concentration'):
+    for col in ('weights', 'linear mIoU (%)', 'linear, L-BFGS (%)', 'k-means mIoU (%)',
+                'concentration'):
         table.add_column(col, justify='left' if col == 'weights' else 'right')
     table.add_row('chance level (train label frequencies)', f"{results['chance_miou']:.2f}",
-                  '', '')
-    table.add_row('raw 8x8 pixel patches (the floor)', f"{results['pixels_miou']:.2f}", '', '')
+                  '', '', '')
+    table.add_row('raw 8x8 pixel patches (the floor)', f"{results['pixels_miou']:.2f}", '', '',
+                  '')
     for name, title in (('init', f"init ({INIT_NAMES[results['init']]})"),
                         ('cotap', f"CoTAP, {results['cotap_iters']} iterations from the init"),
                         ('cotap_vit', 'CoTAP, its ViT tokens only (the init\'s width)')):
         row = rows[name]
-        table.add_row(title, f"{row['linear_miou']:.2f}", _fmt(row.get('cluster_miou')),
+        table.add_row(title, f"{row['linear_miou']:.2f}", _fmt(row.get('lbfgs_miou')),
+                      _fmt(row.get('cluster_miou')),
                       _fmt((row.get('concentration') or {}).get('ratio'), '.3f'))
-    table.add_row('gain of CoTAP over its init', f"{results['gain']:+.2f}", '', '')
+    table.add_row('gain of CoTAP over its init', f"{results['gain']:+.2f}",
+                  _fmt(results.get('lbfgs_gain'), '+.2f'), '', '')
     console.print(table)
     times = Table(title='seconds per stage')
     for name in results['stage_seconds']:
