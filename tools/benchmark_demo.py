@@ -186,23 +186,36 @@ def table_lines(results, summary, rows):
         lines.append(f"| {ROWS[name]} | {_pm(s['linear_miou'])} | {_pm(s['lbfgs_miou'])} | "
                      f"{_pm(s['vit_linear_miou'])} | {_pm(s['cluster_miou'])} | "
                      f"{_pm(s['concentration'], '.3f')} |")
-    lines += ['', '| seed | ' + ' | '.join(f'{n} linear / k-means / ratio' for n in rows) +
-              ' | CoTAP - (a) | CoTAP - (b) |', '|---' * (len(rows) + 3) + '|']
+    lines += ['', '| seed | ' + ' | '.join(f'{n} linear / L-BFGS / k-means / ratio'
+                                          for n in rows) +
+              ' | CoTAP - (a), linear / L-BFGS | CoTAP - (b), linear / L-BFGS |',
+              '|---' * (len(rows) + 3) + '|']
     for i, r in enumerate(results):
         cells = []
         for name in rows:
             row = r['rows'][name]
             ratio = _score(row, 'concentration')
-            cells.append(f"{row['linear_miou']:.2f} / {row.get('cluster_miou', float('nan')):.2f}"
-                         f" / {ratio:.3f}" if ratio is not None else f"{row['linear_miou']:.2f}")
-        gains = [f"{summary['gains'][ref]['per_seed'][i]:+.2f}" if ref in summary['gains']
-                 else '-' for ref in ('init', 'init_more')]
+            cells.append(' / '.join(_fmt(v, spec) for v, spec in (
+                (row['linear_miou'], '.2f'), (row.get('lbfgs_miou'), '.2f'),
+                (row.get('cluster_miou'), '.2f'), (ratio, '.3f'))))
+        gains = [' / '.join(f"{summary[key][ref]['per_seed'][i]:+.2f}"
+                            if ref in summary.get(key, {}) else '-'
+                            for key in ('gains', 'lbfgs_gains'))
+                 for ref in ('init', 'init_more')]
         lines.append(f"| {r['seed']} | " + ' | '.join(cells + gains) + ' |')
     return lines
 
 
-def update_docs(results, summary, rows, argv, preset='default'):
+def _fmt(value, spec):
+    return '-' if value is None else format(value, spec)
+
+
+def update_docs(results, summary, rows, argv, preset='default', rescored=False):
     r0 = results[0]
+    rescore_note = (' The rows were re-scored (`--rescore`: the analysis probes only, nothing '
+                    'trained) on the backbones of the earlier run `python tools/benchmark_demo.py '
+                    f"--seeds {' '.join(str(r['seed']) for r in results)}` in the same work "
+                    'dir.' if rescored else '')
     gains = '; '.join(
         f"{probe}CoTAP - {ROWS[ref][:3]}: {g['mean']:+.2f} +- {g['std']:.2f} "
         f"({'every seed positive' if g['all_positive'] else 'not every seed positive'})"
@@ -214,8 +227,9 @@ def update_docs(results, summary, rows, argv, preset='default'):
         f"Preset `{preset}`; N = {r0['cotap_iters']} steps for CoTAP and the image-level "
         'control; every row of a seed starts from the same data, init and kNN files and is '
         'scored by the same probes (linear: the row\'s own features, 2D wide with the OAF; '
-        '"ViT tokens": the same probe on its D-wide ViT tokens); std is the sample std over '
-        'seeds.', '',
+        '"ViT tokens": the same probe on its D-wide ViT tokens; "L-BFGS": the converged linear '
+        'probe, tools/analysis/linear_segmentation.py); std is the sample std over seeds.'
+        + rescore_note, '',
         *table_lines(results, summary, rows), '', f'Linear-probe gains: {gains}.'])
     write_section(DOCS, 'benchmark_demo', section,
                   'Demo: CoTAP against its init and controls')
@@ -254,7 +268,7 @@ def main(argv=None):
     atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),
                       json.dumps(dict(results=results, summary=summary), indent=2))
     if args.update_docs:
-        update_docs(results, summary, args.rows, argv, args.preset)
+        update_docs(results, summary, args.rows, argv, args.preset, rescored=args.rescore)
         console.print(f'updated {DOCS}')
     return results, summary
 
