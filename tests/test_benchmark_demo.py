@@ -35,6 +35,11 @@ def test_summary_is_mean_and_sample_std_and_gains_per_seed():
     assert s['gains']['init_more']['per_seed'] == pytest.approx([4.0, 4.0, -1.0])
     assert not s['gains']['init_more']['all_positive']
     assert s['gains']['init_more']['mean'] == pytest.approx(7 / 3)
+    assert s['lbfgs_gains'] == {}  # no seed has the converged probe: no gain is made up
+    with_lbfgs = [dict(r, rows={n: dict(v, lbfgs_miou=v['linear_miou'] + 1.)
+                                for n, v in r['rows'].items()}) for r in RESULTS]
+    s = benchmark_demo.summarize(with_lbfgs, ROWS)
+    assert s['lbfgs_gains']['init']['per_seed'] == pytest.approx([5.0, 4.0, 1.0])
 
 
 def test_docs_section_replaced_between_markers(tmp_path, monkeypatch):
@@ -47,8 +52,9 @@ def test_docs_section_replaced_between_markers(tmp_path, monkeypatch):
     text = docs.read_text()
     assert text.count(benchmark_demo.MARK_START) == 1 and 'keep me' in text
     assert '| (c) CoTAP, N steps from the init | 14.33 +- 2.08 |' in text
-    assert '| 2 | 11.00 / 5.00 / 0.010 | 13.00 / 6.00 / 0.020 | 12.00 / 7.00 / 0.040 | +1.00 | ' \
-        '-1.00 |' in text
+    # per seed: linear / L-BFGS (not measured here: '-') / k-means / ratio, then the gains
+    assert '| 2 | 11.00 / - / 5.00 / 0.010 | 13.00 / - / 6.00 / 0.020 | 12.00 / - / 7.00 / ' \
+        '0.040 | +1.00 / - | -1.00 / - |' in text
 
 
 def test_rows_and_ablation_options():
