@@ -177,19 +177,22 @@ def test_precompute_knn_lists_all_unreadable_images(workspace, tmp_path):
 
 
 def test_precompute_knn_write_is_atomic(tmp_path, monkeypatch):
-    """An interrupted write keeps the old file and leaves no temporary file."""
-    out = tmp_path / 'nns.npz'
-    knn_tool.save_npz_atomic(str(out), nns=np.zeros((2, 2), np.int64))
+    """An interrupted write of the kNN file (the writer precompute_knn uses) keeps the old file
+    and leaves no temporary file."""
+    from cotap_mm.datasets import knn_file
+    out = tmp_path / 'out' / 'nns.npz'
+    paths = [str(tmp_path / 'a.jpg'), str(tmp_path / 'b.jpg')]
+    knn_file.write_knn_file(str(out), np.zeros((2, 2), np.int64), paths, str(tmp_path))
     before = out.read_bytes()
 
     def broken_savez(f, **arrays):
         f.write(b'PK partial')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(knn_tool.np, 'savez', broken_savez)
+    monkeypatch.setattr(knn_file.np, 'savez', broken_savez)
     with pytest.raises(KeyboardInterrupt):
-        knn_tool.save_npz_atomic(str(out), nns=np.ones((2, 2), np.int64))
-    assert out.read_bytes() == before and os.listdir(tmp_path) == ['nns.npz']
+        knn_file.write_knn_file(str(out), np.ones((2, 2), np.int64), paths, str(tmp_path))
+    assert out.read_bytes() == before and os.listdir(out.parent) == ['nns.npz']
 
 
 # -- kNN files ---------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ def test_bad_knn_file(workspace, monkeypatch, case):
 def test_knn_metadata_and_stego_files(workspace, tmp_path, monkeypatch):
     """precompute_knn records the image list; a STEGO file (no metadata) still loads, with a
     logged warning that its order cannot be verified."""
-    from cotap_mm.datasets import KNNPairDataset, knn_pair_dataset
+    from cotap_mm.datasets import KNNPairDataset, knn_file
     from cotap_mm.datasets.image_list import image_list_digest, list_images
     with np.load(workspace / COCO_NNS) as f:
         assert int(f['num_images']) == 6
@@ -249,7 +252,7 @@ def test_knn_metadata_and_stego_files(workspace, tmp_path, monkeypatch):
     image_list = dict(type='ImageList', data_root=str(workspace / 'data/coco'),
                       data_prefix='train2017')
     logged = []
-    monkeypatch.setattr(knn_pair_dataset, 'print_log',
+    monkeypatch.setattr(knn_file, 'print_log',
                         lambda msg, logger=None, level=None: logged.append((msg, level)))
     ds = KNNPairDataset(image_list, str(workspace / COCO_NNS), num_neighbors=3)
     np.testing.assert_array_equal(ds.nns, _good_nns(workspace)[:, :4])
