@@ -80,6 +80,11 @@ def test_tools_refuse(evil, tmp_path):
                                '--k', '2', '--image-size', '32', '--num-workers', '0',
                                '--device', 'cpu']), marker, path)
     assert not (tmp_path / 'nns.npz').exists()
+    # the opt-in flag the message names exists and loads it (the payload then runs)
+    knn.main([str(images), str(tmp_path / 'nns.npz'), '--checkpoint', path, '--unsafe-pickle',
+              '--k', '2', '--image-size', '32', '--num-workers', '0', '--device', 'cpu'])
+    assert marker.exists() and (tmp_path / 'nns.npz').exists()
+    marker.unlink()
     cfg = tmp_path / 'tiny.py'
     cfg.write_text("model = dict(type='CoTAPVisionTransformer', arch='tiny', patch_size=16, "
                    "img_size=32, num_prototypes=4)\n")

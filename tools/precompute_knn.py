@@ -49,6 +49,9 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument('--prefix',
                    help='state-dict key prefix of the backbone in the checkpoint (default: '
                         '"backbone.", or every key of a bare backbone state dict)')
+    p.add_argument('--unsafe-pickle', action='store_true',
+                   help='load a --checkpoint that pickles Python objects (weights_only=False): '
+                   'it can run code stored in the file; only for files you trust')
     p.add_argument('--arch', choices=['tiny', 'small', 'base'],
                    help='ViT size (default: the `arch` recorded in the --checkpoint meta by '
                         'tools/model_converters, else base)')
@@ -149,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
     if k > len(paths):
         logger.warning(f'--k {k} > number of images {len(paths)}: using k={len(paths)}')
         k = len(paths)
-    ckpt = read_checkpoint(args.checkpoint) if args.checkpoint else None
+    ckpt = read_checkpoint(args.checkpoint, args.unsafe_pickle) if args.checkpoint else None
     arch, patch_size = _arch_from_args(args, ckpt, logger)
     model = CoTAPVisionTransformer(arch=arch, patch_size=patch_size,
                                    img_size=args.image_size, with_oaf=False, out_type='raw')

@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument('--which', choices=('student', 'teacher'), default='student',
                    help='for a CoTAP pretraining checkpoint: the student (backbone.*) or the EMA '
                    'teacher (teacher.module.backbone.*)')
+    p.add_argument('--unsafe-pickle', action='store_true',
+                   help='load a CHECKPOINT that pickles Python objects (weights_only=False): it '
+                   'can run code stored in the file; only for files you trust')
     p.add_argument('--pca-interp', choices=('nearest', 'bilinear'), default='nearest',
                    help='upsampling of the PCA colours to the image (prototype ids and the mask '
                    'are always nearest)')
@@ -202,7 +205,8 @@ def main(argv=None) -> List[str]:
     if args.size % p:
         raise SystemExit(f'visualize: --size {args.size} is not a multiple of the patch size '
                          f'{p}; use e.g. {max(p, args.size // p * p)}')
-    load_backbone_weights(backbone, args.checkpoint, which=args.which, logger=logger)
+    load_backbone_weights(backbone, args.checkpoint, which=args.which,
+                          unsafe_pickle=args.unsafe_pickle, logger=logger)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     backbone.to(device).eval()
     fg_mass = args.fg_mass

@@ -23,6 +23,9 @@ def add_common_args(parser, default_batch_size=64):
     parser.add_argument('checkpoint', help="mmengine checkpoint with 'backbone.*' keys")
     parser.add_argument('--prefix', default='backbone.',
                         help="key prefix of the backbone in CHECKPOINT ('' for a bare state dict)")
+    parser.add_argument('--unsafe-pickle', action='store_true',
+                        help='load a CHECKPOINT that pickles Python objects (weights_only=False): '
+                        'it can run code stored in the file; only for files you trust')
     parser.add_argument('--work-dir', help='where the log and the JSON go (default: '
                         './work_dirs/<config name>)')
     parser.add_argument('--out', help='JSON result file (default: WORK_DIR/<tool>.json)')
@@ -62,7 +65,9 @@ def make_loader(dataset, args, shuffle=False):
 def load_model_for_tool(args, out_type: str, logger):
     """:func:`build_backbone` + :func:`load_backbone_weights` from the tool's arguments."""
     backbone, cfg = build_backbone(args.config, args.cfg_options, out_type=out_type)
-    info = load_backbone_weights(backbone, args.checkpoint, prefix=args.prefix, logger=logger)
+    info = load_backbone_weights(backbone, args.checkpoint, prefix=args.prefix,
+                                 unsafe_pickle=getattr(args, 'unsafe_pickle', False),
+                                 logger=logger)
     logger.info(f'Backbone {type(backbone).__name__} (out_type={out_type!r}, '
                 f'with_oaf={getattr(backbone, "with_oaf", None)}), '
                 f'{sum(p.numel() for p in backbone.parameters()) / 1e6:.2f}M parameters')
