@@ -6,18 +6,16 @@ import os.path as osp
 import re
 from collections import OrderedDict
 
-from cotap_mm.utils.checkpoint_layout import layout_hint
+from cotap_mm.utils.checkpoint_layout import NETWORK_PREFIXES, layout_hint
 from cotap_mm.utils.checkpoint_loading import (CheckpointConversionError, first_keys,
                                                flat_state_dict, is_tensor_dict, load_source)
 from .backbone_meta import backbone_checkpoint, build_reference, check_against_model, infer_heads
 
 __all__ = ['extract_backbone']
 
-# where the CoTAP algorithm keeps each network's backbone
-_OURS_ROOTS = {
-    'student': ('backbone.', 'module.backbone.'),
-    'teacher': ('teacher.module.backbone.', 'module.teacher.module.backbone.'),
-}
+# each network's backbone, also under DDP's `module.`
+_OURS_ROOTS = {which: (prefix, 'module.' + prefix)
+               for which, prefix in NETWORK_PREFIXES.items()}
 
 
 def extract_backbone(src, which='student', num_heads=None, unsafe_pickle=False,

@@ -146,20 +146,23 @@ def add_segmentation_args(parser):
     return parser
 
 
-def segmentation_features(args, logger, normalize: bool = False):
+def segmentation_features(args, logger, normalize: bool = False, model=None):
     """Patch maps and labels of the tool's segmentation split (:func:`add_segmentation_args`).
 
     Args:
         args (Namespace): The tool's arguments (common + segmentation).
         logger (MMLogger): Where to report.
         normalize (bool): L2-normalise each patch feature. Defaults to False.
+        model (tuple, optional): ``(backbone, cfg, load_info)`` of
+            ``load_model_for_tool(args, 'featmap', logger)`` already built, for a tool that
+            extracts several splits with one backbone; built here when None.
 
     Returns:
         tuple: ``(feats (N, h, w, C) in --feature-dtype, labels (N, size, size) int16,
         load_info)`` on the CPU; ``feats.view(-1, C)`` is the (N*h*w, C) patch matrix, rows
         in image order, without a copy.
     """
-    backbone, cfg, info = load_model_for_tool(args, 'featmap', logger)
+    backbone, cfg, info = model or load_model_for_tool(args, 'featmap', logger)
     mean, std = get_normalization(cfg)
     dataset = SegFolderDataset(
         args.data_root, args.split, args.img_dir, args.ann_dir, args.img_suffix,

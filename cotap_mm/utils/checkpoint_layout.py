@@ -8,8 +8,8 @@ import re
 
 from .checkpoint_loading import flat_state_dict
 
-__all__ = ['SRC_FORMATS', 'DEFAULT_WHICH', 'OAF_NORM_KEY', 'detect_layout', 'suggest_command',
-           'layout_hint']
+__all__ = ['SRC_FORMATS', 'DEFAULT_WHICH', 'OAF_NORM_KEY', 'NETWORK_PREFIXES', 'detect_layout',
+           'suggest_command', 'layout_hint']
 
 SRC_FORMATS = ('dino', 'ibot', 'mugs', 'leopart', 'cotap-official', 'timm')
 
@@ -27,6 +27,9 @@ DEFAULT_WHICH = {
     'cotap-official': 'student',
     'timm': None,  # a single network
 }
+
+# where a checkpoint of our own CoTAP pretraining keeps each network's backbone
+NETWORK_PREFIXES = dict(student='backbone.', teacher='teacher.module.backbone.')
 
 # per-block OAF norms of the official CoTAP ViT (only those of the last block are used)
 OAF_NORM_KEY = r'^blocks\.(\d+)\.(norm_in|norm_out_patch|norm_out_cls)\.(weight|bias)$'
@@ -93,7 +96,7 @@ def detect_layout(obj):
     if 'kernel' in keys and any(re.match(OAF_NORM_KEY, k) for k in keys):
         return dict(format='cotap-official', which=['student'],
                     description='bare official CoTAP ViT (kernel + per-block OAF norms)')
-    if any(k.startswith('teacher.module.backbone.') for k in keys) or (
+    if any(k.startswith(NETWORK_PREFIXES['teacher']) for k in keys) or (
             'backbone.layers.0.ln1.weight' in keys and any(
                 k.startswith(('patch_head.', 'cls_head.')) for k in keys)):
         return dict(format='cotap-mm', which=['student', 'teacher'],

@@ -25,7 +25,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     segmentation_features, setup_tool)
+                                     load_model_for_tool, segmentation_features, setup_tool)
 from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
 from cotap_mm.evaluation.functional import (confusion_matrix,  # noqa: E402
                                             fit_dense_linear_probe, segmentation_metrics)
@@ -54,10 +54,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     work_dir, logger, out = setup_tool(args, TOOL)
+    model = load_model_for_tool(args, 'featmap', logger)  # one backbone for both splits
     fit_args = copy.copy(args)
     fit_args.split = args.train_split
-    fit_feats, fit_labels, info = segmentation_features(fit_args, logger)
-    val_feats, val_labels, _ = segmentation_features(args, logger)
+    fit_feats, fit_labels, info = segmentation_features(fit_args, logger, model=model)
+    val_feats, val_labels, _ = segmentation_features(args, logger, model=model)
     N, h, w, C_feat = fit_feats.shape
     device = torch.device(args.device)
     logger.info(f'L-BFGS linear probe: {N} {args.train_split} images ({h}x{w} patches, '

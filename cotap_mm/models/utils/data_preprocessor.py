@@ -6,6 +6,7 @@ import torch
 from mmpretrain.models.utils.data_preprocessor import SelfSupDataPreprocessor
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from .gaussian_blur import gaussian_blur
 
 __all__ = ['CoTAPDataPreprocessor', 'BatchPhotometricAug', 'rgb_to_hsv', 'hsv_to_rgb']
@@ -174,8 +175,8 @@ class CoTAPDataPreprocessor(SelfSupDataPreprocessor):
     GRANULARITIES = ('per_image', 'per_slot_batch')
 
     def __init__(self,
-                 mean: Sequence[float] = (123.675, 116.28, 103.53),
-                 std: Sequence[float] = (58.395, 57.12, 57.375),
+                 mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD,
                  to_rgb: bool = True,
                  jitter_granularity: str = 'per_image',
                  num_views: Optional[int] = 24,

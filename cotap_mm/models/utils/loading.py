@@ -25,7 +25,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from cotap_mm.utils.checkpoint_layout import detect_layout, suggest_command
+from cotap_mm.utils.checkpoint_layout import NETWORK_PREFIXES, detect_layout, suggest_command
 from cotap_mm.utils.checkpoint_loading import first_keys, load_source
 from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
@@ -35,8 +35,6 @@ __all__ = [
     'load_backbone_weights'
 ]
 
-# where a CoTAP checkpoint keeps each network's backbone
-NETWORK_PREFIXES = dict(student='backbone.', teacher='teacher.module.backbone.')
 _UNUSED_WITHOUT_OAF = 'oaf.'
 
 
@@ -142,10 +140,11 @@ def read_checkpoint(checkpoint: str, unsafe_pickle: bool = False):
 
 
 def _convert_hint(ckpt, checkpoint) -> str:
-    cmd = suggest_command(detect_layout(ckpt), src=checkpoint, dst='<converted>.pth')
+    layout = detect_layout(ckpt)
+    cmd = suggest_command(layout, src=checkpoint, dst='<converted>.pth')
     if cmd is None:
         return ''
-    return (f'The file looks like: {detect_layout(ckpt)["description"]}; convert it first:\n'
+    return (f'The file looks like: {layout["description"]}; convert it first:\n'
             f"    {cmd}\nand load '<converted>.pth' with prefix='backbone.'.")
 
 
