@@ -38,3 +38,11 @@ def test_mim_lists_the_toolboxes():
     out = subprocess.run([mim, 'list'], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert 'mmpretrain' in out.stdout and 'mmsegmentation' in out.stdout
+
+
+def test_setup_refuses_an_unknown_mode_argument():
+    out = subprocess.run(['bash', osp.join(osp.dirname(osp.dirname(__file__)), 'tools',
+                                          'setup_env.sh'), '--pretraining'],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert 'unknown argument "--pretraining"' in out.stderr and '--pretrain-only' in out.stderr

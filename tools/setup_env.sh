@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the cotap_mm development environment in .venv/ (Python 3.11, CPU).
 #
-#   bash tools/setup_env.sh          # or: make setup (make test / make demo call it)
+#   bash tools/setup_env.sh                  # full mode; or: make setup (make test / demo call it)
+#   bash tools/setup_env.sh --pretrain-only  # pretraining-only mode (COTAP_MM_VENV=.venv-pretrain)
 #
-# Steps, each skipped when already done:
+# Full mode, steps each skipped when already done:
 #   1. .venv/ with Python 3.11
 #   2. torch + torchvision (requirements/torch.txt)
 #   3. full mmcv 2.1.0 with compiled ops: a cached wheel from $COTAP_MM_WHEEL_DIR
 #      (default ~/.cache/cotap_mm/wheels), else the matching prebuilt wheel in ../shared/wheels,
 #      else built from the PyPI sdist with the C++20 patch (about 12-15 minutes on 2 cores)
 #   4. the OpenMMLab stack, faiss, mim, test tools; cotap_mm itself in editable mode
+# Pretraining-only mode (tools/train.py, tools/precompute_knn.py; no mmsegmentation, no tests):
+#   1. the virtual environment (default .venv-pretrain/; any Python 3.8+)
+#   2. keeps a torch >= 2.1 already there (CPU or CUDA: create the venv with your CUDA torch
+#      first), else installs requirements/torch.txt
+#   3. mmcv-lite 2.1.0 (pure Python, no compiled ops, nothing to build)
+#   4. requirements/pretrain.txt and cotap_mm in editable mode
 # A stamp file (.venv/.cotap_mm_stamp) holds a hash of the inputs; when it matches and the stack
 # imports, the script ends in seconds. Every failing step names the package and its log file.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${COTAP_MM_VENV:-$ROOT/.venv}"
+MODE=full
+case "${1:-}" in
+  '') ;;
+  --pretrain-only) MODE=pretrain ;;
+  -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  *) printf '[setup] ERROR: unknown argument "%s" (expected nothing or --pretrain-only)\n' "$1" >&2
+     exit 2 ;;
+esac
+if [[ $MODE == pretrain ]]; then
+  VENV="${COTAP_MM_VENV:-$ROOT/.venv-pretrain}"
+else
+  VENV="${COTAP_MM_VENV:-$ROOT/.venv}"
+fi
 PYTHON_BIN="${PYTHON:-python3.11}"
 MMCV_VERSION=2.1.0
 WHEEL_DIR="${COTAP_MM_WHEEL_DIR:-$HOME/.cache/cotap_mm/wheels}"
@@ -41,17 +60,57 @@ run_logged() {
 }
 
 stamp_inputs() {
-  cat requirements/torch.txt requirements/runtime.txt requirements/mim.txt requirements/tests.txt \
-    setup.py tools/setup_env.sh | sha256sum | cut -d' ' -f1
+  { echo "$MODE"; cat requirements/torch.txt requirements/pretrain.txt requirements/runtime.txt \
+    requirements/mim.txt requirements/tests.txt setup.py tools/setup_env.sh; } | sha256sum | cut -d' ' -f1
 }
 
 # ---------------------------------------------------------------------------------------------
 # 0. fast path
 STAMP="$VENV/.cotap_mm_stamp"
 WANT="$(stamp_inputs)"
+if [[ $MODE == pretrain ]]; then CHECK="import cotap_mm, mmpretrain.models"
+else CHECK="import cotap_mm, mmseg, mmpretrain, mmcv.ops"; fi
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]] && \
-   "$VENV/bin/python" -c "import cotap_mm, mmseg, mmpretrain, mmcv.ops" >/dev/null 2>&1; then
-  say "environment in $VENV is up to date"
+   "$VENV/bin/python" -c "$CHECK" >/dev/null 2>&1; then
+  say "environment in $VENV ($MODE mode) is up to date"
+  exit 0
+fi
+
+if [[ $MODE == pretrain ]]; then
+  # 1. virtual environment (kept when it exists: it may hold the user's CUDA torch)
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    command -v "$PYTHON_BIN" >/dev/null 2>&1 || die "$PYTHON_BIN not found (set PYTHON=/path/to/python3)"
+    say "creating virtual environment $VENV"
+    run_logged venv "$PYTHON_BIN" -m venv "$VENV"
+  fi
+  PY="$VENV/bin/python"
+  PIP=("$PY" -m pip --disable-pip-version-check)
+  "$PY" -c 'import sys; assert sys.version_info[:2] >= (3, 8)' 2>/dev/null || \
+    die "$PY is older than Python 3.8"
+  run_logged pip-upgrade "${PIP[@]}" install -q 'pip>=23.2'
+  # 2. torch: any torch >= 2.1 with its torchvision is kept
+  if "$PY" -c "import torch, torchvision; v = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); assert v >= (2, 1)" >/dev/null 2>&1; then
+    say "keeping torch $("$PY" -c 'import torch; print(torch.__version__)') in $VENV"
+  else
+    say "installing torch + torchvision (requirements/torch.txt; CPU wheels)"
+    run_logged torch "${PIP[@]}" install -r requirements/torch.txt
+  fi
+  # 3. mmcv-lite: the same Python modules as mmcv, without the compiled ops, which CoTAP
+  # pretraining does not use (the inner patch loss pools with torchvision's roi_align).
+  if "$PY" -c "import mmcv.ops" >/dev/null 2>&1; then
+    say "full mmcv is installed in $VENV: kept (a superset of mmcv-lite)"
+  else
+    say "installing mmcv-lite $MMCV_VERSION"
+    run_logged mmcv-lite "${PIP[@]}" install --no-deps "mmcv-lite==$MMCV_VERSION"
+  fi
+  # 4. the pretraining stack and cotap_mm
+  say "installing the pretraining stack (requirements/pretrain.txt)"
+  run_logged pretrain "${PIP[@]}" install -r requirements/pretrain.txt
+  run_logged cotap_mm "${PIP[@]}" install --no-deps --no-build-isolation -e .
+  run_logged import-check "$PY" -c "$CHECK"
+  echo "$WANT" > "$STAMP"
+  say "done (pretraining only: tools/train.py, tools/precompute_knn.py; mmseg evaluation needs"
+  say "the full mode): activate with 'source $VENV/bin/activate'"
   exit 0
 fi
 

@@ -12,13 +12,15 @@ their overlaps with g::
     ce(g, v) = -sum_{m, bins} keep * sum_k q_k p_k / max(sum_{m, bins} keep, 1)
     loss     = mean_g  sum_{v != g} ce(g, v) / (V - 1)
 
-``roi_align`` is ``mmcv.ops.roi_align`` with output S x S (6), ``aligned=True``, spatial scale 1 and
-adaptive sampling (``sampling_ratio=0``); boxes are in crop pixels divided by the backbone's patch
+``roi_align`` is ``torchvision.ops.roi_align`` with output S x S (6), ``aligned=True``, spatial scale
+1 and adaptive sampling (``sampling_ratio=0``), which computes what the released code's
+``mmcv.ops.roi_align`` with the same settings does (values and gradients; tested), so pretraining
+needs no compiled mmcv ops; boxes are in crop pixels divided by the backbone's patch
 size (16 for ViT-S/16, 8 for ViT-B/8 and the demo ViT), i.e. token-grid coordinates. The
 :class:`CoTAP` algorithm passes its backbone's patch size to :class:`InnerPatchLoss`, so that the
-teacher codes and the student bins they supervise cover the same pixels. All (g, v, m) regions are batched: one roi_align over the teacher codes
-with the mask stacked as an extra channel, one over the global student maps, one over the local
-ones.
+teacher codes and the student bins they supervise cover the same pixels. All (g, v, m) regions are
+batched: one roi_align over the teacher codes with the mask stacked as an extra channel, one over
+the global student maps, one over the local ones.
 
 Keep threshold: a bin counts when its bilinearly pooled mask is ``>= keep_threshold`` (1.0 as
 released). Pooling an all-ones region does not always give exactly 1.0 in floating point: about 2 %
@@ -38,8 +40,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.ops import roi_align
 from torch import Tensor
+from torchvision.ops import roi_align
 
 from cotap_mm.registry import MODELS
 from ..utils.crop_layout import MASK_ALIGNMENTS, as_coded_inner_masks
@@ -49,6 +51,13 @@ __all__ = ['InnerPatchLoss', 'inner_patch_loss']
 def _rois(batch_index: Tensor, boxes: Tensor, patch_size: float) -> Tensor:
     """(R,) image indices and (R, 4) pixel boxes -> (R, 5) token-grid rois for roi_align."""
     return torch.cat([batch_index.to(boxes).unsqueeze(1), boxes / patch_size], dim=1)
+
+
+def _roi_align(maps: Tensor, rois: Tensor, output_size: int) -> Tensor:
+    """(N, C, h, w) maps, (R, 5) rois -> (R, C, S, S): average of bilinear samples, pixel-centre
+    aligned, adaptive sampling grid, spatial scale 1 (the released settings)."""
+    return roi_align(maps, rois, (output_size, output_size), spatial_scale=1.0,
+                     sampling_ratio=0, aligned=True)
 
 
 def _check(teacher_codes, student_global, student_local, bbox_gc, bbox_all, fg_mask,
@@ -157,7 +166,7 @@ def inner_patch_loss(teacher_codes: Tensor,
     pair_v = torch.tensor([v for g in range(G) for v in range(V) if v != g], device=device)
     image = torch.arange(M, device=device)
 
-    # roi_align runs in fp32: mmcv's CPU kernels have no half version, and AMP gains nothing here.
+    # roi_align runs in fp32: the CPU kernels have no half version, and AMP gains nothing here.
     with torch.autocast(device_type=device.type, enabled=False):
         # Teacher codes and masks share maps and boxes: one roi_align, the mask as channel K.
         teacher_in = torch.cat([teacher_codes.detach(), fg_mask.detach().to(teacher_codes)], 2)
@@ -165,8 +174,8 @@ def inner_patch_loss(teacher_codes: Tensor,
         # Regions of the pairs only, ordered (pair, image).
         t_index = pair_g[:, None] * M + image[None, :]  # (P, M)
         t_boxes = bbox_gc.to(dtype)[:, pair_g, pair_v].transpose(0, 1)  # (P, M, 4)
-        t_out = roi_align(teacher_in, _rois(t_index.flatten(), t_boxes.flatten(0, 1), patch_size),
-                          (S, S), 1.0, 0, 'avg', True)
+        t_out = _roi_align(teacher_in,
+                           _rois(t_index.flatten(), t_boxes.flatten(0, 1), patch_size), S)
         t_out = t_out.view(len(pair_g), M, K + 1, S, S)
         targets = t_out[:, :, :K]  # (P, M, K, S, S)
         # Only bins fully inside the foreground after bilinear sampling count.
@@ -183,9 +192,9 @@ def inner_patch_loss(teacher_codes: Tensor,
                 continue
             crop = pair_v[sel] - (G if is_local else 0)
             s_index = crop[:, None] * M + image[None, :]
-            aligned = roi_align(maps.to(dtype).flatten(0, 1),
-                                _rois(s_index.flatten(), s_boxes[sel].flatten(0, 1), patch_size),
-                                (S, S), 1.0, 0, 'avg', True)
+            aligned = _roi_align(maps.to(dtype).flatten(0, 1),
+                                 _rois(s_index.flatten(), s_boxes[sel].flatten(0, 1), patch_size),
+                                 S)
             student = student.index_put((sel.nonzero().squeeze(1), ),
                                         aligned.view(-1, M, K, S, S))
 
