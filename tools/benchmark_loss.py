@@ -29,6 +29,7 @@ if ROOT not in sys.path:  # allow running without an installed cotap_mm
 
 from cotap_mm.utils.benchmark_report import (fmt_bytes, machine_info, machine_line,  # noqa: E402
                                              write_section)
+from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 DEFAULT_SIZES = (1000, 4200, 16800, 65536, 262144, 1048576)
 IMPLS = ('dense', 'chunked', 'sorted', 'auto')
@@ -133,6 +134,8 @@ def parse_args(argv=None):
                         help='skip dense and chunked above this length (time/memory grow as n²)')
     parser.add_argument('--output', default=osp.join(ROOT, 'docs', 'benchmarks.md'))
     parser.add_argument('--no-write', action='store_true', help='only print the table')
+    parser.add_argument('--json', metavar='PATH',
+                        help='also write the measurements (one row per impl and n) as JSON')
     parser.add_argument('--worker', nargs=2, metavar=('IMPL', 'N'), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -174,10 +177,19 @@ def main(argv=None):
             if (impl, n) in results:
                 results[(impl, n)]['diff'] = accuracy(impl, n, args.device,
                                                       (loss.detach(), p.grad))
-    section = render(results, args, machine_line(machine_info(args.device)))
+    machine = machine_info(args.device)
+    section = render(results, args, machine_line(machine))
     print(section)
+    if args.json:
+        rows = [dict(r, impl=impl, n=n) for (impl, n), r in sorted(results.items())]
+        atomic_write_text(args.json, json.dumps(dict(machine=machine, device=args.device,
+                                                     rows=rows), indent=1))
+        logger.info(f'measurements written to {args.json}')
     if not args.no_write:
-        write_section(args.output, 'benchmark_loss', section, 'ContinuousAPLoss')
+        # one section per device kind: a GPU run does not replace the CPU table
+        cuda = args.device.startswith('cuda')
+        write_section(args.output, 'benchmark_loss_cuda' if cuda else 'benchmark_loss', section,
+                      'ContinuousAPLoss on CUDA' if cuda else 'ContinuousAPLoss')
         logger.info(f'table written to {args.output}')
 
 

@@ -95,6 +95,9 @@ def parse_args(argv=None):
     p.add_argument('--data-root', default=None,
                    help='folder with coco/, imagenet/ and nns/nns_{coco,imagenet}.npz (default: '
                    'generated synthetic scenes in work_dirs/benchmark_train/data)')
+    p.add_argument('--generate-data', action='store_true',
+                   help='generate the synthetic scenes and kNN files into --data-root when it '
+                   'has no kNN files yet')
     p.add_argument('--image-size', type=int, default=256,
                    help='side of the generated synthetic scenes')
     p.add_argument('--num-workers', type=int, default=2, help='dataloader workers')
@@ -697,7 +700,7 @@ def run(args, logger) -> dict:
     machine = machine_info(args.device, threads)
     warn_if_oversubscribed(threads, args.device, logger)
     data_root = args.data_root or DEFAULT_DATA
-    if args.data_root is None:
+    if args.data_root is None or args.generate_data:
         ensure_data(data_root, args.image_size, logger)
     check_data(data_root)
     cfg, world = build_cfg(args, data_root)

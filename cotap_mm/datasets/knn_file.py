@@ -129,12 +129,23 @@ def force_self_first(nns: np.ndarray) -> np.ndarray:
     return out
 
 
-def knn_search(features: np.ndarray, k: int) -> np.ndarray:
-    """Top-k cosine neighbours (features L2-normalised): (N, k) int64, self in column 0."""
-    import faiss
-    index = faiss.IndexFlatIP(features.shape[1])
-    index.add(features)
-    _, nns = index.search(features, k)
+def knn_search(features: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+    """Top-k cosine neighbours (features L2-normalised): (N, k) int64, self in column 0.
+
+    Exact inner-product search: faiss's ``IndexFlatIP`` when faiss is installed, else the same
+    search with torch matrix products in row chunks (the pretraining-only environments)."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    try:
+        import faiss
+    except ImportError:
+        import torch
+        feats = torch.from_numpy(features)
+        nns = torch.cat([torch.topk(feats[i:i + chunk] @ feats.T, k, dim=1).indices
+                         for i in range(0, len(feats), chunk)]).numpy()
+    else:
+        index = faiss.IndexFlatIP(features.shape[1])
+        index.add(features)
+        _, nns = index.search(features, k)
     return force_self_first(nns.astype(np.int64))
 
 

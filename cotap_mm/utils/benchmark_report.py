@@ -30,6 +30,7 @@ def machine_info(device: str = 'cpu', threads: Optional[int] = None) -> Dict[str
                 load_average=[round(x, 2) for x in os.getloadavg()])
     if str(device).startswith('cuda'):
         info['gpu'] = torch.cuda.get_device_name(torch.device(device))
+        info['cuda'] = torch.version.cuda
     return info
 
 
@@ -37,7 +38,8 @@ def machine_line(info: Dict[str, object]) -> str:
     """One line for the docs: the GPU, or the CPU with its cores and threads; the versions."""
     where = info.get('gpu') or (f'{info["cpu"]}, {info["cores"]} cores, '
                                 f'{info["torch_threads"]} torch threads')
-    return f'{where}, torch {info["torch"]}, Python {info["python"]}'
+    cuda = f', CUDA {info["cuda"]}' if info.get('cuda') else ''
+    return f'{where}, torch {info["torch"]}{cuda}, Python {info["python"]}'
 
 
 def fmt_bytes(b: float) -> str:
