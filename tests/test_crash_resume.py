@@ -1,5 +1,5 @@
 """A CPU training run killed with SIGKILL (a) in the middle of an iteration and (b) in the middle
-of a checkpoint write resumes with ``--resume`` from the last complete checkpoint and ends exactly
+of a checkpoint write, or (c) stopped by a full disk during a checkpoint write, resumes with ``--resume`` from the last complete checkpoint and ends exactly
 like an uninterrupted run: logged losses, weights, teacher, queues, prototype bank, optimizer,
 parameter schedulers, data order and random generators.
 
@@ -113,6 +113,23 @@ class CrashProbeHook(Hook):
                    batch=_fingerprint(data_batch), rng=_fingerprint(get_rng_state()))
         with open(self.log_file, 'a') as f:
             f.write(json.dumps(row) + '\n')
+
+
+@HOOKS.register_module()
+class FileSizeLimitHook(Hook):
+    """Test-only hook: from iteration ``after_iter`` on, no file may grow beyond ``limit_bytes``
+    (``RLIMIT_FSIZE``, with SIGXFSZ ignored so that the write fails with EFBIG instead of
+    killing the process), as when the disk fills up between two checkpoints."""
+    priority = 'NORMAL'
+
+    def __init__(self, after_iter: int, limit_bytes: int):
+        self.after_iter, self.limit_bytes = after_iter, limit_bytes
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == self.after_iter:
+            import resource
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit_bytes, self.limit_bytes))
 
 
 # -- the test side -------------------------------------------------------------------------------
@@ -284,6 +301,41 @@ def test_sigkill_inside_a_checkpoint_write_resumes_from_the_last_complete_one(wo
     assert f'Auto resumed from the latest checkpoint {work_dir}/iter_{INTERVAL}.pth' in log
     assert not [p for p in work_dir.iterdir() if p.name.endswith('.tmp')]
     _assert_resumed_run_equals(reference, work_dir)
+
+
+def test_disk_full_during_a_checkpoint_write_loses_nothing(workspace, reference):
+    """The write of iter_4.pth fails for lack of space: the run stops with an error naming the
+    file, iter_2.pth (the only one kept, max_keep_ckpts=1) and last_checkpoint are intact, no
+    partial file is left, and a resume once there is space ends like the uninterrupted run."""
+    from mmengine.config import Config
+    hooks = [h.to_dict() for h in Config.fromfile(str(workspace / 'crash.py')).custom_hooks]
+    hooks.append(dict(type='FileSizeLimitHook', after_iter=MAX_ITERS - 1, limit_bytes=1 << 20))
+    (workspace / 'disk_full.py').write_text(
+        "_base_ = './crash.py'\n"
+        f'custom_hooks = {hooks!r}\n'
+        'default_hooks = dict(checkpoint=dict(max_keep_ckpts=1))\n')
+    work_dir = workspace / 'work_dirs/disk_full'
+    cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), 'disk_full.py', '--work-dir',
+           str(work_dir)]
+    out = subprocess.run(cmd, cwd=workspace, env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode != 0
+    name = f'iter_{MAX_ITERS}.pth'
+    assert f'could not write the checkpoint {work_dir}/{name}: File too large' in out.stderr
+    assert f'still names the previous checkpoint ({work_dir}/iter_{INTERVAL}.pth)' in out.stderr
+    assert sorted(p.name for p in work_dir.iterdir() if p.is_file()) == [
+        'disk_full.py', f'iter_{INTERVAL}.pth', 'last_checkpoint', 'probe.jsonl'
+    ]  # nothing partial, no temporary file
+    assert atomic_checkpoint_hook.is_complete_checkpoint(work_dir / f'iter_{INTERVAL}.pth')
+    assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / f'iter_{INTERVAL}.pth')
+
+    (workspace / 'disk_full.py').write_text(
+        "_base_ = './crash.py'\ndefault_hooks = dict(checkpoint=dict(max_keep_ckpts=1))\n")
+    resumed = subprocess.run(cmd + ['--resume'], cwd=workspace, env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_resumed_run_equals(reference, work_dir)
+    assert not (work_dir / f'iter_{INTERVAL}.pth').exists()  # now beyond max_keep_ckpts=1
 
 
 # -- the atomic writer and the resume checks, in process -----------------------------------------

@@ -26,6 +26,7 @@ import os
 import os.path as osp
 import re
 import zipfile
+from collections import deque
 from pathlib import Path
 from typing import Optional, Union
 
@@ -37,7 +38,12 @@ from mmengine.logging import print_log
 from cotap_mm.registry import HOOKS
 from cotap_mm.utils.fileio import atomic_write_bytes, remove_stale_temp_files
 
-__all__ = ['AtomicCheckpointHook', 'AtomicLocalBackend', 'is_complete_checkpoint']
+__all__ = ['AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointWriteError',
+           'is_complete_checkpoint']
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (e.g. the disk is full); nothing was lost."""
 
 def is_complete_checkpoint(path: Union[str, Path]) -> bool:
     """Whether ``path`` is a whole ``torch.save`` file: torch's zip format ends with the zip
@@ -73,6 +79,10 @@ class AtomicCheckpointHook(CheckpointHook):
       checkpoint it saves (periodic, last, best) goes through :class:`AtomicLocalBackend`;
       other storage (``s3://...``, a user-chosen backend) is left to that backend;
     - ``last_checkpoint`` is replaced atomically, after the checkpoint it names is complete;
+    - checkpoints beyond ``max_keep_ckpts`` are removed after the new one is complete, not
+      before, and a write that fails (full disk, file size limit) raises
+      :class:`CheckpointWriteError` saying so, with the previous checkpoint and the pointer
+      intact and no partial file left;
     - before the run (rank 0), temporary files of a killed write are deleted from the work and
       checkpoint directories, and when the run resumes from ``last_checkpoint`` a pointer that is
       empty or names a missing or truncated file (e.g. written by the plain ``CheckpointHook``)
@@ -141,32 +151,48 @@ class AtomicCheckpointHook(CheckpointHook):
         super().before_train(runner)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
-        # mmengine's method, except that the pointer is written atomically; the checkpoint itself
-        # is atomic through the backend. Old checkpoints beyond max_keep_ckpts are removed before
-        # the new one is written (as in mmengine), so a kill during the write still leaves
-        # max_keep_ckpts - 1 complete checkpoints, the pointer naming the newest of them.
+        # mmengine's method, reordered so that nothing is lost when the write fails (a full disk,
+        # a file size limit, a kill): the checkpoint is written first (atomic through the
+        # backend), then the pointer is moved to it (atomically), and only then is the checkpoint
+        # beyond max_keep_ckpts removed; the disk must hold max_keep_ckpts + 1 of them for a
+        # moment. The message hub records the new checkpoint before the write, as in mmengine
+        # (the checkpoint then lists itself), and is rolled back when the write fails.
+        filename = self.filename_tmpl.format(step)
+        path = self.file_backend.join_path(self.out_dir, filename)
+        previous = (getattr(self, 'last_ckpt', None), list(getattr(self, 'keep_ckpt_ids', [])))
+        expired = []
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
                                             and self.keep_ckpt_ids[-1] == step):
             if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-                old_step = self.keep_ckpt_ids.popleft()
-                if is_main_process():
-                    old = self.file_backend.join_path(self.out_dir,
-                                                      self.filename_tmpl.format(old_step))
-                    if self.file_backend.isfile(old):
-                        self.file_backend.remove(old)
-                    elif self.file_backend.isdir(old):  # deepspeed-style directory checkpoints
-                        self.file_backend.rmtree(old)
+                expired.append(self.keep_ckpt_ids.popleft())
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
-
-        filename = self.filename_tmpl.format(step)
-        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
-        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        runner.save_checkpoint(
-            self.out_dir, filename, self.file_client_args,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler,
-            meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        self.last_ckpt = path
+        runner.message_hub.update_info('last_ckpt', path)
+        try:
+            runner.save_checkpoint(
+                self.out_dir, filename, self.file_client_args,
+                save_optimizer=self.save_optimizer,
+                save_param_scheduler=self.save_param_scheduler,
+                meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        except OSError as e:
+            self.last_ckpt, keep = previous
+            if self.max_keep_ckpts > 0:
+                self.keep_ckpt_ids = deque(keep, self.max_keep_ckpts)
+                runner.message_hub.update_info('keep_ckpt_ids', keep)
+            if self.last_ckpt is not None:
+                runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+            raise CheckpointWriteError(
+                f'could not write the checkpoint {path}: {e.strerror or e} (errno {e.errno}). '
+                'Nothing was lost: no partial file is left, and '
+                f'{osp.join(runner.work_dir, "last_checkpoint")} still names the previous '
+                f'checkpoint ({self.last_ckpt or "none yet"}). Free space in {self.out_dir} '
+                '(or raise the file size limit) and resume with --resume.') from e
         if is_main_process():
-            atomic_write_bytes(str(self.last_ckpt).encode(),
-                               osp.join(runner.work_dir, 'last_checkpoint'))
+            atomic_write_bytes(str(path).encode(), osp.join(runner.work_dir, 'last_checkpoint'))
+            for old_step in expired:
+                old = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old_step))
+                if self.file_backend.isfile(old):
+                    self.file_backend.remove(old)
+                elif self.file_backend.isdir(old):  # deepspeed-style directory checkpoints
+                    self.file_backend.rmtree(old)
