@@ -7,14 +7,16 @@ A child registry (``Registry('model', parent=mmpretrain.registry.MODELS)``) woul
 resolves an unprefixed name in the current scope's node and its *ancestors* only, never in children,
 so plain names would fail under ``default_scope='mmpretrain'`` (see tests/test_registry.py).
 
-Pretraining components (algorithm, necks, heads, losses, transforms, datasets, hooks) go into
+Pretraining components (algorithm, necks, heads, losses, transforms, datasets, samplers, hooks) go into
 mmpretrain's nodes, exported here. Components that mmsegmentation must build too (the CoTAP
 backbone) are also registered in mmseg's ``MODELS`` through :func:`register_in_mmseg`, which imports
 only the light ``mmseg.registry`` module, never ``mmseg.models``.
 """
-from mmpretrain.registry import DATASETS, HOOKS, LOOPS, METRICS, MODELS, TRANSFORMS
+from mmpretrain.registry import (DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, METRICS, MODELS,
+                                 TRANSFORMS)
 
-__all__ = ['MODELS', 'DATASETS', 'TRANSFORMS', 'HOOKS', 'LOOPS', 'METRICS', 'register_in_mmseg']
+__all__ = ['MODELS', 'DATASETS', 'DATA_SAMPLERS', 'TRANSFORMS', 'HOOKS', 'LOOPS', 'METRICS',
+           'register_in_mmseg']
 
 
 def register_in_mmseg(module):

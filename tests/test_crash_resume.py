@@ -23,7 +23,7 @@ import torch
 from mmengine.hooks import Hook
 
 from cotap_mm.engine.hooks import atomic_checkpoint_hook
-from cotap_mm.engine.hooks.rng_state_hook import get_rng_state
+from cotap_mm.utils.rng import get_rng_state
 from cotap_mm.registry import HOOKS
 from cotap_mm.utils import fileio
 
@@ -56,9 +56,17 @@ def _fingerprint(obj) -> str:
     return digest.hexdigest()
 
 
+def _rank_suffix() -> str:
+    """'' on rank 0 (and single-process runs), '.rank<r>' on the other ranks."""
+    from mmengine.dist import get_dist_info
+    rank = get_dist_info()[0]
+    return f'.rank{rank}' if rank else ''
+
+
 def _block(reason: str) -> None:
-    """Tell the test we are at the kill point, then wait for its SIGKILL."""
-    with open(os.environ[READY_ENV], 'w') as f:
+    """Tell the test we are at the kill point (``$COTAP_TEST_READY``, plus ``.rank<r>`` on
+    rank r > 0), then wait for its SIGKILL."""
+    with open(os.environ[READY_ENV] + _rank_suffix(), 'w') as f:
         f.write(reason)
     while True:
         time.sleep(60)
@@ -66,7 +74,8 @@ def _block(reason: str) -> None:
 
 @HOOKS.register_module()
 class CrashProbeHook(Hook):
-    """Test-only hook: logs each iteration to ``<work_dir>/probe.jsonl`` and blocks on request.
+    """Test-only hook: logs each iteration to ``<work_dir>/probe.jsonl`` (rank r > 0:
+    ``probe.rank<r>.jsonl``) and blocks on request.
 
     Per iteration: the losses (exact floats), a fingerprint of the input batch (data order and
     crops) and of the random generators' state after the step. ``COTAP_TEST_BLOCK_IN``:
@@ -79,7 +88,7 @@ class CrashProbeHook(Hook):
     priority = 'NORMAL'  # after_train_iter before CheckpointHook (VERY_LOW)
 
     def before_run(self, runner) -> None:
-        self.log_file = osp.join(runner.work_dir, 'probe.jsonl')
+        self.log_file = osp.join(runner.work_dir, f'probe{_rank_suffix()}.jsonl')
         kind, _, arg = os.environ.get(BLOCK_ENV, '').partition(':')
         self.block_iter = int(arg) if kind == 'iter' else None
         if kind == 'save':
@@ -227,9 +236,9 @@ def _sigkill(proc):
     assert proc.returncode == -signal.SIGKILL
 
 
-def _probe(work_dir):
+def _probe(work_dir, rank=0):
     """iteration -> the last record of it (a resumed run rewrites the iterations it redoes)."""
-    with open(work_dir / 'probe.jsonl') as f:
+    with open(work_dir / f'probe{f".rank{rank}" if rank else ""}.jsonl') as f:
         return {row['iter']: row for row in map(json.loads, f)}
 
 

@@ -13,14 +13,15 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
 )
 # the EMA teacher follows the student after every optimiser step (docs/method.md §4.2, step 12)
-# RNGStateHook stores the random generators in checkpoints, so --resume repeats the same draws
+# RankStateHook stores every rank's random generators, queues and bank in checkpoints, so --resume
+# continues each rank's own draws and state
 # DenseProbeHook: a quick linear segmentation probe of the student every 1,600 iterations, as the
 # released runs; off while `dataset` is None. Give it a small labelled mmseg dataset, e.g.
 #   dict(type='DenseProbeHook', interval=1600, num_images=100, dataset=dict(type=..., ...))
 # and monitor it with default_hooks.checkpoint.save_best='probe/mIoU', rule='greater'.
 custom_hooks = [
     dict(type='TeacherEMAHook'),
-    dict(type='RNGStateHook'),
+    dict(type='RankStateHook'),
     dict(type='DenseProbeHook', interval=1600, dataset=None),
 ]
 

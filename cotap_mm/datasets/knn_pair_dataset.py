@@ -1,5 +1,6 @@
 """kNN pairing of images (docs/method.md §5.1) and the CoTAP COCO + ImageNet item
 (docs/method.md §0, §5); the neighbour files: :mod:`.knn_file`."""
+import contextlib
 import copy
 from typing import Optional, Sequence, Union
 
@@ -7,7 +8,9 @@ import numpy as np
 from mmengine.dataset import Compose
 
 from cotap_mm.registry import DATASETS, TRANSFORMS
+from cotap_mm.utils.rng import seeded_generators
 from .knn_file import load_nns
+from .samplers import split_item_key
 
 __all__ = ['KNNPairDataset', 'CoTAPDualDataset']
 
@@ -93,8 +96,12 @@ class KNNPairDataset:
                            f'{self.max_refetch} retries; too many unreadable images under '
                            f'the dataset of {self.nns_file!r}?')
 
-    def __getitem__(self, idx: int) -> dict:
-        u, v = self.get_pair(idx)
+    def __getitem__(self, key) -> dict:
+        """``key``: an index, or ``(index, item_seed)`` from :class:`ItemSeedSampler` (the
+        neighbour draw then runs on generators seeded with ``item_seed``)."""
+        idx, seed = split_item_key(key)
+        with seeded_generators(seed) if seed is not None else contextlib.nullcontext():
+            u, v = self.get_pair(idx)
         return dict(u=u, v=v)
 
 
@@ -171,5 +178,10 @@ class CoTAPDualDataset:
             item[k] = np.stack(v).reshape(2, 2, *v[0].shape).astype(np.float32)
         return item
 
-    def __getitem__(self, idx: int) -> dict:
-        return self.pipeline(self.prepare_item(idx))
+    def __getitem__(self, key) -> dict:
+        """``key``: an index, or ``(index, item_seed)`` from :class:`ItemSeedSampler`: the
+        neighbour draws, crops and jitter then run on generators seeded with ``item_seed``, so
+        they depend on the item's place in the run only, not on the loader worker."""
+        idx, seed = split_item_key(key)
+        with seeded_generators(seed) if seed is not None else contextlib.nullcontext():
+            return self.pipeline(self.prepare_item(idx))

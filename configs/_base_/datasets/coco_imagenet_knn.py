@@ -17,7 +17,9 @@ train_dataloader = dict(
     num_workers=8,
     persistent_workers=True,
     pin_memory=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # DefaultSampler's order; each item carries a seed of its place in the run, so crops and
+    # neighbour draws repeat on resume whatever num_workers is (docs/training.md)
+    sampler=dict(type='ItemSeedSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
     dataset=dict(
         type='CoTAPDualDataset',

@@ -37,6 +37,7 @@ from mmengine.logging import print_log
 
 from cotap_mm.registry import HOOKS
 from cotap_mm.utils.fileio import atomic_write_bytes, remove_stale_temp_files
+from .rank_state_hook import RankStateHook
 
 __all__ = ['AtomicCheckpointHook', 'AtomicLocalBackend', 'CheckpointWriteError',
            'is_complete_checkpoint']
@@ -79,6 +80,8 @@ class AtomicCheckpointHook(CheckpointHook):
       checkpoint it saves (periodic, last, best) goes through :class:`AtomicLocalBackend`;
       other storage (``s3://...``, a user-chosen backend) is left to that backend;
     - ``last_checkpoint`` is replaced atomically, after the checkpoint it names is complete;
+    - every rank's state (random generators, queues, bank) is gathered into the checkpoint
+      through :class:`RankStateHook`, when the run has one;
     - checkpoints beyond ``max_keep_ckpts`` are removed after the new one is complete, not
       before, and a write that fails (full disk, file size limit) raises
       :class:`CheckpointWriteError` saying so, with the previous checkpoint and the pointer
@@ -169,6 +172,9 @@ class AtomicCheckpointHook(CheckpointHook):
             runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
         self.last_ckpt = path
         runner.message_hub.update_info('last_ckpt', path)
+        for hook in runner.hooks:  # every rank's state to the writer (collective: all ranks)
+            if isinstance(hook, RankStateHook):
+                hook.gather(runner)
         try:
             runner.save_checkpoint(
                 self.out_dir, filename, self.file_client_args,

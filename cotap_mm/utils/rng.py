@@ -1,13 +1,12 @@
-"""Save the random-number generators' state in checkpoints and restore it on resume."""
+"""The global random generators (python, numpy, torch CPU and CUDA): their state as a
+weights-only-loadable dict, and a context that runs code on generators of its own seed."""
+import contextlib
 import random
 
 import numpy as np
 import torch
-from mmengine.hooks import Hook
 
-from cotap_mm.registry import HOOKS
-
-__all__ = ['RNGStateHook', 'get_rng_state', 'set_rng_state']
+__all__ = ['get_rng_state', 'set_rng_state', 'seeded_generators', 'derive_seed']
 
 
 def get_rng_state() -> dict:
@@ -38,24 +37,22 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
-@HOOKS.register_module()
-class RNGStateHook(Hook):
-    """Make a resumed run draw the same random numbers as an uninterrupted one.
+def derive_seed(*keys: int) -> int:
+    """A 32-bit seed that is a function of the integers ``keys`` only (numpy's SeedSequence:
+    nearby keys give unrelated seeds)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
-    The checkpoint gets ``rng_state`` (see :func:`get_rng_state`); on resume it is restored right
-    after loading. Crops, photometric augmentation, negative draws and queue subsets then repeat
-    exactly, provided the data loading runs in the main process (``num_workers=0``: worker
-    processes have generators of their own) and the train loop does not consume random numbers
-    while skipping trained batches (:class:`ResumableIterBasedTrainLoop`).
 
-    Only the saving process's state is stored: in multi-process runs every rank restores rank 0's
-    state.
-    """
-    priority = 'VERY_LOW'
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint['rng_state'] = get_rng_state()
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if 'rng_state' in checkpoint:
-            set_rng_state(checkpoint['rng_state'])
+@contextlib.contextmanager
+def seeded_generators(seed: int):
+    """Seed python's, numpy's and torch's CPU generators with ``seed`` for the block, then put
+    back the state they had: what the block draws depends on ``seed`` only, and code outside it
+    draws as if the block had not run."""
+    state = get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.random.default_generator.manual_seed(seed)  # CPU only: CUDA state is left alone
+    try:
+        yield
+    finally:
+        set_rng_state(state)
