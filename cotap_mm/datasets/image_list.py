@@ -11,7 +11,31 @@ from cotap_mm.registry import DATASETS, TRANSFORMS
 from cotap_mm.utils.images import IMG_EXTENSIONS, check_jpeg_complete
 
 # IMG_EXTENSIONS and check_jpeg_complete live in cotap_mm.utils.images
-__all__ = ['ImageList', 'list_images', 'image_list_digest']
+__all__ = ['ImageList', 'list_images', 'image_list_digest', 'image_problem']
+
+
+def image_problem(path: str, min_size: int = 0) -> Optional[str]:
+    """What would stop the training pipeline on ``path``, or ``None`` if it is fine.
+
+    Decodes as the training does (mmcv's ``LoadImageFromFile`` defaults: OpenCV, colour, which
+    turns greyscale, RGBA, palette, CMYK and 16-bit files into 8-bit 3-channel images), checks
+    JPEG truncation (:func:`check_jpeg_complete`) and, with ``min_size``, the shorter side
+    (smaller images are upsampled by the crops, with a warning).
+    """
+    import mmcv
+    try:
+        check_jpeg_complete(path)
+        with open(path, 'rb') as f:
+            img = mmcv.imfrombytes(f.read(), flag='color', backend='cv2')
+    except Exception as e:  # decoding errors come as many types (cv2, IO, ValueError)
+        return f'unreadable: {type(e).__name__}: {e}'
+    if img is None:
+        return 'unreadable: not an image the decoder knows'
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype.name != 'uint8':
+        return f'not convertible to 8-bit RGB: decoded as {img.dtype.name} {img.shape}'
+    if min(img.shape[:2]) < min_size:
+        return f'too small: {img.shape[1]}x{img.shape[0]} < {min_size} px on the shorter side'
+    return None
 
 
 
@@ -74,11 +98,13 @@ class ImageList(BaseDataset):
     with a warning, counted in :attr:`num_bad_images` (per process: each dataloader worker
     keeps its own count) and remembered, and :meth:`prepare_data` returns ``None`` so that the
     caller draws another index (mmengine's ``__getitem__`` does this up to ``max_refetch``
-    times; :class:`KNNPairDataset` does its own retries). With ``'error'`` a ``RuntimeError``
-    names the file. Truncated JPEGs (which OpenCV would decode silently, grey-filled) count as
+    times; :class:`KNNPairDataset` does its own retries). ``max_bad_images`` bounds the skips
+    per process: beyond it a ``RuntimeError`` says the folder is likely broken (a few bad files
+    in a 118k-image folder are skipped; a failed mount is not trained on). With ``'error'`` a
+    ``RuntimeError`` names the file at the first one. Truncated JPEGs (which OpenCV would decode silently, grey-filled) count as
     unreadable (:func:`check_jpeg_complete`). The images are not decoded up front (too slow for
-    ImageNet); ``tools/precompute_knn.py``, which decodes every image, lists all unreadable
-    files of a folder at once.
+    ImageNet); ``tools/check_data.py CONFIG`` lists all problem files of a config's folders
+    before a run (as does ``tools/precompute_knn.py``, which decodes every image).
 
     Args:
         data_root (str): Dataset root, e.g. ``'data/coco'``. Defaults to ``''``.
@@ -87,6 +113,8 @@ class ImageList(BaseDataset):
         extensions (Sequence[str]): Image suffixes (case-insensitive). Defaults to
             :data:`IMG_EXTENSIONS`.
         on_bad_image (str): ``'skip'`` or ``'error'``. Defaults to ``'skip'``.
+        max_bad_images (int, optional): With ``'skip'``, the most unreadable images one process
+            skips before it stops. Defaults to 1000; None: no bound.
         pipeline (Sequence[dict | callable]): Built in mmpretrain's ``TRANSFORMS``.
             Defaults to ``[dict(type='LoadImageFromFile')]``.
         **kwargs: Other :class:`mmengine.dataset.BaseDataset` arguments (``indices``,
@@ -100,6 +128,7 @@ class ImageList(BaseDataset):
                  data_prefix: Union[str, dict] = '',
                  extensions: Sequence[str] = IMG_EXTENSIONS,
                  on_bad_image: str = 'skip',
+                 max_bad_images: Optional[int] = 1000,
                  pipeline: Optional[Sequence] = None,
                  **kwargs):
         if on_bad_image not in self.ON_BAD_IMAGE:
@@ -113,6 +142,7 @@ class ImageList(BaseDataset):
         pipeline = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in pipeline]
         self.extensions = tuple(extensions)
         self.on_bad_image = on_bad_image
+        self.max_bad_images = max_bad_images
         self.num_bad_images = 0
         self._bad_indices = set()
         super().__init__(data_root=data_root, data_prefix=data_prefix, pipeline=pipeline,
@@ -164,14 +194,22 @@ class ImageList(BaseDataset):
             if self.on_bad_image == 'error':
                 raise RuntimeError(
                     f'ImageList: cannot read image {path!r} (index {idx}): '
-                    f'{type(e).__name__}: {e}. Replace or delete the file, then re-run '
-                    'tools/precompute_knn.py on the folder (it decodes every image and lists '
-                    "all unreadable ones), or set on_bad_image='skip'.") from e
+                    f'{type(e).__name__}: {e}. Replace or delete the file (then re-run '
+                    'tools/precompute_knn.py on the folder); `tools/check_data.py CONFIG` lists '
+                    "all problem files at once. Or set on_bad_image='skip'.") from e
             self._bad_indices.add(idx)
             self.num_bad_images += 1
+            if self.max_bad_images is not None and self.num_bad_images > self.max_bad_images:
+                raise RuntimeError(
+                    f'ImageList: more than max_bad_images={self.max_bad_images} unreadable '
+                    f'images under {self.img_dir!r} in this process (the last: {path!r}, '
+                    f'{type(e).__name__}: {e}); the folder is likely broken (a failed copy or '
+                    'mount?). List them all with `python tools/check_data.py CONFIG`, or raise '
+                    'max_bad_images.') from e
             warnings.warn(f'ImageList: skipping unreadable image {path!r} (index {idx}): '
                           f'{type(e).__name__}: {e} ({self.num_bad_images} skipped so far in '
-                          'this process). Replace or delete it; tools/precompute_knn.py on '
-                          'the folder lists all unreadable images (then use its new kNN file).')
+                          'this process). Replace or delete it (then re-run '
+                          'tools/precompute_knn.py); `tools/check_data.py CONFIG` lists all '
+                          'problem files.')
             return None
         return results
