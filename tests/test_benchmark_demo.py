@@ -92,3 +92,20 @@ def test_demo_work_dir_is_replaced_only_if_the_demo_made_it(tmp_path):
     (ours / 'old_result.json').write_text('{}')
     demo.prepare_work_dir(str(ours))  # a rerun starts afresh
     assert not (ours / 'old_result.json').exists() and (ours / demo._MARKER).exists()
+
+
+def test_collect_reads_the_seeds_results(tmp_path):
+    import json
+    for r in RESULTS:
+        (tmp_path / f"seed_{r['seed']}").mkdir()
+        (tmp_path / f"seed_{r['seed']}" / 'results.json').write_text(json.dumps(r))
+    args = benchmark_demo.parse_args(['--collect', '--seeds', '2', '0', '--work-dir',
+                                      str(tmp_path), '--rows', *ROWS])
+    assert [r['seed'] for r in benchmark_demo.collect(args)] == [2, 0]
+    args = benchmark_demo.parse_args(['--collect', '--seeds', '5', '--work-dir', str(tmp_path)])
+    with pytest.raises(SystemExit, match='seed_5/results.json does not exist'):
+        benchmark_demo.collect(args)
+    args = benchmark_demo.parse_args(['--collect', '--seeds', '0', '--work-dir', str(tmp_path),
+                                      '--rows', 'init', 'cotap', 'cotap_no_ap'])
+    with pytest.raises(SystemExit, match="no rows \\['cotap_no_ap'\\]"):
+        benchmark_demo.collect(args)

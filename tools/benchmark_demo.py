@@ -3,6 +3,7 @@
     python tools/benchmark_demo.py [--seeds 0 1 2] [--work-dir work_dirs/benchmark_demo]
         [--cotap-iters N] [--cache-dir work_dirs/demo_cache] [--preset default]
         [--rows init init_more cotap cotap_no_ap cotap_no_oaf] [--update-docs]
+    python tools/benchmark_demo.py --collect --seeds 0 1 2 --work-dir DIR [--update-docs]
 
 Per seed, in ``WORK_DIR/seed_<s>``: the demo's data, init and kNN (tools/demo.py; the trained
 init is taken from ``--cache-dir`` when ``make demo`` already built it), then the rows
@@ -78,8 +79,13 @@ def parse_args(argv=None):
                    help='train nothing: re-run the analysis probes (concentration, k-means, '
                    'L-BFGS linear) on the checkpoints of the run in --work-dir and update its '
                    'JSON (and the docs with --update-docs)')
+    p.add_argument('--collect', action='store_true',
+                   help='train nothing: summarise the results.json of --seeds in --work-dir '
+                   '(seeds run by separate invocations, e.g. one per machine or session)')
     p.add_argument('--update-docs', action='store_true')
     args = p.parse_args(argv)
+    if args.collect and args.rescore:
+        p.error('--collect and --rescore exclude each other')
     if 'cotap' not in args.rows:
         p.error('--rows must include cotap: every gain is CoTAP\'s')
     if 'init' not in args.rows:
@@ -130,6 +136,23 @@ def rescore(args, console):
         d.stage('analysis', d.analysis(names))
         for name in names:
             r['rows'][name].update({k: v for k, v in d.rows[name].items() if k != 'checkpoint'})
+    return results
+
+
+def collect(args):
+    """The per-seed results of runs made earlier into ``--work-dir`` (``seed_<s>/results.json``)."""
+    results = []
+    for seed in args.seeds:
+        path = osp.join(args.work_dir, f'seed_{seed}', 'results.json')
+        if not osp.isfile(path):
+            raise SystemExit(f'--collect: {path} does not exist; run that seed first '
+                             f'(--seeds {seed} --work-dir {args.work_dir})')
+        with open(path) as f:
+            results.append(json.load(f))
+        missing = [n for n in args.rows if n not in results[-1]['rows']]
+        if missing:
+            raise SystemExit(f'--collect: {path} has no rows {missing}; run them or drop them '
+                             'from --rows')
     return results
 
 
@@ -210,12 +233,18 @@ def _fmt(value, spec):
     return '-' if value is None else format(value, spec)
 
 
-def update_docs(results, summary, rows, argv, preset='default', rescored=False):
+def update_docs(results, summary, rows, argv, preset='default', rescored=False,
+                collected=False):
     r0 = results[0]
+    seeds = ' '.join(str(r['seed']) for r in results)
     rescore_note = (' The rows were re-scored (`--rescore`: the analysis probes only, nothing '
                     'trained) on the backbones of the earlier run `python tools/benchmark_demo.py '
-                    f"--seeds {' '.join(str(r['seed']) for r in results)}` in the same work "
-                    'dir.' if rescored else '')
+                    f'--seeds {seeds}` in the same work dir.' if rescored else '')
+    if collected:
+        rescore_note += (' The seeds were trained and scored by earlier invocations into the same '
+                         f"work dir (`python tools/benchmark_demo.py --seeds S --cotap-iters "
+                         f"{r0['cotap_iters']} --rows {' '.join(rows)}`, S among {seeds}) and "
+                         'summarised by this command (`--collect`: nothing trained or scored).')
     gains = '; '.join(
         f"{probe}CoTAP - {ROWS[ref][:3]}: {g['mean']:+.2f} +- {g['std']:.2f} "
         f"({'every seed positive' if g['all_positive'] else 'not every seed positive'})"
@@ -256,8 +285,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     console = Console()
-    results = rescore(args, console) if args.rescore else []
-    for seed in [] if args.rescore else args.seeds:
+    results = rescore(args, console) if args.rescore else collect(args) if args.collect else []
+    for seed in [] if args.rescore or args.collect else args.seeds:
         console.rule(f'seed {seed}')
         results.append(run_seed(seed, args, console))
         # after every seed, so that an interrupted run keeps what it measured
@@ -265,10 +294,12 @@ def main(argv=None):
                           json.dumps(dict(results=results), indent=2))
     summary = summarize(results, args.rows)
     print_summary(results, summary, args.rows, console)
-    atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),
-                      json.dumps(dict(results=results, summary=summary), indent=2))
+    if not args.collect:
+        atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),
+                          json.dumps(dict(results=results, summary=summary), indent=2))
     if args.update_docs:
-        update_docs(results, summary, args.rows, argv, args.preset, rescored=args.rescore)
+        update_docs(results, summary, args.rows, argv, args.preset, rescored=args.rescore,
+                    collected=args.collect)
         console.print(f'updated {DOCS}')
     return results, summary
 
