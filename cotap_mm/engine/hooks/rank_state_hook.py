@@ -92,9 +92,10 @@ class RankStateHook(Hook):
             checkpoint['rank_states'] = [rank_state(_model(runner), self.modules)]
         elif not self._warned:
             self._warned = True
-            print_log('RankStateHook: the checkpoint holds rank 0\'s random state and buffers '
-                      'only (use AtomicCheckpointHook, which gathers every rank\'s); after a '
-                      'resume every rank continues from rank 0\'s queues, bank and generators.',
+            print_log('RankStateHook: a checkpoint saved without AtomicCheckpointHook\'s '
+                      'gathering (the plain CheckpointHook, or a best-checkpoint save) holds '
+                      'rank 0\'s random state and buffers only; resumed from it, every rank '
+                      'continues from rank 0\'s queues, bank and generators.',
                       logger='current', level=logging.WARNING)
         self._gathered = None
 
