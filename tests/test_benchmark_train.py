@@ -1,4 +1,5 @@
-"""tools/benchmark_train.py on the tiny arch: report structure, docs section, timers and the
+"""tools/benchmark_train.py on the tiny arch and the library it runs
+(cotap_mm.benchmarking.step_timing, train_report): report structure, docs section, timers and the
 plain DINO-style baseline step (no timing assertions)."""
 import json
 import os
@@ -10,6 +11,8 @@ import pytest
 
 from conftest import load_tool
 import torch
+
+from cotap_mm.benchmarking import step_timing
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 bt = load_tool('benchmark_train')
@@ -168,8 +171,8 @@ def test_plain_step_and_timer_restore(data_root, keep_threads):
 
     # the instrumented iteration leaves no wrapper behind
     original = cotap_module.sinkhorn_knopp
-    bd = bt.breakdown(models['cotap'], wrappers['cotap'], batch, lambda: None,
-                      bt.instrument_cotap, 1)
+    bd = step_timing.breakdown(models['cotap'], wrappers['cotap'], batch, lambda: None,
+                               step_timing.instrument_cotap, 1)
     assert bd['Sinkhorn'] > 0
     assert cotap_module.sinkhorn_knopp is original
     cotap = models['cotap']
@@ -197,7 +200,7 @@ def test_bad_arguments(tmp_path, capsys):
 def test_percentile_matches_numpy():
     values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
     for q in (0, 50, 90, 100):
-        assert bt.percentile(values, q) == pytest.approx(np.percentile(values, q))
+        assert step_timing.percentile(values, q) == pytest.approx(np.percentile(values, q))
 
 
 def test_oversubscription_warning(monkeypatch):

@@ -12,12 +12,9 @@ step throughput", whose measured subsections this tool rewrites. ``--threads`` (
 cores) is recorded; on a busy CPU machine use 1.
 """
 import argparse
-import contextlib
 import copy
-import ctypes
 import gc
 import json
-import logging
 import os
 import os.path as osp
 import shlex
@@ -25,19 +22,24 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
+from cotap_mm.benchmarking.step_timing import (breakdown, instrument_cotap,  # noqa: E402
+                                               instrument_plain, loader_throughput, make_sync,
+                                               peak_memory, profile_ops, quiet_mmengine,
+                                               summarize, time_kmeans, timed_step,
+                                               to_steady_state, train_step)
+from cotap_mm.benchmarking.train_report import (merge_runs, print_tables,  # noqa: E402
+                                                render_markdown)
 from cotap_mm.models.algorithms import DINOBaseline  # noqa: E402
 from cotap_mm.utils import benchmark_report as report_lib  # noqa: E402
-from cotap_mm.utils.benchmark_report import (fmt_bytes, machine_info,  # noqa: E402
-                                             markdown_table, section_markers)
+from cotap_mm.utils.benchmark_report import machine_info, section_markers  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
@@ -245,17 +247,6 @@ def build_models(cfg, args):
         return _build_models(cfg, args, MODELS, build_optim_wrapper)
 
 
-@contextlib.contextmanager
-def quiet_mmengine():
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
 
 def _build_models(cfg, args, MODELS, build_optim_wrapper):
     device = torch.device(args.device)
@@ -280,403 +271,6 @@ def _build_models(cfg, args, MODELS, build_optim_wrapper):
                 for name, model in (('cotap', cotap), ('plain', plain))}
     return dict(cotap=cotap, plain=plain), wrappers
 
-
-@torch.no_grad()
-def to_steady_state(model) -> None:
-    """Full queues and prototype bank, k-means done: the state of almost every iteration.
-
-    (Queue contents only need the right shape and scale: Sinkhorn's cost does not depend on the
-    values.)
-    """
-    for queue in (model.patch_queue, model.cls_queue):
-        queue.queue.copy_(F.normalize(torch.randn_like(queue.queue), dim=1))
-        queue.num_filled.fill_(queue.capacity)
-    if model.bank is not None:
-        model.bank.bank.normal_()
-        model.bank.num_filled.fill_(model.bank.capacity)
-        model.bank.initialized.fill_(True)
-
-
-def time_kmeans(model, sync) -> Optional[float]:
-    """Seconds of the one-time k-means on a full bank (restores the bank's state)."""
-    bank = model.bank
-    if bank is None:
-        return None
-    bank.initialized.fill_(False)
-    sync()
-    start = time.perf_counter()
-    kernel = bank.maybe_cluster()
-    sync()
-    seconds = time.perf_counter() - start
-    assert kernel is not None and bool(bank.initialized)
-    return seconds
-
-
-# -- measurement ---------------------------------------------------------------------------------
-
-def make_sync(device: str) -> Callable[[], None]:
-    if device.startswith('cuda'):
-        return torch.cuda.synchronize
-    return lambda: None
-
-
-def train_step(model, optim_wrapper, batch) -> None:
-    """One iteration as the Runner runs it: ``train_step`` then the teacher's EMA update."""
-    model.train_step(batch, optim_wrapper)
-    model.update_teacher()
-
-
-def timed_step(model, optim_wrapper, batch, sync) -> float:
-    sync()
-    start = time.perf_counter()
-    train_step(model, optim_wrapper, batch)
-    sync()
-    return time.perf_counter() - start
-
-
-def _proc_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def _malloc_trim() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-
-
-def peak_memory(model, optim_wrapper, batch, device: str) -> Dict[str, int]:
-    """Peak memory of one step: ``peak`` (absolute) and ``extra`` (above before the step)."""
-    gc.collect()
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        train_step(model, optim_wrapper, batch)
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-        return dict(peak=peak, extra=peak - base, method='torch.cuda.max_memory_allocated')
-    _malloc_trim()  # return freed heap to the OS so the baseline is the live memory
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
-    base = _proc_kib('VmRSS')
-    train_step(model, optim_wrapper, batch)
-    peak = _proc_kib('VmHWM')
-    return dict(peak=peak * 1024, extra=max(peak - base, 0) * 1024,
-                method='VmHWM - VmRSS (/proc/self/clear_refs, malloc_trim)')
-
-
-class SectionTimer:
-    """Wall time per named section, from wrappers around bound methods and module functions.
-
-    The wrappers synchronise CUDA at both ends, so they are used only in separate, instrumented
-    iterations. Sections must not nest (each is timed on its own).
-    """
-
-    def __init__(self, sync):
-        self.sync = sync
-        self.seconds: Dict[str, float] = {}
-        self._undo: List[Callable[[], None]] = []
-
-    def _wrap(self, name, fn):
-        def wrapped(*a, **k):
-            self.sync()
-            start = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                self.sync()
-                self.seconds[name] = self.seconds.get(name, 0.) + time.perf_counter() - start
-        return wrapped
-
-    def method(self, name: str, obj, attr: str) -> None:
-        """Time ``obj.attr(...)`` (an instance attribute shadows the class's method)."""
-        if obj is None:
-            return
-        setattr(obj, attr, self._wrap(name, getattr(obj, attr)))
-        self._undo.append(lambda: delattr(obj, attr))
-
-    def function(self, name: str, module, attr: str) -> None:
-        """Time a module-level function as looked up by ``module`` (e.g. an import)."""
-        original = getattr(module, attr)
-        setattr(module, attr, self._wrap(name, original))
-        self._undo.append(lambda: setattr(module, attr, original))
-
-    def restore(self) -> None:
-        while self._undo:
-            self._undo.pop()()
-
-
-def instrument_cotap(timer: SectionTimer, model, optim_wrapper) -> None:
-    import cotap_mm.models.algorithms.cotap as cotap_module
-    teacher = model.teacher.module
-    timer.method('data preprocessor', model.data_preprocessor, 'forward')
-    timer.method('teacher backbone', teacher.backbone, 'forward')
-    timer.method('teacher heads', teacher.patch_head, 'forward')
-    timer.method('teacher heads', teacher.cls_head, 'forward')
-    timer.function('foreground mask', cotap_module, 'attention_foreground_mask')
-    timer.method('student backbone', model.backbone, 'forward')
-    timer.method('student heads', model.patch_head, 'forward')
-    timer.method('student heads', model.cls_head, 'forward')
-    timer.method('bank update / k-means', model.bank, 'update')
-    timer.method('bank update / k-means', model.bank, 'maybe_cluster')
-    timer.function('Sinkhorn', cotap_module, 'sinkhorn_knopp')
-    timer.method('CoTAP loss (correspondence head)', model.correspondence_head, 'loss')
-    timer.method('inner patch loss', model.inner_patch_loss, 'forward')
-    timer.method('inner / intra CLS losses', model.inner_cls_loss, 'forward')
-    timer.method('inner / intra CLS losses', model.intra_cls_loss, 'forward')
-    timer.method('entropy loss', model.entropy_loss, 'forward')
-    timer.method('queue pushes', model.patch_queue, 'push')
-    timer.method('queue pushes', model.cls_queue, 'push')
-    _instrument_common(timer, model, optim_wrapper)
-
-
-def instrument_plain(timer: SectionTimer, model, optim_wrapper) -> None:
-    teacher = model.teacher.module
-    timer.method('data preprocessor', model.data_preprocessor, 'forward')
-    timer.method('teacher backbone', teacher.backbone, 'forward')
-    timer.method('teacher heads', teacher.cls_head, 'forward')
-    timer.method('student backbone', model.backbone, 'forward')
-    timer.method('student heads', model.cls_head, 'forward')
-    _instrument_common(timer, model, optim_wrapper)
-
-
-def _instrument_common(timer, model, optim_wrapper):
-    timer.method('backward', optim_wrapper, 'backward')
-    timer.method('optimizer step', optim_wrapper, 'step')
-    timer.method('optimizer step', optim_wrapper, 'zero_grad')
-    timer.method('teacher EMA', model, 'update_teacher')
-
-
-def breakdown(model, optim_wrapper, batch, sync, instrument, iters: int) -> Dict[str, float]:
-    """Mean ms per section over ``iters`` instrumented iterations; 'other' is the rest."""
-    timer = SectionTimer(sync)
-    instrument(timer, model, optim_wrapper)
-    total = 0.
-    try:
-        for _ in range(iters):
-            total += timed_step(model, optim_wrapper, batch, sync)
-    finally:
-        timer.restore()
-    ms = {k: 1000 * v / iters for k, v in timer.seconds.items()}
-    ms['other (glue, loss parsing, checks)'] = max(1000 * total / iters - sum(ms.values()), 0.)
-    ms['total (instrumented)'] = 1000 * total / iters
-    return ms
-
-
-def profile_ops(model, optim_wrapper, batch, device: str, top: int) -> str:
-    from torch.profiler import ProfilerActivity, profile
-    activities = [ProfilerActivity.CPU]
-    if device.startswith('cuda'):
-        activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities) as prof:
-        train_step(model, optim_wrapper, batch)
-        make_sync(device)()
-    key = 'self_cuda_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
-    return prof.key_averages().table(sort_by=key, row_limit=top)
-
-
-def loader_throughput(loader, num_batches: int, items_per_batch: int) -> Dict[str, float]:
-    """Batches/s of the dataloader alone, after the first batch (worker start-up)."""
-    from mmengine.utils import ProgressBar
-    it = iter(loader)
-    start = time.perf_counter()
-    next(it)
-    first = time.perf_counter() - start
-    bar = ProgressBar(num_batches)
-    start = time.perf_counter()
-    done = 0
-    for _ in range(num_batches):
-        try:
-            next(it)
-        except StopIteration:  # a short synthetic set: start a new epoch
-            it = iter(loader)
-            next(it)
-        done += 1
-        bar.update()
-    seconds = time.perf_counter() - start
-    print()
-    batches_per_s = done / seconds
-    return dict(first_batch_s=first, batches_per_s=batches_per_s,
-                items_per_s=batches_per_s * items_per_batch,
-                images_per_s=batches_per_s * items_per_batch * 4)
-
-
-def percentile(values: List[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default) of a non-empty list."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def summarize(seconds: List[float]) -> Dict[str, float]:
-    ms = [1000 * s for s in seconds]
-    return dict(median_ms=statistics.median(ms), p90_ms=percentile(ms, 90), min_ms=min(ms),
-                times_ms=ms)
-
-
-# -- report --------------------------------------------------------------------------------------
-
-def table_rows(report: dict) -> Dict[str, List[List[str]]]:
-    """The report as rows of strings: 'steps', 'breakdown' and 'loader' tables."""
-    steps = []
-    for name, label in (('cotap', 'CoTAP step'), ('plain', 'plain DINO-style step')):
-        t, m = report['timing'][name], report['memory'][name]
-        steps.append([label, f'{t["median_ms"]:.1f}', f'{t["p90_ms"]:.1f}',
-                      f'{1000 / t["median_ms"]:.2f}', fmt_bytes(m['extra']),
-                      fmt_bytes(m['peak'])])
-    r = report['ratio']
-    steps.append(['ratio CoTAP / plain', f'{r["median"]:.2f}×', f'{r["p90"]:.2f}×', '',
-                  f'{r["memory_extra"]:.2f}×', f'{r["memory_peak"]:.2f}×'])
-    rows = dict(steps=steps, breakdown=[], loader=[])
-    bd = report.get('breakdown') or {}
-    if bd:
-        names = list(bd['cotap'])
-        names += [n for n in bd['plain'] if n not in names]
-        names.sort(key=lambda n: n.startswith(('other', 'total')))  # keep those last
-        total = bd['cotap'].get('total (instrumented)', 0) or 1
-        for n in names:
-            c, p = bd['cotap'].get(n), bd['plain'].get(n)
-            share = '' if c is None or n.startswith('total') else f'{100 * c / total:.0f} %'
-            rows['breakdown'].append([n, '' if c is None else f'{c:.1f}', share,
-                                      '' if p is None else f'{p:.1f}'])
-    if report.get('kmeans_s') is not None:
-        rows['breakdown'].append(['(one-time k-means, not per step)',
-                                  f'{1000 * report["kmeans_s"]:.1f}', '', ''])
-    ld = report.get('loader')
-    if ld:
-        step_bps = 1000 / report['timing']['cotap']['median_ms']
-        workers = f'{ld["num_workers"]} worker{"s" if ld["num_workers"] != 1 else ""}'
-        rows['loader'] = [
-            [f'loader, {workers}', f'{ld["batches_per_s"]:.2f}', f'{ld["images_per_s"]:.1f}',
-             f'{ld["batches_per_s"] / step_bps:.2f}×'],
-            ['CoTAP step', f'{step_bps:.2f}', f'{step_bps * ld["items_per_batch"] * 4:.1f}',
-             '1.00×'],
-        ]
-    return rows
-
-
-HEADERS = dict(
-    steps=['step', 'median ms/iter', 'p90 ms/iter', 'iter/s', 'peak extra memory',
-           'peak memory'],
-    breakdown=['section (instrumented iteration)', 'CoTAP ms', 'CoTAP share', 'plain ms'],
-    loader=['producer / consumer', 'batches/s', 'source images/s', 'vs CoTAP step'],
-)
-
-
-def describe(report: dict) -> str:
-    c = report['config']
-    m = report['machine']
-    where = m.get('gpu') or f'{m["cpu"]}, {m["cores"]} cores'
-    threads = m['torch_threads']
-    load = ', '.join(str(x) for x in m['load_average'])
-    load_end = ', '.join(str(x) for x in m.get('load_average_end', []))
-    return (f'{where}; {threads} torch thread{"s" if threads != 1 else ""}; torch {m["torch"]}, '
-            f'Python {m["python"]}; device `{m["device"]}`, {"AMP fp16" if c["amp"] else "fp32"}; '
-            f'load average (1, 5, 15 min) {load} at the start, {load_end} at the end; '
-            f'{report["date"]}.')
-
-
-def summary(report: dict) -> str:
-    c = report['config']
-    plain = "CoTAP's (with OAF)" if c['plain_backbone'] == 'same' else 'bare ViT (no OAF)'
-    plural = lambda n, word: f'{n} {word}{"s" if n != 1 else ""}'  # noqa: E731
-    return (f'median / p90 of {plural(c["iters"], "interleaved iteration")} of each step after '
-            f'{plural(c["warmup"], "warm-up iteration")}, one reused batch; plain step backbone: '
-            f'{plain}; per-rank queues {tuple(c["queue_sizes"])} (global / {c["world_size"]}); '
-            'bank and queues full, k-means done; breakdown: mean of '
-            f'{plural(c.get("breakdown_iters", 1), "instrumented iteration")} (noisier than the '
-            'timed medians).')
-
-
-def heading(report: dict) -> str:
-    """One docs subsection per setting; a rerun of the same setting replaces it."""
-    c, m = report['config'], report['machine']
-    where = (f'GPU ({m["gpu"]})' if m.get('gpu') else 'CPU')
-    threads = f', {c["threads"]} thread{"s" if c["threads"] > 1 else ""}' if not m.get('gpu') \
-        else ''
-    plain = ', plain step on the bare ViT' if c.get('plain_backbone') == 'vit' else ''
-    return (f'### {where}{", AMP" if c["amp"] else ", fp32"}, `--arch {c["arch"]}`, batch '
-            f'{c["batch_size"]}{threads}{plain}')
-
-
-def overhead(report: dict, top: int = 5) -> str:
-    """The sections that make up most of CoTAP's extra time over the plain step."""
-    bd = report.get('breakdown')
-    if not bd:
-        return ''
-    diffs = {k: v - bd['plain'].get(k, 0.) for k, v in bd['cotap'].items()
-             if not k.startswith('total')}
-    extra = bd['cotap']['total (instrumented)'] - bd['plain']['total (instrumented)']
-    parts = sorted(diffs.items(), key=lambda kv: -kv[1])[:top]
-    return (f'CoTAP minus plain (instrumented iteration): {extra:+.1f} ms; largest parts: ' +
-            ', '.join(f'{k} {v:+.1f} ms' for k, v in parts) + '.')
-
-
-def render_markdown(report: dict) -> str:
-    c = report['config']
-    rows = table_rows(report)
-    lines = [
-        heading(report), '',
-        f'Command: `{report["command"]}`', '',
-        f'Crops: {c["crops"].replace(" crops per image", " per image")}.', '',
-        f'Machine: {describe(report)}', '',
-        f'Setting: {summary(report)}', '',
-    ]
-    lines += markdown_table(HEADERS['steps'], rows['steps'])
-    lines += ['', f'Peak memory: {report["memory"]["cotap"]["method"]}.', '']
-    if rows['breakdown']:
-        lines += markdown_table(HEADERS['breakdown'], rows['breakdown']) + ['']
-        lines += [overhead(report), '']
-    if rows['loader']:
-        lines += markdown_table(HEADERS['loader'], rows['loader']) + ['']
-    return '\n'.join(lines).rstrip('\n')
-
-
-def print_tables(report: dict) -> None:
-    rows = table_rows(report)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # rich is a dependency of mmengine, but stay usable without it
-        print(render_markdown(report))
-        return
-    console = Console()
-    console.print(f'[bold]{report["command"]}[/bold]\n{describe(report)}\n'
-                  f'{summary(report)}')
-    for key, title in (('steps', 'time and memory per iteration'),
-                       ('breakdown', 'CoTAP step breakdown'), ('loader', 'data loader')):
-        if not rows[key]:
-            continue
-        table = Table(title=title)
-        for i, h in enumerate(HEADERS[key]):
-            table.add_column(h, justify='left' if i == 0 else 'right')
-        for r in rows[key]:
-            table.add_row(*r)
-        console.print(table)
-        if key == 'breakdown':
-            console.print(overhead(report))
-
-
-def merge_runs(body_old: str, body_new: str) -> str:
-    """Keep one subsection per ``### `--arch ...`, batch ...`` heading; the new one replaces the
-    old one of the same heading."""
-    def split(body):
-        parts, order = {}, []
-        for chunk in ('\n' + body).split('\n### ')[1:]:
-            heading = chunk.split('\n', 1)[0]
-            parts[heading] = '### ' + chunk.strip('\n')
-            order.append(heading)
-        return parts, order
-    old, order = split(body_old)
-    new, new_order = split(body_new)
-    old.update(new)
-    order += [h for h in new_order if h not in order]
-    return '\n\n'.join(old[h] for h in order)
 
 
 def read_section(path: str) -> str:

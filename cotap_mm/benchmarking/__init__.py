@@ -1,0 +1,1 @@
+"""Measurement and reporting for the benchmark command lines (``tools/benchmark_*.py``)."""

@@ -1,0 +1,270 @@
+"""Measuring a training step without a Runner: the steady state (full queues and bank, k-means
+done), interleaved timed steps, peak memory, a per-section breakdown from wrapped methods, and the
+loader alone. Used by ``tools/benchmark_train.py``; docs/benchmarks.md, "Training step
+throughput", says what each number means."""
+import contextlib
+import ctypes
+import gc
+import logging
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ['quiet_mmengine', 'to_steady_state', 'time_kmeans', 'make_sync', 'train_step',
+           'timed_step', 'peak_memory', 'SectionTimer', 'instrument_cotap', 'instrument_plain',
+           'breakdown', 'profile_ops', 'loader_throughput', 'percentile', 'summarize']
+
+
+@contextlib.contextmanager
+def quiet_mmengine():
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+
+@torch.no_grad()
+def to_steady_state(model) -> None:
+    """Full queues and prototype bank, k-means done: the state of almost every iteration.
+
+    (Queue contents only need the right shape and scale: Sinkhorn's cost does not depend on the
+    values.)
+    """
+    for queue in (model.patch_queue, model.cls_queue):
+        queue.queue.copy_(F.normalize(torch.randn_like(queue.queue), dim=1))
+        queue.num_filled.fill_(queue.capacity)
+    if model.bank is not None:
+        model.bank.bank.normal_()
+        model.bank.num_filled.fill_(model.bank.capacity)
+        model.bank.initialized.fill_(True)
+
+
+def time_kmeans(model, sync) -> Optional[float]:
+    """Seconds of the one-time k-means on a full bank (restores the bank's state)."""
+    bank = model.bank
+    if bank is None:
+        return None
+    bank.initialized.fill_(False)
+    sync()
+    start = time.perf_counter()
+    kernel = bank.maybe_cluster()
+    sync()
+    seconds = time.perf_counter() - start
+    assert kernel is not None and bool(bank.initialized)
+    return seconds
+
+
+
+def make_sync(device: str) -> Callable[[], None]:
+    if device.startswith('cuda'):
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def train_step(model, optim_wrapper, batch) -> None:
+    """One iteration as the Runner runs it: ``train_step`` then the teacher's EMA update."""
+    model.train_step(batch, optim_wrapper)
+    model.update_teacher()
+
+
+def timed_step(model, optim_wrapper, batch, sync) -> float:
+    sync()
+    start = time.perf_counter()
+    train_step(model, optim_wrapper, batch)
+    sync()
+    return time.perf_counter() - start
+
+
+def _proc_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+
+
+def peak_memory(model, optim_wrapper, batch, device: str) -> Dict[str, int]:
+    """Peak memory of one step: ``peak`` (absolute) and ``extra`` (above before the step)."""
+    gc.collect()
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        train_step(model, optim_wrapper, batch)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        return dict(peak=peak, extra=peak - base, method='torch.cuda.max_memory_allocated')
+    _malloc_trim()  # return freed heap to the OS so the baseline is the live memory
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
+    base = _proc_kib('VmRSS')
+    train_step(model, optim_wrapper, batch)
+    peak = _proc_kib('VmHWM')
+    return dict(peak=peak * 1024, extra=max(peak - base, 0) * 1024,
+                method='VmHWM - VmRSS (/proc/self/clear_refs, malloc_trim)')
+
+
+class SectionTimer:
+    """Wall time per named section, from wrappers around bound methods and module functions.
+
+    The wrappers synchronise CUDA at both ends, so they are used only in separate, instrumented
+    iterations. Sections must not nest (each is timed on its own).
+    """
+
+    def __init__(self, sync):
+        self.sync = sync
+        self.seconds: Dict[str, float] = {}
+        self._undo: List[Callable[[], None]] = []
+
+    def _wrap(self, name, fn):
+        def wrapped(*a, **k):
+            self.sync()
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.sync()
+                self.seconds[name] = self.seconds.get(name, 0.) + time.perf_counter() - start
+        return wrapped
+
+    def method(self, name: str, obj, attr: str) -> None:
+        """Time ``obj.attr(...)`` (an instance attribute shadows the class's method)."""
+        if obj is None:
+            return
+        setattr(obj, attr, self._wrap(name, getattr(obj, attr)))
+        self._undo.append(lambda: delattr(obj, attr))
+
+    def function(self, name: str, module, attr: str) -> None:
+        """Time a module-level function as looked up by ``module`` (e.g. an import)."""
+        original = getattr(module, attr)
+        setattr(module, attr, self._wrap(name, original))
+        self._undo.append(lambda: setattr(module, attr, original))
+
+    def restore(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+
+def instrument_cotap(timer: SectionTimer, model, optim_wrapper) -> None:
+    import cotap_mm.models.algorithms.cotap as cotap_module
+    teacher = model.teacher.module
+    timer.method('data preprocessor', model.data_preprocessor, 'forward')
+    timer.method('teacher backbone', teacher.backbone, 'forward')
+    timer.method('teacher heads', teacher.patch_head, 'forward')
+    timer.method('teacher heads', teacher.cls_head, 'forward')
+    timer.function('foreground mask', cotap_module, 'attention_foreground_mask')
+    timer.method('student backbone', model.backbone, 'forward')
+    timer.method('student heads', model.patch_head, 'forward')
+    timer.method('student heads', model.cls_head, 'forward')
+    timer.method('bank update / k-means', model.bank, 'update')
+    timer.method('bank update / k-means', model.bank, 'maybe_cluster')
+    timer.function('Sinkhorn', cotap_module, 'sinkhorn_knopp')
+    timer.method('CoTAP loss (correspondence head)', model.correspondence_head, 'loss')
+    timer.method('inner patch loss', model.inner_patch_loss, 'forward')
+    timer.method('inner / intra CLS losses', model.inner_cls_loss, 'forward')
+    timer.method('inner / intra CLS losses', model.intra_cls_loss, 'forward')
+    timer.method('entropy loss', model.entropy_loss, 'forward')
+    timer.method('queue pushes', model.patch_queue, 'push')
+    timer.method('queue pushes', model.cls_queue, 'push')
+    _instrument_common(timer, model, optim_wrapper)
+
+
+def instrument_plain(timer: SectionTimer, model, optim_wrapper) -> None:
+    teacher = model.teacher.module
+    timer.method('data preprocessor', model.data_preprocessor, 'forward')
+    timer.method('teacher backbone', teacher.backbone, 'forward')
+    timer.method('teacher heads', teacher.cls_head, 'forward')
+    timer.method('student backbone', model.backbone, 'forward')
+    timer.method('student heads', model.cls_head, 'forward')
+    _instrument_common(timer, model, optim_wrapper)
+
+
+def _instrument_common(timer, model, optim_wrapper):
+    timer.method('backward', optim_wrapper, 'backward')
+    timer.method('optimizer step', optim_wrapper, 'step')
+    timer.method('optimizer step', optim_wrapper, 'zero_grad')
+    timer.method('teacher EMA', model, 'update_teacher')
+
+
+def breakdown(model, optim_wrapper, batch, sync, instrument, iters: int) -> Dict[str, float]:
+    """Mean ms per section over ``iters`` instrumented iterations; 'other' is the rest."""
+    timer = SectionTimer(sync)
+    instrument(timer, model, optim_wrapper)
+    total = 0.
+    try:
+        for _ in range(iters):
+            total += timed_step(model, optim_wrapper, batch, sync)
+    finally:
+        timer.restore()
+    ms = {k: 1000 * v / iters for k, v in timer.seconds.items()}
+    ms['other (glue, loss parsing, checks)'] = max(1000 * total / iters - sum(ms.values()), 0.)
+    ms['total (instrumented)'] = 1000 * total / iters
+    return ms
+
+
+def profile_ops(model, optim_wrapper, batch, device: str, top: int) -> str:
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if device.startswith('cuda'):
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        train_step(model, optim_wrapper, batch)
+        make_sync(device)()
+    key = 'self_cuda_time_total' if device.startswith('cuda') else 'self_cpu_time_total'
+    return prof.key_averages().table(sort_by=key, row_limit=top)
+
+
+def loader_throughput(loader, num_batches: int, items_per_batch: int) -> Dict[str, float]:
+    """Batches/s of the dataloader alone, after the first batch (worker start-up)."""
+    from mmengine.utils import ProgressBar
+    it = iter(loader)
+    start = time.perf_counter()
+    next(it)
+    first = time.perf_counter() - start
+    bar = ProgressBar(num_batches)
+    start = time.perf_counter()
+    done = 0
+    for _ in range(num_batches):
+        try:
+            next(it)
+        except StopIteration:  # a short synthetic set: start a new epoch
+            it = iter(loader)
+            next(it)
+        done += 1
+        bar.update()
+    seconds = time.perf_counter() - start
+    print()
+    batches_per_s = done / seconds
+    return dict(first_batch_s=first, batches_per_s=batches_per_s,
+                items_per_s=batches_per_s * items_per_batch,
+                images_per_s=batches_per_s * items_per_batch * 4)
+
+
+def percentile(values: List[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) of a non-empty list."""
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(seconds: List[float]) -> Dict[str, float]:
+    ms = [1000 * s for s in seconds]
+    return dict(median_ms=statistics.median(ms), p90_ms=percentile(ms, 90), min_ms=min(ms),
+                times_ms=ms)
+
+
