@@ -1,4 +1,5 @@
-"""tools/visualize.py and cotap_mm.visualization on a tiny backbone and generated images."""
+"""tools/visualize.py, cotap_mm.evaluation.backbone_maps and cotap_mm.visualization on a tiny
+backbone and generated images."""
 import os
 import os.path as osp
 
@@ -9,6 +10,7 @@ import pytest
 from conftest import load_tool
 import torch
 
+from cotap_mm.evaluation import backbone_maps
 from cotap_mm.models import CoTAP, CoTAPVisionTransformer
 from cotap_mm.models.utils import attention_foreground_mask, load_backbone_weights
 from cotap_mm.utils.images import load_squashed
@@ -123,13 +125,13 @@ def test_end_to_end_pngs(files, tmp_path):
 
 def test_maps_match_direct_backbone(files):
     from mmengine.config import Config
-    backbone = visualize.build_backbone(Config.fromfile(files['backbone_cfg']))
+    backbone = backbone_maps.build_raw_backbone(Config.fromfile(files['backbone_cfg']))
     load_backbone_weights(backbone, files['backbone_ckpt'], which='student')
     backbone.eval()
     rgb, x = load_squashed(files['single'], S)
     assert rgb.shape == (S, S, 3) and x.shape == (3, S, S)
     x = x[None]
-    maps = visualize.compute_maps(backbone, x, fg_mass=0.6)
+    maps = backbone_maps.compute_maps(backbone, x, fg_mass=0.6)
 
     ref = files['vit'].eval()  # the same weights, stock 'featmap' output
     with torch.no_grad():
@@ -171,7 +173,7 @@ def test_teacher_and_student_of_cotap_checkpoint(files, tmp_path):
 
 def test_strict_loading_errors(files, tmp_path):
     from mmengine.config import Config
-    backbone = visualize.build_backbone(Config.fromfile(files['backbone_cfg']))
+    backbone = backbone_maps.build_raw_backbone(Config.fromfile(files['backbone_cfg']))
     with pytest.raises(KeyError, match='--which student'):
         load_backbone_weights(backbone, files['backbone_ckpt'], which='teacher')
     state = {f'backbone.{k}': v for k, v in files['vit'].state_dict().items()}
@@ -181,13 +183,13 @@ def test_strict_loading_errors(files, tmp_path):
     bad = tmp_path / 'bad.pth'
     torch.save(dict(state_dict=state), bad)
     from mmengine.config import Config
-    backbone = visualize.build_backbone(Config.fromfile(files['backbone_cfg']))
+    backbone = backbone_maps.build_raw_backbone(Config.fromfile(files['backbone_cfg']))
     with pytest.raises(KeyError) as err:
         load_backbone_weights(backbone, str(bad), which='student')
     msg = str(err.value)
     assert 'oaf.kernel' in msg and 'extra.weight' in msg and 'oaf.norm_in.weight' in msg
     # wrong number of prototypes in the config: listed as a shape mismatch
-    backbone = visualize.build_backbone(
+    backbone = backbone_maps.build_raw_backbone(
         Config(dict(model=dict(BACKBONE, num_prototypes=M + 1))))
     with pytest.raises(KeyError, match='oaf.kernel: checkpoint'):
         load_backbone_weights(backbone, files['backbone_ckpt'], which='student')
@@ -205,12 +207,12 @@ def test_argument_errors(files, tmp_path):
         visualize.parse_args(base + [str(empty), '--out-dir', 'x'])
     from mmengine.config import Config
     with pytest.raises(ValueError, match='not a CoTAPVisionTransformer'):
-        visualize.build_backbone(Config(dict(model=dict(type='ImageClassifier',
+        backbone_maps.build_raw_backbone(Config(dict(model=dict(type='ImageClassifier',
                                                         backbone=dict(type='ResNet')))))
     with pytest.raises(ValueError, match='with_oaf=False'):
-        visualize.build_backbone(Config(dict(model=dict(BACKBONE, with_oaf=False))))
+        backbone_maps.build_raw_backbone(Config(dict(model=dict(BACKBONE, with_oaf=False))))
     # an mmseg-style config: scoped type, several out_indices, a pretrained init_cfg (ignored)
-    seg = visualize.build_backbone(Config(dict(model=dict(
+    seg = backbone_maps.build_raw_backbone(Config(dict(model=dict(
         type='EncoderDecoder',
         backbone=dict(BACKBONE, type='mmseg.CoTAPVisionTransformer', out_indices=[0, 1],
                       init_cfg=dict(type='Pretrained', checkpoint='missing.pth'))))))
