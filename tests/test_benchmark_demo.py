@@ -1,9 +1,12 @@
-"""tools/benchmark_demo.py: aggregation over seeds and the docs section it writes."""
+"""tools/benchmark_demo.py and cotap_mm.benchmarking.demo_report: aggregation over seeds and the
+docs section it writes."""
 import os.path as osp
 
 import pytest
 
 from conftest import load_tool
+
+from cotap_mm.benchmarking import demo_report
 
 benchmark_demo = load_tool('benchmark_demo')
 
@@ -26,7 +29,7 @@ ROWS = ['init', 'init_more', 'cotap']
 
 
 def test_summary_is_mean_and_sample_std_and_gains_per_seed():
-    s = benchmark_demo.summarize(RESULTS, ROWS)
+    s = demo_report.summarize(RESULTS, ROWS)
     assert s['rows']['cotap']['linear_miou']['mean'] == pytest.approx(43 / 3)
     assert s['rows']['init']['linear_miou']['std'] == pytest.approx(1.0)  # 10, 12, 11
     assert s['rows']['cotap']['concentration']['mean'] == pytest.approx(0.05)
@@ -38,7 +41,7 @@ def test_summary_is_mean_and_sample_std_and_gains_per_seed():
     assert s['lbfgs_gains'] == {}  # no seed has the converged probe: no gain is made up
     with_lbfgs = [dict(r, rows={n: dict(v, lbfgs_miou=v['linear_miou'] + 1.)
                                 for n, v in r['rows'].items()}) for r in RESULTS]
-    s = benchmark_demo.summarize(with_lbfgs, ROWS)
+    s = demo_report.summarize(with_lbfgs, ROWS)
     assert s['lbfgs_gains']['init']['per_seed'] == pytest.approx([5.0, 4.0, 1.0])
 
 
@@ -46,7 +49,7 @@ def test_docs_section_replaced_between_markers(tmp_path, monkeypatch):
     docs = tmp_path / 'benchmarks.md'
     docs.write_text('# Benchmarks\n\nkeep me\n')
     monkeypatch.setattr(benchmark_demo, 'DOCS', str(docs))
-    summary = benchmark_demo.summarize(RESULTS, ROWS)
+    summary = demo_report.summarize(RESULTS, ROWS)
     benchmark_demo.update_docs(RESULTS, summary, ROWS, ['--seeds', '0', '1', '2'])
     benchmark_demo.update_docs(RESULTS, summary, ROWS, ['--seeds', '0', '1', '2'])
     text = docs.read_text()

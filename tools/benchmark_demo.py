@@ -29,7 +29,6 @@ markers.
 import argparse
 import json
 import os.path as osp
-import statistics
 import sys
 
 from rich.console import Console
@@ -39,6 +38,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 import demo  # noqa: E402
 
+from cotap_mm.benchmarking.demo_report import ROWS, pm, summarize, table_lines  # noqa: E402
 from cotap_mm.utils.benchmark_report import (machine_info, machine_line,  # noqa: E402
                                              section_markers, write_section)
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
@@ -46,14 +46,6 @@ from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 MARK_START, MARK_END = section_markers('benchmark_demo')
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
 
-# row -> its label in the tables
-ROWS = {
-    'init': '(a) init (supervised image classifier)',
-    'init_more': '(b) init + N steps of its image-level loss',
-    'cotap': '(c) CoTAP, N steps from the init',
-    'cotap_no_ap': '(d) CoTAP without the ranking loss',
-    'cotap_no_oaf': '(e) CoTAP without the object-aware filter',
-}
 ABLATIONS = {
     'cotap': ([], True),
     'cotap_no_ap': (['model.loss_weights.cotap=0.'], True),
@@ -61,7 +53,6 @@ ABLATIONS = {
                       f'model.patch_head.in_channels={demo.DEMO_DIMS}',
                       f'model.cls_head.in_channels={demo.DEMO_DIMS}'], False),
 }
-METRICS = ('linear_miou', 'lbfgs_miou', 'vit_linear_miou', 'cluster_miou', 'concentration')
 
 
 def parse_args(argv=None):
@@ -156,83 +147,6 @@ def collect(args):
     return results
 
 
-def _score(row, metric):
-    if metric == 'vit_linear_miou':  # the row's ViT tokens: its own probe when it has no OAF
-        return row.get('vit_linear_miou', row.get('linear_miou'))
-    value = row.get(metric)
-    return value['ratio'] if metric == 'concentration' and value is not None else value
-
-
-def _mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float('nan')
-
-
-def summarize(results, rows):
-    """Per row and metric: mean and sample std (n - 1) over seeds; gains of CoTAP over the
-    init and the image-level control per seed, in linear mIoU (``gains``) and in the converged
-    L-BFGS linear probe (``lbfgs_gains``, when every seed has it)."""
-    out = dict(rows={}, gains={}, lbfgs_gains={})
-    for name in rows:
-        out['rows'][name] = {m: dict(zip(('mean', 'std'), _mean_std(
-            [_score(r['rows'][name], m) for r in results]))) for m in METRICS}
-    for key, metric in (('gains', 'linear_miou'), ('lbfgs_gains', 'lbfgs_miou')):
-        for ref in ('init', 'init_more'):
-            if ref not in rows or any(r['rows'][n].get(metric) is None for r in results
-                                      for n in ('cotap', ref)):
-                continue
-            gains = [r['rows']['cotap'][metric] - r['rows'][ref][metric] for r in results]
-            mean, std = _mean_std(gains)
-            out[key][ref] = dict(per_seed=gains, mean=mean, std=std,
-                                 all_positive=all(g > 0 for g in gains))
-    return out
-
-
-def _pm(stat, spec='.2f'):
-    if stat['mean'] is None:
-        return '-'
-    return f"{stat['mean']:{spec}} +- {stat['std']:{spec}}"
-
-
-def table_lines(results, summary, rows):
-    seeds = ', '.join(str(r['seed']) for r in results)
-    lines = [f'| row (seeds {seeds}) | linear mIoU | linear mIoU, L-BFGS | linear mIoU, ViT '
-             'tokens | k-means mIoU | concentration ratio |', '|---|---|---|---|---|---|']
-    pix = _mean_std([r['pixels_miou'] for r in results])
-    chance = _mean_std([r['chance_miou'] for r in results])
-    lines.append(f'| chance level | {chance[0]:.2f} | | | | |')
-    lines.append(f'| raw 8x8 pixel patches | {pix[0]:.2f} +- {pix[1]:.2f} | | | | |')
-    for name in rows:
-        s = summary['rows'][name]
-        lines.append(f"| {ROWS[name]} | {_pm(s['linear_miou'])} | {_pm(s['lbfgs_miou'])} | "
-                     f"{_pm(s['vit_linear_miou'])} | {_pm(s['cluster_miou'])} | "
-                     f"{_pm(s['concentration'], '.3f')} |")
-    lines += ['', '| seed | ' + ' | '.join(f'{n} linear / L-BFGS / k-means / ratio'
-                                          for n in rows) +
-              ' | CoTAP - (a), linear / L-BFGS | CoTAP - (b), linear / L-BFGS |',
-              '|---' * (len(rows) + 3) + '|']
-    for i, r in enumerate(results):
-        cells = []
-        for name in rows:
-            row = r['rows'][name]
-            ratio = _score(row, 'concentration')
-            cells.append(' / '.join(_fmt(v, spec) for v, spec in (
-                (row['linear_miou'], '.2f'), (row.get('lbfgs_miou'), '.2f'),
-                (row.get('cluster_miou'), '.2f'), (ratio, '.3f'))))
-        gains = [' / '.join(f"{summary[key][ref]['per_seed'][i]:+.2f}"
-                            if ref in summary.get(key, {}) else '-'
-                            for key in ('gains', 'lbfgs_gains'))
-                 for ref in ('init', 'init_more')]
-        lines.append(f"| {r['seed']} | " + ' | '.join(cells + gains) + ' |')
-    return lines
-
-
-def _fmt(value, spec):
-    return '-' if value is None else format(value, spec)
-
-
 def update_docs(results, summary, rows, argv, preset='default', rescored=False,
                 collected=False):
     r0 = results[0]
@@ -271,9 +185,9 @@ def print_summary(results, summary, rows, console):
         table.add_column(col, justify='left' if col == 'row' else 'right')
     for name in rows:
         s = summary['rows'][name]
-        table.add_row(ROWS[name], _pm(s['linear_miou']), _pm(s['lbfgs_miou']),
-                      _pm(s['vit_linear_miou']), _pm(s['cluster_miou']),
-                      _pm(s['concentration'], '.3f'))
+        table.add_row(ROWS[name], pm(s['linear_miou']), pm(s['lbfgs_miou']),
+                      pm(s['vit_linear_miou']), pm(s['cluster_miou']),
+                      pm(s['concentration'], '.3f'))
     console.print(table)
     for key, probe in (('gains', 'linear'), ('lbfgs_gains', 'linear, L-BFGS')):
         for ref, g in summary[key].items():
