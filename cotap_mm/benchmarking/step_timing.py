@@ -158,45 +158,58 @@ class SectionTimer:
             self._undo.pop()()
 
 
+# (section, object as a dotted path from `model`, `teacher` or `optim`, method): what the breakdown
+# times; a section may collect several methods. Absent objects (no bank) are skipped.
+_STEP_END = (
+    ('backward', 'optim', 'backward'),
+    ('optimizer step', 'optim', 'step'),
+    ('optimizer step', 'optim', 'zero_grad'),
+    ('teacher EMA', 'model', 'update_teacher'),
+)
+PLAIN_SECTIONS = (
+    ('data preprocessor', 'model.data_preprocessor', 'forward'),
+    ('teacher backbone', 'teacher.backbone', 'forward'),
+    ('teacher heads', 'teacher.cls_head', 'forward'),
+    ('student backbone', 'model.backbone', 'forward'),
+    ('student heads', 'model.cls_head', 'forward'),
+) + _STEP_END
+COTAP_SECTIONS = PLAIN_SECTIONS[:3] + (
+    ('teacher heads', 'teacher.patch_head', 'forward'),
+    ('student heads', 'model.patch_head', 'forward'),
+    ('bank update / k-means', 'model.bank', 'update'),
+    ('bank update / k-means', 'model.bank', 'maybe_cluster'),
+    ('CoTAP loss (correspondence head)', 'model.correspondence_head', 'loss'),
+    ('inner patch loss', 'model.inner_patch_loss', 'forward'),
+    ('inner / intra CLS losses', 'model.inner_cls_loss', 'forward'),
+    ('inner / intra CLS losses', 'model.intra_cls_loss', 'forward'),
+    ('entropy loss', 'model.entropy_loss', 'forward'),
+    ('queue pushes', 'model.patch_queue', 'push'),
+    ('queue pushes', 'model.cls_queue', 'push'),
+) + PLAIN_SECTIONS[3:]
+# functions the algorithm module calls by name: (section, name in cotap_mm.models.algorithms.cotap)
+COTAP_FUNCTIONS = (('foreground mask', 'attention_foreground_mask'),
+                   ('Sinkhorn', 'sinkhorn_knopp'))
+
+
+def _instrument(timer: SectionTimer, sections, model, optim_wrapper) -> None:
+    roots = dict(model=model, teacher=model.teacher.module, optim=optim_wrapper)
+    for name, path, attr in sections:
+        root, *attrs = path.split('.')
+        obj = roots[root]
+        for a in attrs:
+            obj = getattr(obj, a, None)
+        timer.method(name, obj, attr)
+
+
 def instrument_cotap(timer: SectionTimer, model, optim_wrapper) -> None:
     import cotap_mm.models.algorithms.cotap as cotap_module
-    teacher = model.teacher.module
-    timer.method('data preprocessor', model.data_preprocessor, 'forward')
-    timer.method('teacher backbone', teacher.backbone, 'forward')
-    timer.method('teacher heads', teacher.patch_head, 'forward')
-    timer.method('teacher heads', teacher.cls_head, 'forward')
-    timer.function('foreground mask', cotap_module, 'attention_foreground_mask')
-    timer.method('student backbone', model.backbone, 'forward')
-    timer.method('student heads', model.patch_head, 'forward')
-    timer.method('student heads', model.cls_head, 'forward')
-    timer.method('bank update / k-means', model.bank, 'update')
-    timer.method('bank update / k-means', model.bank, 'maybe_cluster')
-    timer.function('Sinkhorn', cotap_module, 'sinkhorn_knopp')
-    timer.method('CoTAP loss (correspondence head)', model.correspondence_head, 'loss')
-    timer.method('inner patch loss', model.inner_patch_loss, 'forward')
-    timer.method('inner / intra CLS losses', model.inner_cls_loss, 'forward')
-    timer.method('inner / intra CLS losses', model.intra_cls_loss, 'forward')
-    timer.method('entropy loss', model.entropy_loss, 'forward')
-    timer.method('queue pushes', model.patch_queue, 'push')
-    timer.method('queue pushes', model.cls_queue, 'push')
-    _instrument_common(timer, model, optim_wrapper)
+    for name, attr in COTAP_FUNCTIONS:
+        timer.function(name, cotap_module, attr)
+    _instrument(timer, COTAP_SECTIONS, model, optim_wrapper)
 
 
 def instrument_plain(timer: SectionTimer, model, optim_wrapper) -> None:
-    teacher = model.teacher.module
-    timer.method('data preprocessor', model.data_preprocessor, 'forward')
-    timer.method('teacher backbone', teacher.backbone, 'forward')
-    timer.method('teacher heads', teacher.cls_head, 'forward')
-    timer.method('student backbone', model.backbone, 'forward')
-    timer.method('student heads', model.cls_head, 'forward')
-    _instrument_common(timer, model, optim_wrapper)
-
-
-def _instrument_common(timer, model, optim_wrapper):
-    timer.method('backward', optim_wrapper, 'backward')
-    timer.method('optimizer step', optim_wrapper, 'step')
-    timer.method('optimizer step', optim_wrapper, 'zero_grad')
-    timer.method('teacher EMA', model, 'update_teacher')
+    _instrument(timer, PLAIN_SECTIONS, model, optim_wrapper)
 
 
 def breakdown(model, optim_wrapper, batch, sync, instrument, iters: int) -> Dict[str, float]:

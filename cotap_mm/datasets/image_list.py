@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence, Union
 from mmengine.dataset import BaseDataset
 
 from cotap_mm.registry import DATASETS, TRANSFORMS
+from cotap_mm.utils.checks import check_choice
 from cotap_mm.utils.images import IMG_EXTENSIONS, check_jpeg_complete
 
 # IMG_EXTENSIONS and check_jpeg_complete live in cotap_mm.utils.images
@@ -131,9 +132,7 @@ class ImageList(BaseDataset):
                  max_bad_images: Optional[int] = 1000,
                  pipeline: Optional[Sequence] = None,
                  **kwargs):
-        if on_bad_image not in self.ON_BAD_IMAGE:
-            raise ValueError(f'ImageList: on_bad_image={on_bad_image!r}; choose one of '
-                             f'{self.ON_BAD_IMAGE}')
+        check_choice('ImageList', 'on_bad_image', on_bad_image, self.ON_BAD_IMAGE)
         if isinstance(data_prefix, str):
             data_prefix = dict(img_path=data_prefix)
         if pipeline is None:

@@ -50,6 +50,7 @@ from mmengine.registry import DefaultScope
 from cotap_mm.evaluation.functional import (confusion_matrix, fit_dense_linear_probe,
                                             segmentation_metrics)
 from cotap_mm.registry import HOOKS
+from cotap_mm.utils.checks import check_choice
 from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ['DenseProbeHook']
@@ -108,8 +109,7 @@ class DenseProbeHook(Hook):
                  seed: int = 0,
                  save_best: bool = True,
                  prefix: str = 'probe'):
-        if which not in ('student', 'teacher'):
-            raise ValueError(f"DenseProbeHook: which must be 'student' or 'teacher', got {which!r}")
+        check_choice('DenseProbeHook', 'which', which, ('student', 'teacher'))
         if not isinstance(interval, int) or interval <= 0:
             raise ValueError(f'DenseProbeHook: interval must be a positive int, got {interval!r}')
         if not 0 < fit_ratio < 1:

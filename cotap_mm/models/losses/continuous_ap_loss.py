@@ -25,6 +25,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_choice, check_positive
 from .ap_rank_sums import (DENSE_ELEMENT_BUDGET, chunked_rank_sums, dense_rank_sums,
                            sorted_rank_sums)
 
@@ -160,10 +161,8 @@ class ContinuousAPLoss(nn.Module):
                  impl: str = 'auto',
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if impl not in IMPLS:
-            raise ValueError(f'ContinuousAPLoss: `impl` must be one of {IMPLS}, got {impl!r}')
-        if not tau > 0:
-            raise ValueError(f'ContinuousAPLoss: `tau` must be > 0, got {tau}')
+        check_choice('ContinuousAPLoss', 'impl', impl, IMPLS)
+        check_positive('ContinuousAPLoss', 'tau', tau)
         self.tau = tau
         self.weight_threshold = weight_threshold
         self.neg_weight = neg_weight

@@ -44,6 +44,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_choice, check_positive
 from ..utils.crop_layout import MASK_ALIGNMENTS, as_coded_inner_masks
 
 __all__ = ['InnerPatchLoss', 'inner_patch_loss']
@@ -229,11 +230,8 @@ class InnerPatchLoss(nn.Module):
                  keep_threshold: float = 1.0,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if mask_alignment not in MASK_ALIGNMENTS:
-            raise ValueError(f'InnerPatchLoss: `mask_alignment` must be one of {MASK_ALIGNMENTS}, '
-                             f'got {mask_alignment!r}')
-        if not temperature > 0:
-            raise ValueError(f'InnerPatchLoss: `temperature` must be > 0, got {temperature}')
+        check_choice('InnerPatchLoss', 'mask_alignment', mask_alignment, MASK_ALIGNMENTS)
+        check_positive('InnerPatchLoss', 'temperature', temperature)
         self.temperature = temperature
         self.patch_size = patch_size
         self.output_size = output_size

@@ -6,6 +6,7 @@ import torch
 from mmpretrain.models.utils.data_preprocessor import SelfSupDataPreprocessor
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_choice
 from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from .gaussian_blur import gaussian_blur
 
@@ -182,9 +183,8 @@ class CoTAPDataPreprocessor(SelfSupDataPreprocessor):
                  num_views: Optional[int] = 24,
                  aug_cfg: Optional[dict] = None,
                  **kwargs):
-        if jitter_granularity not in self.GRANULARITIES:
-            raise ValueError(f'CoTAPDataPreprocessor: jitter_granularity={jitter_granularity!r};'
-                             f' choose one of {self.GRANULARITIES}')
+        check_choice('CoTAPDataPreprocessor', 'jitter_granularity', jitter_granularity,
+                     self.GRANULARITIES)
         if mean is None or std is None:
             raise ValueError('CoTAPDataPreprocessor: mean and std are required (0-255 units)')
         super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)
