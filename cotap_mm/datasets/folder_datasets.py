@@ -10,17 +10,26 @@ import torch
 from PIL import Image
 
 from cotap_mm.utils.images import (IMAGENET_MEAN, IMAGENET_STD, IMG_EXTENSIONS,
-                                   list_folder_images, load_center_crop, load_squashed)
+                                   list_folder_images, load_center_crop, load_squashed,
+                                   read_rgb, to_normalized_tensor)
+from cotap_mm.utils.rng import derive_seed
 
-__all__ = ['load_label_map', 'ImageFolderDataset', 'SegFolderDataset']
+__all__ = ['load_label_map', 'ImageFolderDataset', 'SegFolderDataset',
+           'AugmentedSegFolderDataset']
+
+
+def _open_label(path: str) -> Image.Image:
+    a = Image.open(path)
+    if a.mode not in ('L', 'P', 'I', 'I;16'):
+        a.close()
+        raise ValueError(f'annotation {path!r} has mode {a.mode}; expected a '
+                         f'single-channel label PNG')
+    return a
 
 
 def load_label_map(path: str, size: int) -> np.ndarray:
     """A single-channel label PNG resized nearest to ``size`` x ``size``: int64 (size, size)."""
-    with Image.open(path) as a:
-        if a.mode not in ('L', 'P', 'I', 'I;16'):
-            raise ValueError(f'annotation {path!r} has mode {a.mode}; expected a '
-                             f'single-channel label PNG')
+    with _open_label(path) as a:
         return np.asarray(a.resize((size, size), Image.NEAREST)).astype(np.int64)
 
 
@@ -118,7 +127,9 @@ class SegFolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         img_path, ann_path = self.samples[i]
         _, img = load_squashed(img_path, self.size, self.mean, self.std)
-        lab = load_label_map(ann_path, self.size)
+        return img, self._checked_label(load_label_map(ann_path, self.size), ann_path)
+
+    def _checked_label(self, lab: np.ndarray, ann_path: str) -> torch.Tensor:
         if self.reduce_zero_label:
             lab = np.where(lab == 0, 255, lab - 1)
             lab[lab == 254] = 255
@@ -129,5 +140,53 @@ class SegFolderDataset(torch.utils.data.Dataset):
                                  f' outside [0, {self.num_classes}) and != {self.ignore_index}: '
                                  f'check --num-classes / --reduce-zero-label')
         # int16 halves/quarters the memory of a stacked val set (448^2 labels per image)
-        return img, torch.from_numpy(lab.astype(np.int16))
+        return torch.from_numpy(lab.astype(np.int16))
+
+
+class AugmentedSegFolderDataset(SegFolderDataset):
+    """:class:`SegFolderDataset` with the training augmentation of the Hummingbird memory.
+
+    The image gets four photometric jitters (brightness, contrast, saturation, hue, each of
+    strength ``jitter`` and applied with probability 0.5), then image and label one
+    ``RandomResizedCrop(size, scale, ratio)`` of the original image (image bilinear and
+    antialiased, label nearest); no flip. These are the open-hummingbird-eval training
+    transforms (its ``scale=(0.5, 2.0)`` draws are torchvision's, where a crop larger than the
+    image is redrawn, up to a centre-crop fallback). Item ``i`` of epoch ``e``
+    (:meth:`set_epoch`) draws from generators seeded with ``(seed, e, i)``, so the augmented
+    set does not depend on the loader's workers or order.
+    """
+
+    def __init__(self, *args, scale=(0.5, 2.0), ratio=(3 / 4, 4 / 3), jitter=0.1, seed=0,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scale, self.ratio, self.jitter, self.seed = tuple(scale), tuple(ratio), jitter, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, i):
+        from torchvision import transforms as T
+        from torchvision.transforms import functional as TF
+        img_path, ann_path = self.samples[i]
+        img = read_rgb(img_path)
+        with _open_label(ann_path) as a:
+            lab = a.copy()
+        if lab.size != img.size:
+            raise ValueError(f'annotation {ann_path!r} is {lab.size[0]}x{lab.size[1]} but its '
+                             f'image {img_path!r} is {img.size[0]}x{img.size[1]}')
+        j = self.jitter
+        photometric = T.Compose([T.RandomApply([t], p=0.5) for t in (
+            T.ColorJitter(brightness=j), T.ColorJitter(contrast=j), T.ColorJitter(saturation=j),
+            T.ColorJitter(hue=j))])
+        size = (self.size, self.size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, self.epoch, i))
+            img = photometric(img)
+            top, left, h, w = T.RandomResizedCrop.get_params(img, self.scale, self.ratio)
+        img = TF.resized_crop(img, top, left, h, w, size, TF.InterpolationMode.BILINEAR,
+                              antialias=True)
+        lab = TF.resized_crop(lab, top, left, h, w, size, TF.InterpolationMode.NEAREST)
+        lab = np.asarray(lab).astype(np.int64)
+        return to_normalized_tensor(img, self.mean, self.std), self._checked_label(lab, ann_path)
 

@@ -1,0 +1,172 @@
+"""Hummingbird in-context dense retrieval: label the val patches by their nearest neighbours
+in a memory of labelled, augmented train patches (docs/probes.md, "Hummingbird").
+
+    python tools/analysis/hummingbird.py CONFIG CHECKPOINT --data-root data/VOCdevkit/VOC2012 \
+        --num-classes 21 [--train-split train] [--split val] [--size 512] \
+        [--memory-size 10240000] [--num-neighbors 30] [--temperature 0.02] \
+        [--augmentation-epochs 2] [--ignore-as 0|none] [--work-dir DIR] [--out F]
+
+The protocol of open-hummingbird-eval: every train image is augmented ``--augmentation-epochs``
+times (photometric jitter, RandomResizedCrop to ``--size``, no flip), its L2-normalised patch
+features and soft patch labels (pixel fractions per class) go into the memory,
+``memory-size // (images * epochs)`` patches per image drawn towards the image's rare classes;
+each val patch (image squashed to ``--size``) takes the softmax(cos / temperature)-weighted
+label distribution of its ``--num-neighbors`` nearest memory patches (exact cosine search),
+upsampled bilinearly to the label size and argmaxed. mIoU in % with mmseg ``IoUMetric``
+semantics (classes absent from prediction and label dropped), and ``mIoU_all_classes``, the mean
+over all C classes with absent ones at 0 (the reference's mean).
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import List, Optional
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # checkout
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from cotap_mm.datasets.folder_datasets import (AugmentedSegFolderDataset,  # noqa: E402
+                                               SegFolderDataset)
+from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
+                                     load_model_for_tool, make_loader, setup_tool)
+from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+from cotap_mm.evaluation.functional import (confusion_matrix,  # noqa: E402
+                                            segmentation_metrics)
+from cotap_mm.evaluation.functional.hummingbird import (  # noqa: E402
+    patch_label_fractions, retrieve_label_distributions, sample_memory_patches,
+    upsample_argmax)
+from cotap_mm.models.utils.loading import get_normalization  # noqa: E402
+
+TOOL = 'hummingbird'
+
+
+def parse_args(argv: Optional[List[str]] = None):
+    p = argparse.ArgumentParser(description='Hummingbird dense nearest-neighbour retrieval')
+    add_common_args(p, default_batch_size=16)
+    add_segmentation_args(p)
+    p.set_defaults(size=512)  # the reference's 512 for /16 and /8 ViTs (504 for /14)
+    p.add_argument('--train-split', default='train', help='split of the memory')
+    p.add_argument('--memory-size', type=int, default=10240000,
+                   help='patches in the memory (the reference\'s largest, 1024 x 10^4); 0: '
+                   'every patch of every augmented image')
+    p.add_argument('--num-neighbors', type=int, default=30)
+    p.add_argument('--temperature', type=float, default=0.02)
+    p.add_argument('--augmentation-epochs', type=int, default=2)
+    p.add_argument('--scale', type=float, nargs=2, default=(0.5, 2.0),
+                   help='RandomResizedCrop area scale of the memory images')
+    p.add_argument('--jitter', type=float, default=0.1, help='photometric jitter strength')
+    p.add_argument('--ignore-as', default='0',
+                   help="class that ignored pixels count as in the memory's soft labels ('0' "
+                   "as the reference; 'none': no class)")
+    p.add_argument('--query-chunk', type=int, default=4096, help='val patches per search block')
+    args = p.parse_args(argv)
+    for name in ('num_classes', 'size', 'num_neighbors', 'augmentation_epochs', 'query_chunk'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.memory_size < 0 or not args.temperature > 0:
+        p.error('--memory-size must be >= 0 and --temperature > 0')
+    if args.ignore_as.lower() == 'none':
+        args.ignore_as = None
+    else:
+        try:
+            args.ignore_as = int(args.ignore_as)
+        except ValueError:
+            p.error(f"--ignore-as must be a class id or 'none', got {args.ignore_as!r}")
+    return args
+
+
+@torch.no_grad()
+def patch_features(backbone, x, device):
+    """(B, 3, S, S) -> L2-normalised (B, h * w, D) float32 patch features and the grid."""
+    out = backbone(x.to(device))[-1].float()  # (B, D, h, w)
+    B, D, h, w = out.shape
+    return F.normalize(out.flatten(2).transpose(1, 2), dim=-1), (h, w)
+
+
+def build_memory(backbone, dataset, args, logger):
+    """(M, D) features and (M, C) soft labels of the augmented train split."""
+    from mmengine.utils import ProgressBar
+    N, E = len(dataset), args.augmentation_epochs
+    per_image = args.memory_size // (N * E) if args.memory_size else None
+    logger.info(f'memory: {N} {args.train_split} images x {E} augmentation epochs, '
+                + (f'{max(1, per_image)} patches per image' if per_image is not None
+                   else 'every patch'))
+    generator = torch.Generator().manual_seed(args.seed)
+    dtype = getattr(torch, args.feature_dtype)
+    feats, labels = [], []
+    bar = ProgressBar(N * E)
+    for epoch in range(E):
+        dataset.set_epoch(epoch)
+        for x, y in make_loader(dataset, args):
+            f, grid = patch_features(backbone, x, args.device)
+            frac = patch_label_fractions(y, grid, args.num_classes, args.ignore_index,
+                                         args.ignore_as)
+            if per_image is not None:
+                idx = sample_memory_patches(frac, max(1, per_image), generator)  # (B, K)
+                f = f.cpu().gather(1, idx[..., None].expand(-1, -1, f.shape[-1]))
+                frac = frac.gather(1, idx[..., None].expand(-1, -1, frac.shape[-1]))
+            feats.append(f.reshape(-1, f.shape[-1]).to(dtype).cpu())
+            labels.append(frac.reshape(-1, frac.shape[-1]))
+            for _ in range(len(x)):
+                bar.update()
+    sys.stdout.write('\n')
+    return torch.cat(feats), torch.cat(labels)
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    work_dir, logger, out = setup_tool(args, TOOL)
+    backbone, cfg, info = load_model_for_tool(args, 'featmap', logger)
+    backbone = backbone.to(args.device).eval()
+    if args.size % backbone.patch_size:
+        raise SystemExit(f'--size {args.size} is not a multiple of the patch size '
+                         f'{backbone.patch_size}')
+    mean, std = get_normalization(cfg)
+    common = dict(img_dir=args.img_dir, ann_dir=args.ann_dir, img_suffix=args.img_suffix,
+                  seg_suffix=args.seg_suffix, size=args.size, num_classes=args.num_classes,
+                  reduce_zero_label=args.reduce_zero_label, ignore_index=args.ignore_index,
+                  mean=mean, std=std)
+    train_set = AugmentedSegFolderDataset(args.data_root, args.train_split, scale=args.scale,
+                                          jitter=args.jitter, seed=args.seed, **common)
+    val_set = SegFolderDataset(args.data_root, args.split, ann_file=args.ann_file, **common)
+    keys, key_labels = build_memory(backbone, train_set, args, logger)
+    keys = keys.to(args.device)
+    logger.info(f'memory of {len(keys)} patches ({keys.shape[1]}-d); {len(val_set)} '
+                f'{args.split} images, k = {args.num_neighbors}, temperature '
+                f'{args.temperature}')
+    C = args.num_classes
+    conf = torch.zeros((C + 1, C), dtype=torch.long)
+    for x, y in make_loader(val_set, args):
+        q, grid = patch_features(backbone, x, args.device)
+        B, N, D = q.shape
+        dist = retrieve_label_distributions(q.reshape(-1, D), keys, key_labels.to(args.device),
+                                            args.num_neighbors, args.temperature,
+                                            test_chunk=args.query_chunk)
+        pred = upsample_argmax(dist.reshape(B, N, C), grid, y.shape[-2:]).cpu()
+        conf += confusion_matrix(pred, y.long(), C, C, args.ignore_index)
+    m = segmentation_metrics(conf)
+    m['mIoU_all_classes'] = sum(0. if v != v else v for v in m['IoU']) / C  # NaN -> 0
+    logger.info('\n' + format_table('Hummingbird dense retrieval',
+                                    ['split', 'mIoU %', 'mIoU % (all classes)', 'aAcc %'],
+                                    [[args.split, m['mIoU'], m['mIoU_all_classes'],
+                                      m['aAcc']]]))
+    results = dict(
+        tool=TOOL, protocol='open-hummingbird-eval: augmented memory of normalised patch '
+        'features with soft labels, rare-class patch sampling, exact cosine top-k, softmax '
+        'label voting, bilinear upsampling of the distributions; mmseg IoU semantics',
+        config=args.config, checkpoint=args.checkpoint, checkpoint_meta=info['meta'],
+        data_root=args.data_root, train_split=args.train_split, split=args.split,
+        num_images=[len(train_set), len(val_set)], num_classes=C, size=args.size,
+        memory_patches=len(keys), memory_size=args.memory_size,
+        augmentation_epochs=args.augmentation_epochs, num_neighbors=args.num_neighbors,
+        temperature=args.temperature, scale=list(args.scale), jitter=args.jitter,
+        ignore_as=args.ignore_as, seed=args.seed, **m)
+    path = dump_json_atomic(json_safe(results), out)
+    logger.info(f'Results written to {path}')
+    return results
+
+
+if __name__ == '__main__':
+    main()
