@@ -1,0 +1,75 @@
+"""A ``CoTAPVisionTransformer`` trunk in timm's ``VisionTransformer`` layout, the inverse of the
+DINO/timm rules of :mod:`.dino_layout` (docs/converters.md, "Export to timm").
+
+The object-aware filter has no timm counterpart: its ``oaf.*`` tensors are left out and listed,
+so the export holds the ViT trunk, whose tokens equal the backbone's ``out_type='raw'`` output
+(keep the OAF by loading the cotap_mm checkpoint into ``CoTAPVisionTransformer``, e.g. as the
+mmseg backbone)."""
+import re
+from collections import OrderedDict
+from typing import Dict, Tuple
+
+from cotap_mm.utils.checkpoint_loading import CheckpointConversionError
+from .backbone_meta import BACKBONE_PREFIX
+
+__all__ = ['to_timm_state_dict', 'timm_model_kwargs', 'TIMM_NAMES']
+
+_TO_TIMM = (
+    (r'^(cls_token|pos_embed)$', r'\1'),
+    (r'^patch_embed\.projection\.(weight|bias)$', r'patch_embed.proj.\1'),
+    (r'^layers\.(\d+)\.ln1\.(weight|bias)$', r'blocks.\1.norm1.\2'),
+    (r'^layers\.(\d+)\.ln2\.(weight|bias)$', r'blocks.\1.norm2.\2'),
+    (r'^layers\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)$', r'blocks.\1.attn.\2.\3'),
+    (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)$', r'blocks.\1.mlp.fc1.\2'),
+    (r'^layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)$', r'blocks.\1.mlp.fc2.\2'),
+    (r'^ln1\.(weight|bias)$', r'norm.\1'),  # the final norm, when the backbone has one
+)
+# (embed_dims, num_layers, num_heads, patch_size) -> timm's registered name at 224 px
+TIMM_NAMES = {
+    (384, 12, 6, 16): 'vit_small_patch16_224', (384, 12, 6, 8): 'vit_small_patch8_224',
+    (768, 12, 12, 16): 'vit_base_patch16_224', (768, 12, 12, 8): 'vit_base_patch8_224',
+    (1024, 24, 16, 16): 'vit_large_patch16_224',
+}
+
+
+def to_timm_state_dict(state_dict: Dict, path: str = 'checkpoint') -> Tuple[OrderedDict, list]:
+    """``CoTAPVisionTransformer`` keys (with or without ``backbone.``) -> timm keys.
+
+    Returns:
+        tuple: the timm state dict (tensors contiguous) and the ``oaf.*`` keys left out.
+    """
+    out, left_out, unmatched = OrderedDict(), [], []
+    for key, value in state_dict.items():
+        key = key[len(BACKBONE_PREFIX):] if key.startswith(BACKBONE_PREFIX) else key
+        if key.startswith('oaf.'):
+            left_out.append(key)
+            continue
+        new = next((re.sub(p, r, key) for p, r in _TO_TIMM if re.match(p, key)), None)
+        if new is None:
+            unmatched.append(key)
+            continue
+        out[new] = value.detach().contiguous()
+    if unmatched:
+        raise CheckpointConversionError(
+            f'{path}: {len(unmatched)} key(s) have no timm counterpart: {unmatched[:10]}; '
+            'expected a CoTAPVisionTransformer backbone (tools/model_converters/'
+            'extract_backbone.py writes one)')
+    if 'cls_token' not in out:
+        raise CheckpointConversionError(f'{path}: no cls_token: not a ViT backbone')
+    return out, left_out
+
+
+def timm_model_kwargs(meta: Dict) -> Dict:
+    """The ``timm.models.vision_transformer.VisionTransformer`` arguments of a backbone
+    checkpoint's ``meta`` (as :mod:`.backbone_meta` writes it): the trunk only (no head, CLS
+    pooling), the final norm only when the backbone has one, any input size (``dynamic_img_size``:
+    the position embedding is interpolated as ours is)."""
+    arch, cfg = meta['arch'], meta['backbone_cfg']
+    img_size = cfg.get('img_size') or 224
+    img_size = img_size if isinstance(img_size, int) else int(img_size[0])
+    return dict(img_size=img_size, patch_size=int(meta['patch_size']),
+                embed_dim=int(arch['embed_dims']), depth=int(arch['num_layers']),
+                num_heads=int(arch['num_heads']),
+                mlp_ratio=arch['feedforward_channels'] / arch['embed_dims'], qkv_bias=True,
+                num_classes=0, global_pool='token', class_token=True,
+                final_norm=bool(meta.get('final_norm')), dynamic_img_size=True)
