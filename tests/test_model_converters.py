@@ -358,8 +358,8 @@ def test_wrong_src_format_names_the_right_one(tmp_path):
 
 def test_unknown_backbone_key_and_non_checkpoint_file(tmp_path):
     sd = dino_vit(0)
-    sd['blocks.0.ls1.gamma'] = torch.ones(D)  # layer scale: CoTAPVisionTransformer has none
-    with pytest.raises(CheckpointConversionError, match=r"match no conversion rule.*ls1\.gamma"):
+    sd['blocks.0.mlp.w3.weight'] = torch.ones(D, D)  # SwiGLU: CoTAPVisionTransformer has none
+    with pytest.raises(CheckpointConversionError, match=r"match no conversion rule.*mlp\.w3"):
         convert_state_dict(sd, 'dino')
     text = tmp_path / 'notes.txt'
     text.write_text('not a checkpoint')

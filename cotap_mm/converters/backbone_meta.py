@@ -64,10 +64,21 @@ def resolve_arch(arch, inferred, num_heads):
     return dict(arch)
 
 
-def build_reference(arch_settings, patch_size, img_size, with_oaf, num_prototypes, final_norm):
+def _extra_cfg(layer_scale, num_register_tokens):
+    """Backbone arguments of DINOv2's LayerScale (any value > 0: the weights replace it) and
+    registers, only where present (older configs stay as they were)."""
+    cfg = dict(layer_scale_init_value=1e-5) if layer_scale else {}
+    if num_register_tokens:
+        cfg['num_register_tokens'] = int(num_register_tokens)
+    return cfg
+
+
+def build_reference(arch_settings, patch_size, img_size, with_oaf, num_prototypes, final_norm,
+                    layer_scale=False, num_register_tokens=0):
     """State-dict shapes of the CoTAPVisionTransformer the converted weights must fit."""
     kwargs = dict(arch=arch_settings, patch_size=patch_size, img_size=img_size,
-                  with_oaf=with_oaf, final_norm=final_norm, out_type='raw')
+                  with_oaf=with_oaf, final_norm=final_norm, out_type='raw',
+                  **_extra_cfg(layer_scale, num_register_tokens))
     if with_oaf:
         kwargs['num_prototypes'] = num_prototypes
     try:
@@ -99,7 +110,8 @@ def check_against_model(state_dict, expected, path, what):
 
 
 def backbone_checkpoint(state, *, converter, source, arch, num_heads_source, patch_size,
-                        img_size, with_oaf, num_prototypes, final_norm, dropped, outside):
+                        img_size, with_oaf, num_prototypes, final_norm, dropped, outside,
+                        layer_scale=False, num_register_tokens=0):
     """The converted checkpoint: ``meta`` (with the ``backbone_cfg`` that fits ``state``) and
     the ``backbone.*`` state dict (tensors copied, contiguous).
 
@@ -111,7 +123,8 @@ def backbone_checkpoint(state, *, converter, source, arch, num_heads_source, pat
             source outside the selected network.
     """
     backbone_cfg = dict(type='CoTAPVisionTransformer', arch=arch, patch_size=patch_size,
-                        img_size=img_size, with_oaf=with_oaf, final_norm=final_norm)
+                        img_size=img_size, with_oaf=with_oaf, final_norm=final_norm,
+                        **_extra_cfg(layer_scale, num_register_tokens))
     if with_oaf:
         backbone_cfg['num_prototypes'] = num_prototypes
     meta = dict(converter=converter, source=source, arch=arch,

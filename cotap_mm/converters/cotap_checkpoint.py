@@ -76,11 +76,14 @@ def extract_backbone(src, which='student', num_heads=None, unsafe_pickle=False,
     with_oaf = 'oaf.kernel' in sub
     num_prototypes = int(sub['oaf.kernel'].shape[0]) if with_oaf else None
     final_norm = 'ln1.weight' in sub
+    extras = dict(layer_scale='layers.0.attn.gamma1.weight' in sub,
+                  num_register_tokens=int(sub['register_tokens'].shape[1])
+                  if 'register_tokens' in sub else 0)
     heads, heads_how = infer_heads(shapes['embed_dims'], shapes['num_layers'],
                                     shapes['feedforward_channels'], None, num_heads)
     arch = dict(shapes, num_heads=heads)
     expected = build_reference(arch, patch_size, grid * patch_size, with_oaf,
-                                num_prototypes, final_norm)
+                                num_prototypes, final_norm, **extras)
     check_against_model(sub, expected, src, f'arch={arch}, with_oaf={with_oaf}')
     run_meta = obj.get('meta', {}) if isinstance(obj, dict) else {}
     run_meta = run_meta if isinstance(run_meta, dict) else {}
@@ -92,4 +95,4 @@ def extract_backbone(src, which='student', num_heads=None, unsafe_pickle=False,
         arch=arch, num_heads_source=heads_how, patch_size=patch_size,
         img_size=grid * patch_size, with_oaf=with_oaf, num_prototypes=num_prototypes,
         final_norm=final_norm, dropped=dropped,
-        outside=[k for k in sd if not k.startswith(root)])
+        outside=[k for k in sd if not k.startswith(root)], **extras)

@@ -9,6 +9,12 @@ Key rules, DINO layout -> mmpretrain ``VisionTransformer``::
     blocks.i.norm1.* / norm2.*                -> layers.i.ln1.* / ln2.*
     blocks.i.attn.qkv.* / attn.proj.*         -> layers.i.attn.qkv.* / attn.proj.*
     blocks.i.mlp.fc1.* / mlp.fc2.*            -> layers.i.ffn.layers.0.0.* / ffn.layers.1.*
+    blocks.i.ls1.gamma / ls2.gamma (DINOv2)   -> layers.i.attn.gamma1.weight / ffn.gamma2.weight
+    register_tokens (DINOv2 torch.hub)        -> register_tokens
+    reg_token + pos_embed without a CLS position (timm's DINOv2 with registers)
+                                              -> register_tokens + pos_embed with a zero CLS
+                                                 position (timm folded it into cls_token)
+    mask_token (DINOv2)                       -> dropped (masked image modelling only)
     norm.* (final norm)                       -> dropped (CoTAP has none), or ln1.* on request
     official CoTAP: kernel                    -> oaf.kernel
     official CoTAP: blocks.{L-1}.norm_in / norm_out_patch / norm_out_cls -> oaf.<same>
@@ -37,6 +43,7 @@ _ROOTS = {
     'ibot': {'student': _DINO_ROOTS, 'teacher': _DINO_ROOTS},
     'mugs': {'student': _DINO_ROOTS, 'teacher': _DINO_ROOTS},
     'timm': {None: ('', 'module.')},
+    'dinov2': {None: ('', 'module.', 'backbone.')},
     # Lightning module with `self.model` (student) and `self.teacher`
     'leopart': {'student': ('model.', 'module.model.'), 'teacher': ('teacher.', 'module.teacher.')},
     # Lightning module with `self.net = DinoFeaturizer(...)` (whose ViT is `.model`) and
@@ -55,6 +62,8 @@ _FORMAT_DROPS = {
     'timm': ((r'^fc_norm\.', 'timm classifier pooling norm'),
              (r'^pre_logits\.', 'timm pre-logits layer')),
     'cotap-official': ((r'^projection_heads\.', 'CoTAP projection heads (training only)'), ),
+    'dinov2': ((r'^mask_token$', 'DINOv2 mask token (used only for masked image modelling)'),
+               (r'^fc_norm\.', 'timm classifier pooling norm')),
 }
 
 _VIT_RULES = (
@@ -65,6 +74,9 @@ _VIT_RULES = (
     (r'^blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)$', r'layers.\1.attn.\2.\3'),
     (r'^blocks\.(\d+)\.mlp\.fc1\.(weight|bias)$', r'layers.\1.ffn.layers.0.0.\2'),
     (r'^blocks\.(\d+)\.mlp\.fc2\.(weight|bias)$', r'layers.\1.ffn.layers.1.\2'),
+    (r'^blocks\.(\d+)\.ls1\.gamma$', r'layers.\1.attn.gamma1.weight'),
+    (r'^blocks\.(\d+)\.ls2\.gamma$', r'layers.\1.ffn.gamma2.weight'),
+    (r'^register_tokens$', 'register_tokens'),
 )
 _FINAL_NORM = r'^norm\.(weight|bias)$'
 
@@ -81,9 +93,10 @@ def _select_network(obj, fmt, which, explicit, path):
                 f'{path}: --which {which} asked for, but this full checkpoint holds only '
                 f'{have}; pass --which {have[0] if have else "teacher"}')
         return obj[which], which
-    if fmt in ('dino', 'ibot', 'mugs', 'timm'):
-        if explicit and which is not None and not (fmt != 'timm' and which == 'teacher'):
-            kind = ('a single network' if fmt == 'timm' else
+    if fmt in ('dino', 'ibot', 'mugs', 'timm', 'dinov2'):
+        single = fmt in ('timm', 'dinov2')
+        if explicit and which is not None and not (not single and which == 'teacher'):
+            kind = ('a single network' if single else
                     'a single backbone (the released teacher)')
             raise CheckpointConversionError(
                 f'{path}: --which {which} asked for, but this {fmt} file holds {kind}, not '
@@ -96,6 +109,29 @@ def _select_network(obj, fmt, which, explicit, path):
     # Lightning checkpoints: student and teacher share one state dict, told apart by prefix
     return flat_state_dict(obj), 'state_dict' if 'state_dict' in obj else '<top level>'
 
+
+
+def _from_timm_registers(sub, path):
+    """timm's DINOv2 with registers (``reg_token``, ``no_embed_class``: the CLS position folded
+    into ``cls_token``, ``pos_embed`` for the patches only) in the torch.hub layout, which adds
+    the CLS position: ``register_tokens`` and ``pos_embed`` with a zero CLS position. Tokens are
+    unchanged: the CLS token gets the same sum."""
+    if 'reg_token' not in sub:
+        return sub
+    pos = sub['pos_embed']
+    if math.isqrt(pos.shape[1]) ** 2 != pos.shape[1]:
+        raise CheckpointConversionError(
+            f'{path}: reg_token with pos_embed {tuple(pos.shape)}; expected timm\'s '
+            'no_embed_class layout (a square grid of patch positions, no CLS position)')
+    out = OrderedDict()
+    for k, v in sub.items():
+        if k == 'reg_token':
+            out['register_tokens'] = v
+        elif k == 'pos_embed':
+            out[k] = torch.cat([v.new_zeros(1, 1, v.shape[-1]), v], dim=1)
+        else:
+            out[k] = v
+    return out
 
 
 def _infer_from_dino_layout(sub, path):
@@ -165,7 +201,7 @@ def convert_state_dict(state_dict,
             f'{path}: expected a dict of tensors for the {src_format} backbone, got '
             f'{type(state_dict).__name__}' + (f' with non-tensor entries {first_keys(bad)}' if bad
                                               else '') + f'. {layout_hint(state_dict)}')
-    roots = _ROOTS[src_format].get(which if src_format != 'timm' else None)
+    roots = _ROOTS[src_format].get(which if src_format not in ('timm', 'dinov2') else None)
     if roots is None:
         raise CheckpointConversionError(f'--which must be student or teacher, got {which!r}')
     root = next((r for r in roots if r + 'cls_token' in state_dict), None)
@@ -176,6 +212,8 @@ def convert_state_dict(state_dict,
             f'{first_keys(state_dict)}. {layout_hint(state_dict)}')
     sub = OrderedDict((k[len(root):], v) for k, v in state_dict.items() if k.startswith(root))
     outside = [k for k in state_dict if not k.startswith(root)]
+    if src_format in ('dinov2', 'timm'):
+        sub = _from_timm_registers(sub, path)
 
     shapes, patch_size, img_size = _infer_from_dino_layout(sub, path)
     last = shapes['num_layers'] - 1
@@ -221,20 +259,23 @@ def convert_state_dict(state_dict,
         raise CheckpointConversionError(
             f'{path}: {len(unmatched)} key(s) of the {src_format} backbone (prefix {root!r}) '
             f'match no conversion rule: {first_keys(unmatched)}. {layout_hint(state_dict)} If the '
-            'layout is right, the model has parts the converter does not know (layer scale, '
-            'register tokens, ...): CoTAPVisionTransformer cannot hold them.')
+            'layout is right, the model has parts the converter does not know (SwiGLU MLPs, '
+            'rotary embeddings, ...): CoTAPVisionTransformer cannot hold them.')
     with_oaf = 'oaf.kernel' in out
     if is_official and not with_oaf:
         raise CheckpointConversionError(
             f'{path}: --src-format cotap-official but the backbone has no `kernel` (the OAF '
             f'prototypes). {layout_hint(state_dict)}')
     num_prototypes = int(out['oaf.kernel'].shape[0]) if with_oaf else None
+    extras = dict(layer_scale='layers.0.attn.gamma1.weight' in out,
+                  num_register_tokens=int(out['register_tokens'].shape[1])
+                  if 'register_tokens' in out else 0)
 
     heads, heads_how = infer_heads(shapes['embed_dims'], shapes['num_layers'],
                                     shapes['feedforward_channels'], arch, num_heads)
     arch_settings = resolve_arch(arch, shapes, heads)
     expected = build_reference(arch_settings, patch_size, img_size, with_oaf, num_prototypes,
-                                keep_final_norm)
+                                keep_final_norm, **extras)
     check_against_model(
         out, expected, path,
         f'arch={arch_settings}, patch_size={patch_size}, with_oaf={with_oaf}' +
@@ -248,7 +289,7 @@ def convert_state_dict(state_dict,
         out, converter='cotap_mm tools/model_converters/convert.py', source=source,
         arch=arch_settings, num_heads_source=heads_how, patch_size=patch_size,
         img_size=img_size, with_oaf=with_oaf, num_prototypes=num_prototypes,
-        final_norm=keep_final_norm, dropped=dropped, outside=outside)
+        final_norm=keep_final_norm, dropped=dropped, outside=outside, **extras)
 
 
 def convert_checkpoint(src,

@@ -22,6 +22,9 @@ _TO_TIMM = (
     (r'^layers\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)$', r'blocks.\1.attn.\2.\3'),
     (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)$', r'blocks.\1.mlp.fc1.\2'),
     (r'^layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)$', r'blocks.\1.mlp.fc2.\2'),
+    (r'^layers\.(\d+)\.attn\.gamma1\.weight$', r'blocks.\1.ls1.gamma'),  # LayerScale
+    (r'^layers\.(\d+)\.ffn\.gamma2\.weight$', r'blocks.\1.ls2.gamma'),
+    (r'^register_tokens$', 'reg_token'),
     (r'^ln1\.(weight|bias)$', r'norm.\1'),  # the final norm, when the backbone has one
 )
 # (embed_dims, num_layers, num_heads, patch_size) -> timm's registered name at 224 px
@@ -56,6 +59,10 @@ def to_timm_state_dict(state_dict: Dict, path: str = 'checkpoint') -> Tuple[Orde
             'extract_backbone.py writes one)')
     if 'cls_token' not in out:
         raise CheckpointConversionError(f'{path}: no cls_token: not a ViT backbone')
+    if 'reg_token' in out:
+        # timm's registers come with no_embed_class: the CLS position moves into cls_token
+        out['cls_token'] = out['cls_token'] + out['pos_embed'][:, :1]
+        out['pos_embed'] = out['pos_embed'][:, 1:].contiguous()
     return out, left_out
 
 
@@ -63,8 +70,14 @@ def timm_model_kwargs(meta: Dict) -> Dict:
     """The ``timm.models.vision_transformer.VisionTransformer`` arguments of a backbone
     checkpoint's ``meta`` (as :mod:`.backbone_meta` writes it): the trunk only (no head, CLS
     pooling), the final norm only when the backbone has one, any input size (``dynamic_img_size``:
-    the position embedding is interpolated as ours is)."""
+    the position embedding is interpolated as ours is); DINOv2's LayerScale and registers
+    (``no_embed_class``, as timm's DINOv2 with registers) where the backbone has them."""
     arch, cfg = meta['arch'], meta['backbone_cfg']
+    extra = {}
+    if cfg.get('layer_scale_init_value'):
+        extra['init_values'] = float(cfg['layer_scale_init_value'])
+    if cfg.get('num_register_tokens'):
+        extra.update(reg_tokens=int(cfg['num_register_tokens']), no_embed_class=True)
     img_size = cfg.get('img_size') or 224
     img_size = img_size if isinstance(img_size, int) else int(img_size[0])
     return dict(img_size=img_size, patch_size=int(meta['patch_size']),
@@ -72,4 +85,4 @@ def timm_model_kwargs(meta: Dict) -> Dict:
                 num_heads=int(arch['num_heads']),
                 mlp_ratio=arch['feedforward_channels'] / arch['embed_dims'], qkv_bias=True,
                 num_classes=0, global_pool='token', class_token=True,
-                final_norm=bool(meta.get('final_norm')), dynamic_img_size=True)
+                final_norm=bool(meta.get('final_norm')), dynamic_img_size=True, **extra)

@@ -11,7 +11,7 @@ from .checkpoint_loading import flat_state_dict
 __all__ = ['SRC_FORMATS', 'DEFAULT_WHICH', 'OAF_NORM_KEY', 'NETWORK_PREFIXES', 'detect_layout',
            'suggest_command', 'layout_hint']
 
-SRC_FORMATS = ('dino', 'ibot', 'mugs', 'leopart', 'cotap-official', 'timm')
+SRC_FORMATS = ('dino', 'ibot', 'mugs', 'leopart', 'cotap-official', 'timm', 'dinov2')
 
 # Which network of a student/teacher checkpoint to convert when --which is not given:
 # - DINO / iBOT / Mugs publish (and evaluate) the EMA teacher backbone;
@@ -26,6 +26,7 @@ DEFAULT_WHICH = {
     'leopart': 'student',
     'cotap-official': 'student',
     'timm': None,  # a single network
+    'dinov2': None,  # the torch.hub / timm releases hold one network (the teacher)
 }
 
 # where a checkpoint of our own CoTAP pretraining keeps each network's backbone
@@ -40,7 +41,10 @@ def _has(keys, *names):
 
 
 def _dino_style_flavour(keys, root):
-    """dino / ibot / mugs / timm for a DINO-layout ViT whose keys start with ``root``."""
+    """dino / ibot / mugs / timm / dinov2 for a DINO-layout ViT whose keys start with ``root``."""
+    if any(k.startswith(root) and k.endswith('.ls1.gamma') for k in keys) or \
+            root + 'register_tokens' in keys or root + 'reg_token' in keys:
+        return 'dinov2'  # LayerScale and/or registers (torch.hub or timm layout)
     if root + 'masked_embed' in keys or any(k.startswith(root + 'head.last_layer2') for k in keys):
         return 'ibot'
     if any(k.startswith(root + 'relation_blocks.') for k in keys):
@@ -114,7 +118,7 @@ def detect_layout(obj):
     for root in ('', 'module.', 'backbone.', 'module.backbone.'):
         if _has(keys, root + 'cls_token', root + 'blocks.0.norm1.weight'):
             fmt = _dino_style_flavour(keys, root)
-            return dict(format=fmt, which=[] if fmt == 'timm' else ['teacher'],
+            return dict(format=fmt, which=[] if fmt in ('timm', 'dinov2') else ['teacher'],
                         description=f'{fmt}-style ViT state dict (prefix {root!r})')
     return None
 

@@ -1,6 +1,7 @@
 """The CoTAP ViT backbone: mmpretrain's ``VisionTransformer`` in the DINO layout, emitting dense
 patch feature maps, buildable from mmpretrain *and* mmsegmentation configs."""
 import torch
+import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmpretrain.models.backbones.vision_transformer import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
@@ -52,6 +53,12 @@ class CoTAPVisionTransformer(VisionTransformer):
       (B, heads, N) (softmax over all 1+N keys, then the CLS key dropped; recomputed from q/k
       since mmpretrain's attention uses SDPA) and ``extras['block_input']`` the last layer's
       input patch tokens as a map (B, D, H/p, W/p) (for :class:`PrototypeBank`).
+    - ``num_register_tokens=R`` adds R register tokens (DINOv2 with registers, Darcet et al.
+      2024): ``register_tokens`` (1, R, D), inserted after the CLS token once the position
+      embedding is added (they have none), attended to by every layer, and dropped from every
+      output: ``'raw'`` / ``'oaf_raw'`` stay (B, 1 + N, C), CLS first, and the object-aware
+      filter sees the CLS and patch tokens only. ``layer_scale_init_value > 0`` (the parent's
+      argument) gives DINOv2's LayerScale (``attn.gamma1``, ``ffn.gamma2``).
 
     Args:
         arch (str | dict): Model size, see above. Defaults to ``'small'`` (ViT-S).
@@ -66,6 +73,7 @@ class CoTAPVisionTransformer(VisionTransformer):
         with_oaf (bool): Object-aware filter after the last layer. Defaults to True;
             False gives the plain ViT.
         num_prototypes (int): M, the number of OAF prototypes. Defaults to 64.
+        num_register_tokens (int): R register tokens, see above. Defaults to 0.
         **kwargs: Other arguments of :class:`mmpretrain.models.VisionTransformer`
             (``img_size``, ``out_indices``, ``frozen_stages``, ``drop_path_rate``,
             ``init_cfg``, ...).
@@ -100,6 +108,7 @@ class CoTAPVisionTransformer(VisionTransformer):
                  interpolate_mode='bicubic',
                  with_oaf=True,
                  num_prototypes=64,
+                 num_register_tokens=0,
                  **kwargs):
         if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
             raise ValueError(f'CoTAPVisionTransformer: unknown arch={arch!r}; choose one of '
@@ -112,6 +121,12 @@ class CoTAPVisionTransformer(VisionTransformer):
                              f'of {sorted(self.OUT_TYPES)}')
         if out_type == 'oaf_raw' and not with_oaf:
             raise ValueError("CoTAPVisionTransformer: out_type='oaf_raw' needs with_oaf=True")
+        if isinstance(num_register_tokens, bool) or not isinstance(num_register_tokens, int) \
+                or num_register_tokens < 0:
+            raise ValueError(f'CoTAPVisionTransformer: num_register_tokens must be an int >= 0, '
+                             f'got {num_register_tokens!r}')
+        if num_register_tokens and not kwargs.get('with_cls_token', True):
+            raise ValueError('CoTAPVisionTransformer: register tokens need with_cls_token=True')
         if with_oaf and not kwargs.get('with_cls_token', True):
             raise ValueError('CoTAPVisionTransformer: with_oaf=True needs with_cls_token=True '
                              '(the OAF has a CLS branch)')
@@ -131,6 +146,11 @@ class CoTAPVisionTransformer(VisionTransformer):
             interpolate_mode=interpolate_mode,
             **kwargs)
         self.patch_size = patch_size
+        self.num_register_tokens = num_register_tokens
+        if num_register_tokens:
+            # DINOv2's init; the values come from the converted checkpoint
+            self.register_tokens = nn.Parameter(
+                torch.randn(1, num_register_tokens, self.embed_dims) * 1e-6)
         if with_oaf:
             self.oaf = ObjectAwareFilter(
                 embed_dims=self.embed_dims,
@@ -140,12 +160,14 @@ class CoTAPVisionTransformer(VisionTransformer):
             if out_type == 'avg_featmap':
                 # the parent's ln2 normalises D channels; the averaged OAF output has 2D
                 self.ln2 = build_norm_layer(norm_cfg, 2 * self.embed_dims)[1]
-            if self.frozen_stages > 0:
-                self._freeze_stages()  # again, now that the OAF exists
+        if self.frozen_stages > 0:
+            self._freeze_stages()  # again, now that the OAF and the registers exist
 
     def _freeze_stages(self):
         """Parent freezing, plus the OAF when all ``num_layers`` stages are frozen."""
         super()._freeze_stages()
+        if getattr(self, 'num_register_tokens', 0):
+            self.register_tokens.requires_grad = False
         if self.frozen_stages >= self.num_layers and getattr(self, 'oaf', None) is not None:
             self.oaf.eval()
             for param in self.oaf.parameters():
@@ -163,7 +185,7 @@ class CoTAPVisionTransformer(VisionTransformer):
         q = qkv[:, :1, 0].transpose(1, 2)  # (B, heads, 1, d_h): the CLS query only
         k = qkv[:, :, 1].transpose(1, 2)  # (B, heads, 1+N, d_h)
         attn = (q @ k.transpose(-2, -1) * attn_mod.head_dims**-0.5).softmax(dim=-1)
-        return attn[:, :, 0, self.num_extra_tokens:]
+        return attn[:, :, 0, self.num_extra_tokens + self.num_register_tokens:]
 
     def forward(self, x, return_attn=False, return_block_input=False):
         """Forward.
@@ -190,14 +212,17 @@ class CoTAPVisionTransformer(VisionTransformer):
             hw,
             mode=self.interpolate_mode,
             num_extra_tokens=self.num_extra_tokens)
+        if self.num_register_tokens:  # after the CLS token, without a position embedding
+            x = torch.cat((x[:, :1], self.register_tokens.expand(B, -1, -1), x[:, 1:]), dim=1)
         x = self.pre_norm(self.drop_after_pos(x))
+        skip = self.num_extra_tokens + self.num_register_tokens  # tokens before the patches
 
         outs, extras = [], {}
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if i == last:
                 if return_block_input:
-                    extras['block_input'] = x[:, self.num_extra_tokens:].reshape(
+                    extras['block_input'] = x[:, skip:].reshape(
                         B, *hw, -1).permute(0, 3, 1, 2)
                 if return_attn:
                     extras['attn'] = self._last_cls_attn(layer, x)
@@ -205,10 +230,11 @@ class CoTAPVisionTransformer(VisionTransformer):
             if i == last and self.final_norm:
                 x = self.ln1(x)
             if i in self.out_indices:
+                y = torch.cat((x[:, :1], x[:, skip:]), dim=1) if self.num_register_tokens else x
                 if i == last and self.with_oaf:
-                    outs.append(self._format_oaf_output(x, hw))
+                    outs.append(self._format_oaf_output(y, hw))
                 else:
-                    outs.append(self._format_output(x, hw))
+                    outs.append(self._format_output(y, hw))
         if return_attn or return_block_input:
             return tuple(outs), extras
         return tuple(outs)
