@@ -120,3 +120,45 @@ def test_convert_tool_and_export_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(back.forward_features(x), model.forward_features(x),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_two_iterations_of_the_dinov2_reg_config(tmp_path):
+    """configs/cotap_vit-s14_dinov2-reg_coco.py as it is (ViT-S/14, 4 registers, the full heads),
+    initialised from a random timm `vit_small_patch14_reg4_dinov2` converted by convert.py,
+    trains 2 iterations on CPU through tools/train.py and writes a checkpoint."""
+    import os
+    import os.path as osp
+    import subprocess
+    import sys
+
+    from conftest import ROOT, make_cotap_workspace
+    config = f"""
+_base_ = '{ROOT}/configs/cotap_vit-s14_dinov2-reg_coco.py'
+train_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                        dataset=dict(coco=dict(num_neighbors=3), imagenet=dict(num_neighbors=3)))
+train_cfg = dict(max_iters=2)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+"""
+    root = make_cotap_workspace(tmp_path, config)
+    torch.manual_seed(0)
+    release = timm.create_model('vit_small_patch14_reg4_dinov2', pretrained=False)
+    torch.save(release.state_dict(), tmp_path / 'release.pth')
+    assert release.pos_embed.shape[1] == 37 * 37  # the release grid
+    (tmp_path / 'checkpoints').mkdir()
+    assert load_tool('model_converters/convert').main(
+        ['--src-format', 'dinov2', str(tmp_path / 'release.pth'),
+         str(tmp_path / 'checkpoints/dinov2-reg_vit-s14.pth')]) == 0
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
+    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), 'tiny.py',
+                          '--work-dir', 'work_dirs/s14'], cwd=root, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    state = torch.load(tmp_path / 'work_dirs/s14/iter_2.pth', map_location='cpu',
+                       weights_only=False)['state_dict']
+    assert state['backbone.register_tokens'].shape == (1, 4, 384)
+    assert state['backbone.pos_embed'].shape == (1, 1 + 16 * 16, 384)
+    # the init was loaded: the LayerScale values are the release's, moved by two steps at most
+    ls = release.blocks[0].ls1.gamma
+    torch.testing.assert_close(state['backbone.layers.0.attn.gamma1.weight'], ls, atol=1e-2,
+                               rtol=0)
