@@ -32,6 +32,7 @@ from cotap_mm.utils.checkpoint_loading import (CheckpointConversionError, first_
                                                flat_state_dict, is_tensor_dict, load_source)
 from .backbone_meta import (backbone_checkpoint, build_reference, check_against_model,
                             infer_heads, resolve_arch)
+from .vit_keys import VIT_KEYS, key_rules
 
 __all__ = ['convert_state_dict', 'convert_checkpoint']
 
@@ -66,18 +67,7 @@ _FORMAT_DROPS = {
                (r'^fc_norm\.', 'timm classifier pooling norm')),
 }
 
-_VIT_RULES = (
-    (r'^(cls_token|pos_embed)$', r'\1'),
-    (r'^patch_embed\.proj\.(weight|bias)$', r'patch_embed.projection.\1'),
-    (r'^blocks\.(\d+)\.norm1\.(weight|bias)$', r'layers.\1.ln1.\2'),
-    (r'^blocks\.(\d+)\.norm2\.(weight|bias)$', r'layers.\1.ln2.\2'),
-    (r'^blocks\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)$', r'layers.\1.attn.\2.\3'),
-    (r'^blocks\.(\d+)\.mlp\.fc1\.(weight|bias)$', r'layers.\1.ffn.layers.0.0.\2'),
-    (r'^blocks\.(\d+)\.mlp\.fc2\.(weight|bias)$', r'layers.\1.ffn.layers.1.\2'),
-    (r'^blocks\.(\d+)\.ls1\.gamma$', r'layers.\1.attn.gamma1.weight'),
-    (r'^blocks\.(\d+)\.ls2\.gamma$', r'layers.\1.ffn.gamma2.weight'),
-    (r'^register_tokens$', 'register_tokens'),
-)
+_VIT_RULES = key_rules(VIT_KEYS + (('register_tokens', 'register_tokens'), ))
 _FINAL_NORM = r'^norm\.(weight|bias)$'
 
 

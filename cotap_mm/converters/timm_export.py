@@ -11,22 +11,14 @@ from typing import Dict, Tuple
 
 from cotap_mm.utils.checkpoint_loading import CheckpointConversionError
 from .backbone_meta import BACKBONE_PREFIX
+from .vit_keys import VIT_KEYS, key_rules
 
 __all__ = ['to_timm_state_dict', 'timm_model_kwargs', 'TIMM_NAMES']
 
-_TO_TIMM = (
-    (r'^(cls_token|pos_embed)$', r'\1'),
-    (r'^patch_embed\.projection\.(weight|bias)$', r'patch_embed.proj.\1'),
-    (r'^layers\.(\d+)\.ln1\.(weight|bias)$', r'blocks.\1.norm1.\2'),
-    (r'^layers\.(\d+)\.ln2\.(weight|bias)$', r'blocks.\1.norm2.\2'),
-    (r'^layers\.(\d+)\.attn\.(qkv|proj)\.(weight|bias)$', r'blocks.\1.attn.\2.\3'),
-    (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.(weight|bias)$', r'blocks.\1.mlp.fc1.\2'),
-    (r'^layers\.(\d+)\.ffn\.layers\.1\.(weight|bias)$', r'blocks.\1.mlp.fc2.\2'),
-    (r'^layers\.(\d+)\.attn\.gamma1\.weight$', r'blocks.\1.ls1.gamma'),  # LayerScale
-    (r'^layers\.(\d+)\.ffn\.gamma2\.weight$', r'blocks.\1.ls2.gamma'),
-    (r'^register_tokens$', 'reg_token'),
-    (r'^ln1\.(weight|bias)$', r'norm.\1'),  # the final norm, when the backbone has one
-)
+_TO_TIMM = key_rules(VIT_KEYS + (
+    ('reg_token', 'register_tokens'),  # timm's name of the registers
+    ('norm.{w}', 'ln1.{w}'),  # the final norm, when the backbone has one
+), to_ours=False)
 # (embed_dims, num_layers, num_heads, patch_size) -> timm's registered name at 224 px
 TIMM_NAMES = {
     (384, 12, 6, 16): 'vit_small_patch16_224', (384, 12, 6, 8): 'vit_small_patch8_224',
