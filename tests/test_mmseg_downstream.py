@@ -142,7 +142,8 @@ def test_upsample_fcn_head_shapes():
 
 # ---------------------------------------------------------------- configs
 
-TOP_CONFIGS = sorted(glob.glob(osp.join(CFG_DIR, 'cotap_vit-s16_*.py')))
+TOP_CONFIGS = sorted(p for p in glob.glob(osp.join(CFG_DIR, 'cotap_vit-s16_*.py'))
+                     if '-depth_' not in p)  # segmentation configs (depth: test_depth_probe.py)
 EXPECTED = {  # name: (head, classes, max_iters, per-GPU batch, train crop, label side)
     'linear_coco-stuff27-448': ('FCNHead', 27, 390, 32, 336, 448),
     'fcn_coco-stuff27-448': ('UpsampleFCNHead', 27, 3125, 16, 336, 448),

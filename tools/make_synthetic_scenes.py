@@ -7,7 +7,9 @@
 
 Writes OUT/coco/train2017 (pretraining, COCO-style), OUT/imagenet/train/<class> (object-centric,
 ImageNet-style), OUT/seg/{img_dir,ann_dir}/{train,val} + OUT/seg/classes.json (mmseg layout;
-different random streams from the pretraining images) and OUT/meta.json. By default
+different random streams from the pretraining images), with --num-depth-train/--num-depth-test
+OUT/nyu/{images,annotations}/{train,test} (scenes and uint16 millimetre depth maps, the NYU
+Depth v2 layout of mmseg's NYUDataset) and OUT/meta.json. By default
 (--colour-mode per_instance) every object and stuff region gets a random colour, so colour does
 not give the class; --colour-mode per_class gives each class its own hue range (the scenes of
 generator version 1). The output is byte-identical for the same arguments. Everything is
@@ -57,6 +59,9 @@ def parse_args(argv: Optional[List[str]] = None):
                    help='object-centric scenes in ImageNet class folders (pretraining)')
     p.add_argument('--num-seg-train', type=int, default=200, help='labelled scenes, probe train')
     p.add_argument('--num-seg-val', type=int, default=100, help='labelled scenes, probe val')
+    p.add_argument('--num-depth-train', type=int, default=0,
+                   help='scenes with depth maps in the NYU Depth v2 layout (nyu/), train split')
+    p.add_argument('--num-depth-test', type=int, default=0, help='the same, test split')
     p.add_argument('--colour-mode', choices=['per_instance', 'per_class'], default='per_instance',
                    help='per_instance (default): a random colour per object and stuff region, '
                    'the class is carried by shape, texture and context; per_class: each class '
@@ -69,7 +74,8 @@ def parse_args(argv: Optional[List[str]] = None):
     args = p.parse_args(argv)
     if args.out is None and args.preview is None:
         p.error('give an output folder OUT, or --preview PNG (or both)')
-    for name in ('num_coco', 'num_imagenet', 'num_seg_train', 'num_seg_val'):
+    for name in ('num_coco', 'num_imagenet', 'num_seg_train', 'num_seg_val', 'num_depth_train',
+                 'num_depth_test'):
         if getattr(args, name) < 0:
             p.error(f'--{name.replace("_", "-")} must be >= 0')
     if args.size < 16:
@@ -105,7 +111,8 @@ def main(argv: Optional[List[str]] = None) -> Optional[dict]:
     syn = _load_synthetic()
     meta = None
     if args.out is not None:
-        total = args.num_coco + args.num_imagenet + args.num_seg_train + args.num_seg_val
+        total = (args.num_coco + args.num_imagenet + args.num_seg_train + args.num_seg_val +
+                 args.num_depth_train + args.num_depth_test)
         logger.info(f'Writing {total} synthetic {args.size}px scenes (seed {args.seed}) to '
                     f'{args.out} ({args.colour_mode} colours): coco {args.num_coco}, imagenet '
                     f'{args.num_imagenet}, seg train {args.num_seg_train}, seg val '
@@ -115,7 +122,8 @@ def main(argv: Optional[List[str]] = None) -> Optional[dict]:
         meta = syn.write_synthetic_dataset(
             args.out, seed=args.seed, size=args.size, num_coco=args.num_coco,
             num_imagenet=args.num_imagenet, num_seg_train=args.num_seg_train,
-            num_seg_val=args.num_seg_val, force=args.force, colour_mode=args.colour_mode,
+            num_seg_val=args.num_seg_val, num_depth_train=args.num_depth_train,
+            num_depth_test=args.num_depth_test, force=args.force, colour_mode=args.colour_mode,
             progress=bar.update if bar else None)
         if bar:
             sys.stdout.write('\n')

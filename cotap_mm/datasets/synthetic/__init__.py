@@ -19,10 +19,10 @@ dataset folders): ``tools/make_synthetic_scenes.py`` only needs numpy and cv2. L
 disk and class table: ``docs/synthetic.md``.
 """
 from .files import colorize_label, render_preview, write_synthetic_dataset
-from .scenes import (CLASSES, COLOUR_MODES, GENERATOR_VERSION, IGNORE_INDEX, PALETTE,
-                     STUFF_CLASSES, THING_CLASSES, generate_scene)
+from .scenes import (CLASSES, COLOUR_MODES, DEPTH_RANGE, GENERATOR_VERSION, IGNORE_INDEX,
+                     PALETTE, STUFF_CLASSES, THING_CLASSES, generate_scene, scene_depth)
 
 __all__ = [
     'CLASSES', 'PALETTE', 'THING_CLASSES', 'STUFF_CLASSES', 'IGNORE_INDEX', 'GENERATOR_VERSION',
-    'COLOUR_MODES', 'generate_scene', 'write_synthetic_dataset', 'render_preview', 'colorize_label'
+    'COLOUR_MODES', 'DEPTH_RANGE', 'generate_scene', 'scene_depth', 'write_synthetic_dataset', 'render_preview', 'colorize_label'
 ]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from .scenes import (CLASSES, GENERATOR_VERSION, IGNORE_INDEX, JPEG_QUALITY, NUM_THINGS, PALETTE,
-                     STUFF_CLASSES, THING_CLASSES, check_colour_mode, generate_scene)
+                     STUFF_CLASSES, THING_CLASSES, check_colour_mode, generate_scene, scene_depth)
 
 __all__ = ['write_synthetic_dataset', 'render_preview', 'colorize_label']
 
@@ -39,7 +39,9 @@ def render_preview(seed: int = 0, size: int = 96, num: int = 3, scale: int = 2,
 
 # One independent random stream per (seed, split, image index): the code of a split must never
 # change, or the files change.
-_SPLIT_CODES = dict(coco=1, imagenet=2, seg_train=3, seg_val=4, preview=5)
+_SPLIT_CODES = dict(coco=1, imagenet=2, seg_train=3, seg_val=4, preview=5, depth_train=6,
+                    depth_test=7)
+DEPTH_SCALE = 1000  # depth PNGs hold millimetres (uint16), as NYU Depth v2
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -83,7 +85,9 @@ def write_synthetic_dataset(out_dir: str,
                             num_seg_val: int = 100,
                             force: bool = False,
                             progress: Optional[Callable[[], None]] = None,
-                            colour_mode: str = 'per_instance') -> Dict:
+                            colour_mode: str = 'per_instance',
+                            num_depth_train: int = 0,
+                            num_depth_test: int = 0) -> Dict:
     """Write the COCO-, ImageNet- and mmseg-style folders of synthetic scenes under ``out_dir``.
 
     Layout (see ``docs/synthetic.md``)::
@@ -93,6 +97,8 @@ def write_synthetic_dataset(out_dir: str,
         out_dir/seg/img_dir/{train,val}/{split}_{i:06d}.jpg  # 'scene' mode
         out_dir/seg/ann_dir/{train,val}/{split}_{i:06d}.png  # uint8 labels 0..11 (255 = ignore)
         out_dir/seg/classes.json                             # classes, palette, ignore_index
+        out_dir/nyu/images/{train,test}/depth_{split}_{i:06d}.jpg     # 'scene' mode, with depth
+        out_dir/nyu/annotations/{train,test}/depth_{split}_{i:06d}.png # uint16 millimetres
         out_dir/meta.json                  # seed, counts, size, colour mode, classes, version
 
     Everything is first written to ``out_dir + '.tmp'`` and then renamed to ``out_dir``, so an
@@ -111,12 +117,16 @@ def write_synthetic_dataset(out_dir: str,
             ``update``).
         colour_mode (str): ``'per_instance'`` (default) or ``'per_class'``; see
             :func:`generate_scene`. Written to ``meta.json``.
+        num_depth_train, num_depth_test (int): Scenes with their depth maps
+            (:func:`scene_depth`) in the NYU Depth v2 layout of mmseg's ``NYUDataset``
+            (``nyu/``, only when > 0). Default 0.
 
     Returns:
         dict: The content of ``meta.json``.
     """
     counts = dict(num_coco=num_coco, num_imagenet=num_imagenet, num_seg_train=num_seg_train,
-                  num_seg_val=num_seg_val)
+                  num_seg_val=num_seg_val, num_depth_train=num_depth_train,
+                  num_depth_test=num_depth_test)
     for k, n in counts.items():
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f'write_synthetic_dataset: {k}={n!r}; it must be an int >= 0')
@@ -178,6 +188,18 @@ def write_synthetic_dataset(out_dir: str,
                 _write_png(osp.join(ann_dir, stem + '.png'), label)
                 pixel_counts += np.bincount(label.ravel(), minlength=len(CLASSES))
                 tick()
+        for split, n in (('depth_train', num_depth_train), ('depth_test', num_depth_test)):
+            sub = split.split('_')[1]
+            for i in range(n):
+                img, _, info = generate_scene(_rng(seed, split, i), size, 'scene',
+                                              colour_mode=colour_mode)
+                stem = f'{split}_{i:06d}'
+                depth_mm = np.rint(scene_depth(info, size) * DEPTH_SCALE).astype(np.uint16)
+                for kind, arr, ext in (('images', img, '.jpg'), ('annotations', depth_mm, '.png')):
+                    os.makedirs(osp.join(tmp, 'nyu', kind, sub), exist_ok=True)
+                    (_write_image if ext == '.jpg' else _write_png)(
+                        osp.join(tmp, 'nyu', kind, sub, stem + ext), arr)
+                tick()
         classes_json = dict(classes=list(CLASSES), palette=PALETTE, ignore_index=IGNORE_INDEX,
                             thing_classes=list(THING_CLASSES), stuff_classes=list(STUFF_CLASSES))
         _write_json(osp.join(tmp, 'seg', 'classes.json'), classes_json)
@@ -187,7 +209,9 @@ def write_synthetic_dataset(out_dir: str,
             size=int(size),
             colour_mode=colour_mode,
             counts=dict(coco=num_coco, imagenet=num_imagenet, seg_train=num_seg_train,
-                        seg_val=num_seg_val),
+                        seg_val=num_seg_val,
+                        **{k: n for k, n in (('depth_train', num_depth_train),
+                                             ('depth_test', num_depth_test)) if n}),
             imagenet_per_class={k: v for k, v in per_class.items() if v},
             seg_pixel_fraction={c: round(float(p) / max(1, pixel_counts.sum()), 5)
                                 for c, p in zip(CLASSES, pixel_counts)},
@@ -197,7 +221,8 @@ def write_synthetic_dataset(out_dir: str,
             palette=PALETTE,
             ignore_index=IGNORE_INDEX,
             jpeg_quality=JPEG_QUALITY,
-            streams={k: v for k, v in _SPLIT_CODES.items() if k != 'preview'},
+            streams={k: v for k, v in _SPLIT_CODES.items() if k != 'preview' and not (
+                k.startswith('depth') and not (num_depth_train or num_depth_test))},
         )
         _write_json(osp.join(tmp, 'meta.json'), meta)
     except BaseException:
