@@ -14,13 +14,14 @@ The module is pure numpy + OpenCV and deterministic: one scene depends only on t
 seeds one generator per image from ``(seed, split, index)``, so a file's content does not depend
 on how many images the other splits hold, and the splits never share a stream.
 
-It does not import any model code (:mod:`.scenes` draws a scene, :mod:`.files` writes the
-dataset folders): ``tools/make_synthetic_scenes.py`` only needs numpy and cv2. Layout written on
-disk and class table: ``docs/synthetic.md``.
+It does not import any model code (:mod:`.scenes` draws a scene, :mod:`.depth` gives its depth,
+:mod:`.files` writes the dataset folders): ``tools/make_synthetic_scenes.py`` only needs numpy
+and cv2. Layout written on disk and class table: ``docs/synthetic.md``.
 """
 from .files import colorize_label, render_preview, write_synthetic_dataset
-from .scenes import (CLASSES, COLOUR_MODES, DEPTH_RANGE, GENERATOR_VERSION, IGNORE_INDEX,
-                     PALETTE, STUFF_CLASSES, THING_CLASSES, generate_scene, scene_depth)
+from .depth import DEPTH_RANGE, scene_depth
+from .scenes import (CLASSES, COLOUR_MODES, GENERATOR_VERSION, IGNORE_INDEX, PALETTE,
+                     STUFF_CLASSES, THING_CLASSES, generate_scene)
 
 __all__ = [
     'CLASSES', 'PALETTE', 'THING_CLASSES', 'STUFF_CLASSES', 'IGNORE_INDEX', 'GENERATOR_VERSION',

@@ -8,8 +8,9 @@ from typing import Callable, Dict, Optional
 import cv2
 import numpy as np
 
+from .depth import scene_depth
 from .scenes import (CLASSES, GENERATOR_VERSION, IGNORE_INDEX, JPEG_QUALITY, NUM_THINGS, PALETTE,
-                     STUFF_CLASSES, THING_CLASSES, check_colour_mode, generate_scene, scene_depth)
+                     STUFF_CLASSES, THING_CLASSES, check_colour_mode, generate_scene)
 
 __all__ = ['write_synthetic_dataset', 'render_preview', 'colorize_label']
 

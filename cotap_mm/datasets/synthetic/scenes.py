@@ -361,47 +361,6 @@ def generate_scene(rng: np.random.Generator,
     return img, label, info
 
 
-DEPTH_RANGE = (1.5, 8.0)  # metres: the ground at the bottom / top image edge
-
-
-def scene_depth(info: dict, size: int) -> np.ndarray:
-    """A per-pixel depth map (metres, float32 (size, size)) of a scene from its ``info``
-    (:func:`generate_scene`), drawing nothing random: the same scene always has the same depth.
-
-    The background is a ground plane receding upwards (``DEPTH_RANGE[0]`` at the bottom edge,
-    ``DEPTH_RANGE[1]`` at the top); each object stands on the ground at its lowest point, in
-    front of what it occludes (0.15 m in front of the nearest surface it covers), and bulges
-    towards the camera by up to a quarter of its radius (a dome over its shape); nothing is
-    nearer than 0.5 m."""
-    near, far = DEPTH_RANGE
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    depth = far - (far - near) * yy / size
-    metres_per_px = (far + near) / 2 / size  # object sizes at a typical distance
-    painted = np.zeros((size, size), dtype=bool)
-    for o in info['objects']:
-        shape = _THINGS[o['cls']][1]
-        cx, cy = o['center']
-        ca, sa = np.cos(o['angle']), np.sin(o['angle'])
-        dx, dy = xx - cx, yy - cy
-        ax = o['radius'] * np.sqrt(o['aspect'])
-        ay = o['radius'] / np.sqrt(o['aspect'])
-        u = (dx * ca + dy * sa) / ax
-        v = (-dx * sa + dy * ca) / ay
-        r = np.sqrt(u ** 2 + v ** 2)
-        mask = _shape_mask(shape, u, v, r)
-        if not mask.any():
-            continue
-        bottom = min(float(yy[mask].max()), size)
-        base = far - (far - near) * bottom / size
-        covered = mask & painted
-        if covered.any():
-            base = min(base, float(depth[covered].min()) - 0.15)
-        dome = 0.25 * o['radius'] * metres_per_px * np.sqrt(np.clip(1 - r ** 2, 0, 1))
-        depth[mask] = np.maximum(base - dome, 0.5)[mask]
-        painted |= mask
-    return depth.astype(np.float32)
-
-
 def check_colour_mode(caller: str, colour_mode: str) -> None:
     if colour_mode not in COLOUR_MODES:
         raise ValueError(f'{caller}: colour_mode={colour_mode!r}; use one of {COLOUR_MODES}')
