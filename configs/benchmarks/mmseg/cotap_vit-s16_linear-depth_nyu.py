@@ -24,6 +24,8 @@ model = dict(
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=5e-3, betas=(0.9, 0.999), weight_decay=0.01),
+    # no decay on biases and other 1-D parameters (DINOv2: none on norms, biases, tokens)
+    paramwise_cfg=dict(flat_decay_mult=0.),
     clip_grad=dict(max_norm=35, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=12800),
