@@ -2,7 +2,7 @@
 function of the scene's description, so it draws nothing random."""
 import numpy as np
 
-from .scenes import _THINGS, _shape_mask
+from .scenes import object_frame
 
 __all__ = ['DEPTH_RANGE', 'scene_depth']
 
@@ -24,16 +24,7 @@ def scene_depth(info: dict, size: int) -> np.ndarray:
     metres_per_px = (far + near) / 2 / size  # object sizes at a typical distance
     painted = np.zeros((size, size), dtype=bool)
     for o in info['objects']:
-        shape = _THINGS[o['cls']][1]
-        cx, cy = o['center']
-        ca, sa = np.cos(o['angle']), np.sin(o['angle'])
-        dx, dy = xx - cx, yy - cy
-        ax = o['radius'] * np.sqrt(o['aspect'])
-        ay = o['radius'] / np.sqrt(o['aspect'])
-        u = (dx * ca + dy * sa) / ax
-        v = (-dx * sa + dy * ca) / ay
-        r = np.sqrt(u ** 2 + v ** 2)
-        mask = _shape_mask(shape, u, v, r)
+        _, _, r, mask = object_frame(o, xx, yy)
         if not mask.any():
             continue
         bottom = min(float(yy[mask].max()), size)

@@ -199,6 +199,20 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: np.ndarray) -> np.n
     raise ValueError(f'unknown shape {shape!r}')
 
 
+def object_frame(obj: dict, xx: np.ndarray, yy: np.ndarray):
+    """An object's local coordinates ``u``, ``v`` (radius 1 along its axes), ``r`` and its
+    inside mask, at pixel centres ``xx``, ``yy``; ``obj`` as in :func:`generate_scene`'s info."""
+    cx, cy = obj['center']
+    ca, sa = np.cos(obj['angle']), np.sin(obj['angle'])
+    dx, dy = xx - cx, yy - cy
+    ax = obj['radius'] * np.sqrt(obj['aspect'])
+    ay = obj['radius'] / np.sqrt(obj['aspect'])
+    u = (dx * ca + dy * sa) / ax
+    v = (-dx * sa + dy * ca) / ay
+    r = np.sqrt(u ** 2 + v ** 2)
+    return u, v, r, _shape_mask(_THINGS[obj['cls']][1], u, v, r)
+
+
 def _thing_texture(rng: np.random.Generator, kind: str, u: np.ndarray, v: np.ndarray,
                    r: np.ndarray, size: int) -> np.ndarray:
     """Texture field t in [0, 1] in the object's frame (it rotates and scales with the object)."""
@@ -323,17 +337,9 @@ def generate_scene(rng: np.random.Generator,
     # Things, painted in order (later ones occlude earlier ones).
     objs = _draw_objects_params(rng, size, mode, main_class)
     for o in objs:
-        name, shape, texture = _THINGS[o['cls']][:3]
+        name, _, texture = _THINGS[o['cls']][:3]
         c1, c2 = _instance_colours(rng, colour_mode, _THINGS[o['cls']], hue_jitter=18.)
-        cx, cy = o['center']
-        ca, sa = np.cos(o['angle']), np.sin(o['angle'])
-        dx, dy = xx - cx, yy - cy
-        ax = o['radius'] * np.sqrt(o['aspect'])
-        ay = o['radius'] / np.sqrt(o['aspect'])
-        u = (dx * ca + dy * sa) / ax
-        v_ = (-dx * sa + dy * ca) / ay
-        r = np.sqrt(u ** 2 + v_ ** 2)
-        mask = _shape_mask(shape, u, v_, r)
+        u, v_, r, mask = object_frame(o, xx, yy)
         tex = _thing_texture(rng, texture, u, v_, r, size)
         # Soft directional shading so objects look like surfaces, not flat stickers.
         la = rng.uniform(0, 2 * np.pi)
