@@ -132,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                           jitter=args.jitter, seed=args.seed, **common)
     val_set = SegFolderDataset(args.data_root, args.split, ann_file=args.ann_file, **common)
     keys, key_labels = build_memory(backbone, train_set, args, logger)
-    keys = keys.to(args.device)
+    keys, key_labels = keys.to(args.device), key_labels.to(args.device)  # once, not per batch
     logger.info(f'memory of {len(keys)} patches ({keys.shape[1]}-d); {len(val_set)} '
                 f'{args.split} images, k = {args.num_neighbors}, temperature '
                 f'{args.temperature}')
@@ -141,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     for x, y in make_loader(val_set, args):
         q, grid = patch_features(backbone, x, args.device)
         B, N, D = q.shape
-        dist = retrieve_label_distributions(q.reshape(-1, D), keys, key_labels.to(args.device),
+        dist = retrieve_label_distributions(q.reshape(-1, D), keys, key_labels,
                                             args.num_neighbors, args.temperature,
                                             test_chunk=args.query_chunk)
         pred = upsample_argmax(dist.reshape(B, N, C), grid, y.shape[-2:]).cpu()
