@@ -32,13 +32,14 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from mmengine.logging import MMLogger  # noqa: E402
-from mmengine.utils import ProgressBar  # noqa: E402
 
 from cotap_mm.datasets.image_list import list_images  # noqa: E402
 from cotap_mm.datasets.knn_file import knn_search, write_knn_file  # noqa: E402
+from cotap_mm.evaluation.features import (UnreadableImagesError,  # noqa: E402,F401 (raised)
+                                          image_embeddings)
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer  # noqa: E402
 from cotap_mm.models.utils.loading import load_backbone_weights, read_checkpoint  # noqa: E402
-from cotap_mm.utils.images import IMG_EXTENSIONS, load_center_crop  # noqa: E402
+from cotap_mm.utils.images import IMG_EXTENSIONS  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -64,67 +65,6 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument('--extensions', nargs='+', default=list(IMG_EXTENSIONS))
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     return p.parse_args(argv)
-
-
-class _Images(torch.utils.data.Dataset):
-    """Resize (shorter side, bicubic) + centre crop + ImageNet normalisation:
-    ((3, S, S) float, error).
-
-    An unreadable image gives zeros and a non-empty error string (the caller lists all of them
-    at the end rather than stopping at the first one). Truncated JPEGs count as unreadable, as
-    in ``ImageList``.
-    """
-
-    def __init__(self, paths, size):
-        self.paths, self.size = paths, size
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            return load_center_crop(self.paths[i], self.size, self.size, interpolation='bicubic',
-                                    check_truncation=True), ''
-        except RuntimeError as e:  # read_rgb wraps the decoder's error
-            cause = e.__cause__ or e
-            return torch.zeros(3, self.size, self.size), f'{type(cause).__name__}: {cause}'
-
-
-class UnreadableImagesError(RuntimeError):
-    """Some images of the folder cannot be decoded (listed in the message)."""
-
-
-@torch.no_grad()
-def extract_features(model, paths, image_size, batch_size, num_workers, device, logger=None):
-    """(N, D) float32 L2-normalised mean-pooled patch features, in ``paths`` order.
-
-    Raises:
-        UnreadableImagesError: after the pass, listing every image that could not be decoded.
-    """
-    loader = torch.utils.data.DataLoader(_Images(paths, image_size), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers)
-    feats, bad, start = [], [], 0
-    bar = ProgressBar(len(paths))
-    for x, errors in loader:
-        bad.extend((start + j, err) for j, err in enumerate(errors) if err)
-        start += len(errors)
-        tokens = model(x.to(device))[-1]                         # (B, 1 + N, D)
-        f = tokens[:, 1:].float().mean(dim=1)
-        feats.append(torch.nn.functional.normalize(f, dim=1).cpu())
-        for _ in range(x.shape[0]):
-            bar.update()
-    sys.stdout.write('\n')
-    if bad:
-        lines = [f'  {paths[i]}: {err}' for i, err in bad]
-        if logger is not None:
-            logger.error('Unreadable images:\n' + '\n'.join(lines))
-        shown = '\n'.join(lines[:20]) + (f'\n  ... and {len(lines) - 20} more (all in the '
-                                         'log above)' if len(lines) > 20 else '')
-        raise UnreadableImagesError(
-            f'precompute_knn: {len(bad)} of {len(paths)} images cannot be read (nothing '
-            f'written):\n{shown}\nReplace or delete them (the npz rows must match ImageList, '
-            'which lists the same files), then run this command again.')
-    return torch.cat(feats).numpy().astype(np.float32)
 
 
 def _arch_from_args(args, ckpt, logger):
@@ -167,8 +107,8 @@ def main(argv: Optional[List[str]] = None) -> np.ndarray:
     model.eval().to(args.device)
     logger.info(f'{len(paths)} images under {args.image_dir}; arch={arch}/'
                 f'{patch_size}, image size {args.image_size}, k={k}')
-    feats = extract_features(model, paths, args.image_size, args.batch_size, args.num_workers,
-                             args.device, logger)
+    feats = image_embeddings(model, paths, args.image_size, args.batch_size, args.num_workers,
+                             args.device, logger, tool='precompute_knn')
     nns = knn_search(feats, k)
     write_knn_file(args.out, nns, paths, args.image_dir)
     logger.info(f'Wrote {args.out}: nns {nns.shape} {nns.dtype}')

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from cotap_mm.utils.fileio import atomic_open, atomic_save
+from cotap_mm.utils.images import load_center_crop
 
-__all__ = ['extract_features', 'cached_features', 'json_safe', 'dump_json_atomic',
+__all__ = ['extract_features', 'patch_features', 'ImageFiles', 'UnreadableImagesError',
+           'image_embeddings', 'cached_features', 'json_safe', 'dump_json_atomic',
            'format_table']
 
 
@@ -53,6 +55,82 @@ def extract_features(backbone: torch.nn.Module,
             bar.update()
     print(flush=True)  # the progress bar leaves the cursor on its line
     return torch.cat(feats), torch.cat(targets)
+
+
+@torch.no_grad()
+def patch_features(backbone: torch.nn.Module, x: torch.Tensor, device='cpu',
+                   normalize: bool = False) -> torch.Tensor:
+    """The patch map of a ``featmap`` backbone as tokens: (B, 3, S, S) -> (B, h, w, C) float32
+    (L2-normalised over C with ``normalize``), on ``device``."""
+    out = backbone(x.to(device))[-1].float()  # (B, C, h, w)
+    out = out.permute(0, 2, 3, 1)  # (B, h, w, C)
+    return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files -> ((3, S, S) float, error): shorter side resized (bicubic) to S, centre
+    crop, ImageNet normalisation.
+
+    An unreadable image gives zeros and a non-empty error string, so that a caller can list all
+    of them at the end rather than stop at the first one. Truncated JPEGs count as unreadable,
+    as in ``ImageList``.
+    """
+
+    def __init__(self, paths: Sequence[str], size: int):
+        self.paths, self.size = list(paths), size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            return load_center_crop(self.paths[i], self.size, self.size, interpolation='bicubic',
+                                    check_truncation=True), ''
+        except RuntimeError as e:  # read_rgb wraps the decoder's error
+            cause = e.__cause__ or e
+            return torch.zeros(3, self.size, self.size), f'{type(cause).__name__}: {cause}'
+
+
+class UnreadableImagesError(RuntimeError):
+    """Some images of a folder cannot be decoded (listed in the message)."""
+
+
+@torch.no_grad()
+def image_embeddings(model: torch.nn.Module, paths: Sequence[str], image_size: int,
+                     batch_size: int, num_workers: int = 0, device='cpu', logger=None,
+                     tool: str = 'image_embeddings') -> np.ndarray:
+    """(N, D) float32 L2-normalised mean-pooled patch tokens of a ``raw`` ViT, in ``paths``
+    order (:class:`ImageFiles` preprocessing; the CLS token is dropped).
+
+    Raises:
+        UnreadableImagesError: after the pass, listing every image that could not be decoded
+            (``tool`` names the command line in the message).
+    """
+    from mmengine.utils import ProgressBar
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, image_size), batch_size=batch_size,
+                                         shuffle=False, num_workers=num_workers)
+    feats, bad, start = [], [], 0
+    bar = ProgressBar(len(paths))
+    for x, errors in loader:
+        bad.extend((start + j, err) for j, err in enumerate(errors) if err)
+        start += len(errors)
+        tokens = model(x.to(device))[-1]  # (B, 1 + N, D)
+        f = tokens[:, 1:].float().mean(dim=1)
+        feats.append(torch.nn.functional.normalize(f, dim=1).cpu())
+        for _ in range(x.shape[0]):
+            bar.update()
+    print(flush=True)  # the progress bar leaves the cursor on its line
+    if bad:
+        lines = [f'  {paths[i]}: {err}' for i, err in bad]
+        if logger is not None:
+            logger.error('Unreadable images:\n' + '\n'.join(lines))
+        shown = '\n'.join(lines[:20]) + (f'\n  ... and {len(lines) - 20} more (all in the '
+                                         'log above)' if len(lines) > 20 else '')
+        raise UnreadableImagesError(
+            f'{tool}: {len(bad)} of {len(paths)} images cannot be read (nothing '
+            f'written):\n{shown}\nReplace or delete them (the npz rows must match ImageList, '
+            'which lists the same files), then run this command again.')
+    return torch.cat(feats).numpy().astype(np.float32)
 
 
 # --------------------------------------------------------------------------- output

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cotap_mm.datasets.folder_datasets import load_label_map  # noqa: E402
+from cotap_mm.evaluation.features import patch_features  # noqa: E402
 from cotap_mm.models.utils.loading import (backbone_cfg, build_backbone,  # noqa: E402
                                            get_normalization, load_backbone_weights, load_config,
                                            read_checkpoint, select_backbone_state)
@@ -159,13 +160,11 @@ def load_checkpoint_backbone(cfg, ckpt: str, prefix: str, logger) -> torch.nn.Mo
     return backbone
 
 
-@torch.no_grad()
-def patch_features(backbone: torch.nn.Module, x: torch.Tensor, device) -> List[np.ndarray]:
+def patch_maps(backbone: torch.nn.Module, x: torch.Tensor, device) -> List[np.ndarray]:
     """Normalised images (N, 3, S, S) -> N patch maps (S/p, S/p, C) float32."""
     backbone = backbone.to(device).eval()
-    maps = [backbone(x[i:i + BATCH].to(device))[-1].float().permute(0, 2, 3, 1).cpu()
-            for i in range(0, len(x), BATCH)]  # (B, C, h, w) -> (B, h, w, C)
-    return list(torch.cat(maps).numpy())
+    return list(torch.cat([patch_features(backbone, x[i:i + BATCH], device).cpu()
+                           for i in range(0, len(x), BATCH)]).numpy())
 
 
 def pca_tiles(feats: Sequence[np.ndarray], size: int) -> List[np.ndarray]:
@@ -203,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> str:
         if args.size % backbone.patch_size:
             raise ValueError(f'--size {args.size} is not a multiple of the patch size '
                              f'{backbone.patch_size}')
-        columns.append(pca_tiles(patch_features(backbone, x, args.device), args.size))
+        columns.append(pca_tiles(patch_maps(backbone, x, args.device), args.size))
         titles.append(title)
         del backbone
     grid = image_grid([list(row) for row in zip(*columns)], col_titles=titles)

@@ -24,13 +24,13 @@ from typing import List, Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # checkout
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from cotap_mm.datasets.folder_datasets import (AugmentedSegFolderDataset,  # noqa: E402
                                                SegFolderDataset)
 from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
                                      load_model_for_tool, make_loader, setup_tool)
-from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+from cotap_mm.evaluation.features import (dump_json_atomic, format_table,  # noqa: E402
+                                          json_safe, patch_features)
 from cotap_mm.evaluation.functional import (confusion_matrix,  # noqa: E402
                                             segmentation_metrics)
 from cotap_mm.evaluation.functional.hummingbird import (  # noqa: E402
@@ -76,12 +76,10 @@ def parse_args(argv: Optional[List[str]] = None):
     return args
 
 
-@torch.no_grad()
-def patch_features(backbone, x, device):
+def patch_tokens(backbone, x, device):
     """(B, 3, S, S) -> L2-normalised (B, h * w, D) float32 patch features and the grid."""
-    out = backbone(x.to(device))[-1].float()  # (B, D, h, w)
-    B, D, h, w = out.shape
-    return F.normalize(out.flatten(2).transpose(1, 2), dim=-1), (h, w)
+    f = patch_features(backbone, x, device, normalize=True)  # (B, h, w, D)
+    return f.flatten(1, 2), tuple(f.shape[1:3])
 
 
 def build_memory(backbone, dataset, args, logger):
@@ -99,7 +97,7 @@ def build_memory(backbone, dataset, args, logger):
     for epoch in range(E):
         dataset.set_epoch(epoch)
         for x, y in make_loader(dataset, args):
-            f, grid = patch_features(backbone, x, args.device)
+            f, grid = patch_tokens(backbone, x, args.device)
             frac = patch_label_fractions(y, grid, args.num_classes, args.ignore_index,
                                          args.ignore_as)
             if per_image is not None:
@@ -139,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     C = args.num_classes
     conf = torch.zeros((C + 1, C), dtype=torch.long)
     for x, y in make_loader(val_set, args):
-        q, grid = patch_features(backbone, x, args.device)
+        q, grid = patch_tokens(backbone, x, args.device)
         B, N, D = q.shape
         dist = retrieve_label_distributions(q.reshape(-1, D), keys, key_labels,
                                             args.num_neighbors, args.temperature,
