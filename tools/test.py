@@ -20,13 +20,13 @@ import argparse
 import os.path as osp
 import sys
 
-# tools/ (for launch_utils, which also makes the repository root importable)
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import launch_utils as _launch  # noqa: E402
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 import mmengine  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.evaluator import DumpResults  # noqa: E402
+
+from cotap_mm.engine import launch as _launch  # noqa: E402
 
 _PICKLE_EXTS = ('.pkl', '.pickle')
 

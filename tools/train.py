@@ -20,17 +20,19 @@ Same flags and flow as mmpretrain's ``tools/train.py``, plus what CPU-only machi
 Multi-process launch: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh``.
 """
 import argparse
-import logging
 import os.path as osp
 import sys
 
-# tools/ (for launch_utils) and the repository root (cotap_mm from a source checkout)
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from launch_utils import (ConfigArgumentError, accelerator_available,  # noqa: E402
-                          add_launcher_args, build_runner, explain_unexpected_kwarg,
-                          fix_persistent_workers, import_cotap_mm, parse_launcher_args,
-                          set_dataloader_defaults, set_work_dir, setup_cpu_distributed)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
 from mmengine.config import Config, DictAction  # noqa: E402
+
+from cotap_mm.engine.launch import (accelerator_available, add_launcher_args,  # noqa: E402
+                                    build_runner, fall_back_to_fp32, fix_persistent_workers,
+                                    parse_launcher_args, set_dataloader_defaults, set_work_dir,
+                                    setup_cpu_distributed)
+from cotap_mm.utils.config_errors import (ConfigArgumentError,  # noqa: E402
+                                          explain_unexpected_kwarg)
 
 
 def parse_args(argv=None):
@@ -109,23 +111,6 @@ def merge_args(cfg, args, parser):
     return cfg
 
 
-def fall_back_to_fp32(cfg):
-    """A config asking for ``AmpOptimWrapper`` trains in fp32 where no GPU is present.
-
-    GPU configs (e.g. CoTAP's, whose released runs use fp16) keep working on CPU for tests and
-    smoke runs; the switch is logged. ``--amp`` itself still refuses to run without a GPU.
-    """
-    wrapper = cfg.get('optim_wrapper', None)
-    if wrapper is None or wrapper.get('type') != 'AmpOptimWrapper' or accelerator_available():
-        return
-    from mmengine.logging import print_log
-    print_log('No GPU: the config\'s AmpOptimWrapper is replaced by OptimWrapper (fp32).',
-              logger='current', level=logging.WARNING)
-    wrapper.type = 'OptimWrapper'
-    for key in ('loss_scale', 'dtype', 'use_fsdp'):
-        wrapper.pop(key, None)
-
-
 def main(argv=None):
     parser, args = parse_args(argv)
     if not osp.isfile(args.config):
@@ -134,7 +119,6 @@ def main(argv=None):
         check_amp(parser)  # before the (slow) config loading and imports
     cfg = Config.fromfile(args.config)
     cfg = merge_args(cfg, args, parser)
-    import_cotap_mm()
     setup_cpu_distributed(cfg, args.launcher)
     try:
         # the model is built here and the dataloaders in train(): a config key that a

@@ -1,22 +1,16 @@
-"""Helpers shared by tools/train.py and tools/test.py: work dirs, dataloader defaults and the CPU
-(gloo) set-up of ``--launcher pytorch``. Not a public API."""
-import difflib
-import inspect
+"""What tools/train.py and tools/test.py do to a config before the Runner: work dirs,
+dataloader defaults, the fp32 fall-back of AMP configs without a GPU, and the CPU (gloo) set-up
+of ``--launcher pytorch`` (docs/training.md)."""
+import logging
 import os
 import os.path as osp
-import re
-import sys
 
-# Make the repository root importable when run from a source checkout without `pip install -e`.
-_REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import torch
+from mmengine.config import ConfigDict
 
-import torch  # noqa: E402
-from mmengine.config import ConfigDict  # noqa: E402
-
-# cotap_mm (registrations + torch>=2.6 checkpoint-loading compat) and the Runner are imported in
-# `import_cotap_mm()`, after the command line is checked, so that usage errors come back fast.
+__all__ = ['accelerator_available', 'default_work_dir', 'set_work_dir',
+           'set_dataloader_defaults', 'fix_persistent_workers', 'fall_back_to_fp32',
+           'setup_cpu_distributed', 'build_runner', 'add_launcher_args', 'parse_launcher_args']
 
 _DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _DDP_TYPES = ('MMDistributedDataParallel', 'mmengine.MMDistributedDataParallel')
@@ -120,13 +114,9 @@ def setup_cpu_distributed(cfg, launcher):
         dist.init_process_group(backend='gloo', **kwargs)
 
 
-def import_cotap_mm():
-    import cotap_mm  # noqa: F401
-    return cotap_mm
-
-
 def build_runner(cfg):
-    import_cotap_mm()
+    """The Runner of ``cfg`` (``runner_type`` honoured); importing this module has registered
+    every cotap_mm component."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     if 'runner_type' not in cfg:
@@ -150,87 +140,18 @@ def parse_launcher_args(parser, argv=None):
     return parser, args
 
 
-_UNEXPECTED_KWARG = re.compile(r"([\w.<>]+)\(\) got an unexpected keyword argument '(\w+)'")
+def fall_back_to_fp32(cfg):
+    """A config asking for ``AmpOptimWrapper`` trains in fp32 where no GPU is present.
 
-
-class ConfigArgumentError(TypeError):
-    """A config gives a registered component an argument it does not take (a typo)."""
-
-
-def _find_callable(qualname, tb):
-    """The class / function named ``qualname`` in the locals or globals of the frames of
-    ``tb`` (innermost first): the caller that passed the bad keyword holds it."""
-    frames = []
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    owner = qualname[:-len('.__init__')] if qualname.endswith('.__init__') else qualname
-    for frame in reversed(frames):
-        for scope in (frame.f_locals, frame.f_globals):
-            for value in list(scope.values()):
-                if (inspect.isclass(value) or inspect.isfunction(value)) and \
-                        getattr(value, '__qualname__', None) == owner:
-                    return value
-    return None
-
-
-def _config_paths(node, key, type_name, prefix=''):
-    """Dotted config paths of ``key`` in every dict of ``node`` holding it, those whose
-    ``type`` names ``type_name`` first."""
-    exact, other = [], []
-    if isinstance(node, dict):
-        if key in node:
-            t = node.get('type', None)
-            t = t if isinstance(t, str) else getattr(t, '__name__', '')
-            (exact if t.split('.')[-1] == type_name else other).append(f'{prefix}{key}')
-        for k, v in node.items():
-            e, o = _config_paths(v, key, type_name, f'{prefix}{k}.')
-            exact += e
-            other += o
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            e, o = _config_paths(v, key, type_name, f'{prefix}{i}.')
-            exact += e
-            other += o
-    return exact, other
-
-
-def explain_unexpected_kwarg(exc, cfg=None):
-    """A clear message for ``TypeError: X.__init__() got an unexpected keyword argument 'k'``
-    raised while building a component from ``cfg`` (a typo in a config key), or ``None`` when
-    ``exc`` is another error.
-
-    The message names the component (type and module), the bad key and where the config sets
-    it, the closest valid argument names (difflib) and all valid ones.
+    GPU configs (e.g. CoTAP's, whose released runs use fp16) keep working on CPU for tests and
+    smoke runs; the switch is logged. ``--amp`` itself still refuses to run without a GPU.
     """
-    match = _UNEXPECTED_KWARG.search(str(exc))
-    if match is None:
-        return None
-    qualname, key = match.groups()
-    owner = qualname[:-len('.__init__')] if qualname.endswith('.__init__') else qualname
-    name = owner.split('.')[-1]
-    obj = _find_callable(qualname, exc.__traceback__)
-    where, valid = name, []
-    if obj is not None:
-        where = f'{name} ({obj.__module__})'
-        try:
-            params = inspect.signature(obj).parameters.values()
-            valid = [p.name for p in params
-                     if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != 'self']
-        except (TypeError, ValueError):  # pragma: no cover (builtins without a signature)
-            valid = []
-    msg = f'Config error: {where} got an unknown argument {key!r}'
-    if cfg is not None:
-        exact, other = _config_paths(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg, key,
-                                     name)
-        paths = exact or other
-        if paths:
-            msg += f' (set at `{"`, `".join(paths)}`)'
-    msg += '.'
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    if close:
-        msg += f' Did you mean {" or ".join(repr(c) for c in close)}?'
-    if valid:
-        msg += f' {name} takes: {", ".join(valid)}.'
-    msg += ' Fix the key in the config file or in --cfg-options.'
-    return msg
+    wrapper = cfg.get('optim_wrapper', None)
+    if wrapper is None or wrapper.get('type') != 'AmpOptimWrapper' or accelerator_available():
+        return
+    from mmengine.logging import print_log
+    print_log('No GPU: the config\'s AmpOptimWrapper is replaced by OptimWrapper (fp32).',
+              logger='current', level=logging.WARNING)
+    wrapper.type = 'OptimWrapper'
+    for key in ('loss_scale', 'dtype', 'use_fsdp'):
+        wrapper.pop(key, None)
