@@ -151,7 +151,7 @@ def test_plain_step_and_timer_restore(data_root, keep_threads):
     args = bt.parse_args(['--arch', 'tiny', '--batch-size', '2', '--data-root', data_root])
     cfg, _ = bt.build_cfg(args, data_root)
     batch = next(iter(bt.build_loader(cfg, 0, 0)))
-    models, wrappers = bt.build_models(cfg, args)
+    models, wrappers = bt.build_models(cfg, args.device, args.seed, args.plain_backbone)
     plain, ow = models['plain'], wrappers['plain']
 
     # the DINO-style loss: finite, trains the student, not the teacher; the centre moves

@@ -12,7 +12,6 @@ step throughput", whose measured subsections this tool rewrites. ``--threads`` (
 cores) is recorded; on a busy CPU machine use 1.
 """
 import argparse
-import copy
 import gc
 import json
 import os
@@ -22,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Optional
 
 import torch
 
@@ -30,14 +28,14 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
+from cotap_mm.benchmarking.step_setup import (build_loader, build_models,  # noqa: E402
+                                              set_threads, warn_if_oversubscribed)
 from cotap_mm.benchmarking.step_timing import (breakdown, instrument_cotap,  # noqa: E402
                                                instrument_plain, loader_throughput, make_sync,
-                                               peak_memory, profile_ops, quiet_mmengine,
-                                               summarize, time_kmeans, timed_step,
-                                               to_steady_state, train_step)
+                                               peak_memory, profile_ops, summarize,
+                                               time_kmeans, timed_step, train_step)
 from cotap_mm.benchmarking.train_report import (merge_runs, print_tables,  # noqa: E402
                                                 render_markdown)
-from cotap_mm.models.algorithms import DINOBaseline  # noqa: E402
 from cotap_mm.utils import benchmark_report as report_lib  # noqa: E402
 from cotap_mm.utils.benchmark_report import machine_info, section_markers  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
@@ -134,32 +132,6 @@ def parse_args(argv=None):
     return args
 
 
-def set_threads(threads: Optional[int]) -> int:
-    """Fix torch's intra-op threads: on a small shared machine oversubscription makes timings
-    meaningless, so the count is always explicit and recorded."""
-    threads = threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
-def warn_if_oversubscribed(threads: int, device: str, logger) -> bool:
-    """Warn when the CPU step's threads plus the machine's load exceed its cores.
-
-    Every elementwise op is an OpenMP parallel region that waits for all its threads; when a
-    thread has no free core, each region waits for a scheduler slice. On the 2-core development
-    machine under a load of ~3.5, ``--threads 2`` made the data preprocessor ~100x slower than
-    ``--threads 1`` (7.4 s vs 66 ms per call), so CPU timings with too many threads say nothing.
-    """
-    cores = os.cpu_count() or 1
-    load = os.getloadavg()[0]
-    busy = not device.startswith('cuda') and threads > 1 and load + threads > cores + 0.5
-    if busy:
-        logger.warning(f'{threads} torch threads on {cores} cores with a load average of '
-                       f'{load:.1f}: threads will wait for cores and the timings will be '
-                       'meaningless; use --threads 1 (or fewer threads) on a busy machine')
-    return busy
-
-
 def build_cfg(args, data_root: str):
     """The training config with the benchmark's overrides (no init checkpoint, data root)."""
     from mmengine.config import Config, DictAction
@@ -228,51 +200,6 @@ def check_data(data_root: str) -> None:
                              'imagenet/ and nns/nns_{coco,imagenet}.npz, see docs/data.md)')
 
 
-def build_loader(cfg, num_workers: int, seed: int, device: str = 'cpu'):
-    from mmengine.runner import Runner
-    loader_cfg = copy.deepcopy(cfg.train_dataloader)
-    loader_cfg.num_workers = num_workers
-    loader_cfg.persistent_workers = num_workers > 0
-    loader_cfg.pin_memory = bool(loader_cfg.get('pin_memory')) and str(device).startswith('cuda')
-    return Runner.build_dataloader(loader_cfg, seed=seed)
-
-
-# -- models --------------------------------------------------------------------------------------
-
-def build_models(cfg, args):
-    """The CoTAP model, the plain model and an optimiser wrapper for each (same config)."""
-    from mmengine.optim import build_optim_wrapper
-    from cotap_mm.registry import MODELS
-    with quiet_mmengine():  # per-parameter init and paramwise logs
-        return _build_models(cfg, args, MODELS, build_optim_wrapper)
-
-
-
-def _build_models(cfg, args, MODELS, build_optim_wrapper):
-    device = torch.device(args.device)
-    torch.manual_seed(args.seed)
-    cotap = MODELS.build(copy.deepcopy(cfg.model))
-    cotap.init_weights()
-    backbone = copy.deepcopy(cfg.model.backbone)
-    if args.plain_backbone == 'vit':
-        backbone.with_oaf = False
-    plain = DINOBaseline(backbone, copy.deepcopy(cfg.model.cls_head),
-                          MODELS.build(copy.deepcopy(cfg.model.data_preprocessor)),
-                          num_crops=cfg.model.get('num_crops', (2, 4)),
-                          teacher_momentum=cfg.model.get('teacher_momentum', (0.9997, 0.9999)),
-                          momentum_steps=cfg.model.teacher_momentum_steps)
-    plain.init_weights()
-    cotap.to(device).train()
-    plain.to(device).train()
-    cotap.update_teacher()  # the initial copy, as TeacherEMAHook before the first step
-    plain.update_teacher()
-    to_steady_state(cotap)
-    wrappers = {name: build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
-                for name, model in (('cotap', cotap), ('plain', plain))}
-    return dict(cotap=cotap, plain=plain), wrappers
-
-
-
 def read_section(path: str) -> str:
     return report_lib.read_section(path, 'benchmark_train')
 
@@ -287,7 +214,6 @@ def write_section(path: str, body: str) -> None:
 def run(args, logger) -> dict:
     from mmengine.logging import MessageHub
     from mmengine.utils import ProgressBar
-    import cotap_mm  # noqa: F401  (registers the components)
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
     threads = set_threads(args.threads)
@@ -304,7 +230,7 @@ def run(args, logger) -> dict:
     # one real batch, reused by every step (loader cost is measured on its own)
     torch.manual_seed(args.seed)
     batch = next(iter(build_loader(cfg, 0, args.seed)))
-    models, wrappers = build_models(cfg, args)
+    models, wrappers = build_models(cfg, args.device, args.seed, args.plain_backbone)
     sync = make_sync(args.device)
     G, L = cfg.model.get('num_crops', (2, 4))
     sizes = [int(batch['inputs'][i].shape[-1]) for i in (0, G)] if L else \
