@@ -105,18 +105,20 @@ def test_same_checkpoint_twice_gives_the_same_column(tool, assets, tmp_path):
     assert grid.shape[1] == 4 * (S + PAD) + PAD
 
 
-def test_with_oaf_follows_the_checkpoint(tool, assets, probe_assets):
+def test_with_oaf_follows_the_checkpoint(assets, probe_assets):
     from mmengine.logging import MMLogger
+
+    from cotap_mm.models.utils.loading import load_checkpoint_backbone
     from mmengine.config import Config
     logger = MMLogger.get_instance('test_compare_pca')
     cfg = Config.fromfile(assets['config'])
-    assert tool.load_checkpoint_backbone(cfg, assets['oaf'], 'backbone.', logger).with_oaf
+    assert load_checkpoint_backbone(cfg, assets['oaf'], 'backbone.', logger).with_oaf
     for ckpt in (assets['plain'], str(probe_assets / 'tiny_no_oaf.pth')):
-        assert not tool.load_checkpoint_backbone(cfg, ckpt, 'backbone.', logger).with_oaf
+        assert not load_checkpoint_backbone(cfg, ckpt, 'backbone.', logger).with_oaf
     # strict: a config of another width refuses the checkpoint, listing the keys
     cfg.merge_from_dict({'model.backbone.arch': 'small'})
     with pytest.raises(KeyError, match='shape mismatch'):
-        tool.load_checkpoint_backbone(cfg, assets['plain'], 'backbone.', logger)
+        load_checkpoint_backbone(cfg, assets['plain'], 'backbone.', logger)
 
 
 def test_errors_name_the_argument(tool, assets, tmp_path):

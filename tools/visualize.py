@@ -24,7 +24,7 @@ import argparse
 import os
 import os.path as osp
 import sys
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 # Make the repository root importable when run from a source checkout without `pip install -e`.
 _REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -105,20 +105,6 @@ def output_stems(paths: Sequence[str]) -> List[str]:
     return stems
 
 
-def render_image(rgb: np.ndarray, maps: Dict[str, np.ndarray], pca: dict, palette: np.ndarray,
-                 pca_interp: str = 'nearest', alpha: float = 0.5) -> Dict[str, np.ndarray]:
-    """The three pictures of one image (uint8 RGB): ``pca`` (S, 2S), ``prototypes``,
-    ``foreground`` (S, S), and the bare upsampled ``pca_map`` (S, S) for the contact sheet."""
-    from cotap_mm.visualization import (colorize_labels, mask_overlay, overlay, pca_to_rgb,
-                                        upsample)
-    size = rgb.shape[:2]
-    pca_map = upsample(pca_to_rgb(maps['features'], pca), size, pca_interp)
-    protos = overlay(rgb, upsample(colorize_labels(maps['prototype_ids'], palette), size), alpha)
-    fg = mask_overlay(rgb, upsample(maps['fg_mask'], size))
-    return dict(pca=np.concatenate([rgb, pca_map], axis=1), pca_map=pca_map, prototypes=protos,
-                foreground=fg)
-
-
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     import cotap_mm  # noqa: F401  (registers the backbone, applies torch compat patches)
@@ -126,12 +112,11 @@ def main(argv=None) -> List[str]:
     from mmengine.logging import MMLogger
     from mmengine.utils import ProgressBar
 
-    from cotap_mm.evaluation.backbone_maps import build_raw_backbone, compute_maps
+    from cotap_mm.evaluation.backbone_maps import build_raw_backbone, maps_of_images
     from cotap_mm.models.utils.loading import load_backbone_weights
     from cotap_mm.utils.fileio import atomic_open
-    from cotap_mm.utils.images import load_squashed
-    from cotap_mm.visualization import (fit_pca, image_grid, label_palette, pca_to_rgb,
-                                        save_png)
+    from cotap_mm.visualization import (backbone_pictures, fit_pca, image_grid, label_palette,
+                                        pca_to_rgb, save_png)
 
     name = 'cotap_visualize'
     # a second main() in one process (tests) must not re-pass arguments to get_instance
@@ -162,17 +147,7 @@ def main(argv=None) -> List[str]:
                 f'{args.size // p}), {M} prototypes, foreground mass {fg_mass}, device {device}')
 
     # pass 1: forward every image; keep the patch-level maps (the PCA needs all of them)
-    images, maps = [], []
-    bar = ProgressBar(len(paths))
-    for start in range(0, len(paths), args.batch_size):
-        batch = [load_squashed(path, args.size) for path in paths[start:start + args.batch_size]]
-        x = torch.stack([t for _, t in batch]).to(device)
-        out = compute_maps(backbone, x, fg_mass)
-        for i, (rgb, _) in enumerate(batch):
-            images.append(rgb)
-            maps.append({k: v[i].numpy() for k, v in out.items() if k != 'prototype_attn'})
-            bar.update()
-    sys.stdout.write('\n')
+    images, maps = maps_of_images(backbone, paths, args.size, fg_mass, args.batch_size, device)
     pca = fit_pca([m['features'] for m in maps], num_components=3)
     ev = pca['explained_variance']
     logger.info('PCA fitted jointly on all images; variance of components 1-3: ' +
@@ -183,7 +158,7 @@ def main(argv=None) -> List[str]:
     written, rows = [], []
     bar = ProgressBar(len(paths))
     for rgb, m, stem in zip(images, maps, stems):
-        pics = render_image(rgb, m, pca, palette, args.pca_interp, args.alpha)
+        pics = backbone_pictures(rgb, m, pca, palette, args.pca_interp, args.alpha)
         for kind in ('pca', 'prototypes', 'foreground'):
             written.append(save_png(osp.join(args.out_dir, f'{stem}_{kind}.png'), pics[kind]))
         if args.save_arrays:

@@ -4,6 +4,7 @@ segmentation validation resize (docs/probes.md). Plain ``torch`` datasets: the p
 features once, outside any Runner."""
 import os
 import os.path as osp
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,8 +15,9 @@ from cotap_mm.utils.images import (IMAGENET_MEAN, IMAGENET_STD, IMG_EXTENSIONS,
                                    read_rgb, to_normalized_tensor)
 from cotap_mm.utils.rng import derive_seed
 
-__all__ = ['load_label_map', 'ImageFolderDataset', 'SegFolderDataset',
-           'AugmentedSegFolderDataset']
+__all__ = ['load_label_map', 'annotation_path', 'find_annotations', 'ImageFolderDataset',
+           'SegFolderDataset', 'AugmentedSegFolderDataset']
+SEG_SUFFIX = '.png'  # label maps: <stem>.png, as mmseg's seg_map_suffix
 
 
 def _open_label(path: str) -> Image.Image:
@@ -31,6 +33,37 @@ def load_label_map(path: str, size: int) -> np.ndarray:
     """A single-channel label PNG resized nearest to ``size`` x ``size``: int64 (size, size)."""
     with _open_label(path) as a:
         return np.asarray(a.resize((size, size), Image.NEAREST)).astype(np.int64)
+
+
+def annotation_path(image: str, ann_dir: Optional[str]) -> Optional[str]:
+    """``ann_dir/<stem>.png``, else the mmseg-layout twin of ``.../img_dir/<split>/<stem>.*``
+    (``.../ann_dir/<split>/<stem>.png``), else None."""
+    stem = osp.splitext(osp.basename(image))[0]
+    if ann_dir is not None:
+        return osp.join(ann_dir, stem + SEG_SUFFIX)
+    split_dir = osp.dirname(osp.abspath(image))
+    img_dir = osp.dirname(split_dir)
+    if osp.basename(img_dir) != 'img_dir':
+        return None
+    return osp.join(osp.dirname(img_dir), 'ann_dir', osp.basename(split_dir), stem + SEG_SUFFIX)
+
+
+def find_annotations(images: Sequence[str], ann_dir: Optional[str],
+                     logger=None) -> Optional[List[str]]:
+    """One label map per image, or None when not every image has one. With ``ann_dir`` (the
+    ``--ann-dir`` argument) a missing map raises; in the mmseg layout it is a warning."""
+    paths = [annotation_path(img, ann_dir) for img in images]
+    missing = [(img, a) for img, a in zip(images, paths) if a is None or not osp.isfile(a)]
+    if not missing:
+        return paths
+    if ann_dir is not None:
+        img, ann = missing[0]
+        raise FileNotFoundError(f'--ann-dir: no label map {ann!r} for image {img!r} '
+                                f'({len(missing)} of {len(images)} missing)')
+    if len(missing) < len(images) and logger is not None:
+        logger.warning(f'{len(missing)} of {len(images)} images have no label map in the '
+                       f'mmseg layout (e.g. {missing[0][1]!r}): no label column')
+    return None
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):

@@ -1,14 +1,17 @@
 """What ``tools/visualize.py`` draws, computed from one forward of a CoTAP backbone: the
 object-aware filter's patch features and prototype attention, the last layer's CLS attention and
 the foreground mask derived from it (docs/visualize.md)."""
-from typing import Dict
+import sys
+from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from cotap_mm.models.utils import attention_foreground_mask
 from cotap_mm.models.utils.loading import backbone_cfg, build_backbone
+from cotap_mm.utils.images import load_squashed
 
-__all__ = ['build_raw_backbone', 'compute_maps']
+__all__ = ['build_raw_backbone', 'compute_maps', 'maps_of_images']
 
 
 def build_raw_backbone(cfg):
@@ -64,3 +67,23 @@ def compute_maps(backbone, x: torch.Tensor, fg_mass: float = 0.6) -> Dict[str, t
                 prototype_ids=ids.reshape(B, *hw).cpu(),
                 cls_attn=extras['attn'].float().cpu(),
                 fg_mask=mask[:, 0].float().cpu())
+
+
+def maps_of_images(backbone, paths: Sequence[str], size: int, fg_mass: float = 0.6,
+                   batch_size: int = 8, device='cpu') -> Tuple[List[np.ndarray], List[dict]]:
+    """Every image of ``paths`` squashed to ``size`` x ``size`` (uint8 RGB) and its maps of
+    :func:`compute_maps` as numpy arrays (without the full ``prototype_attn``); with a
+    progress bar."""
+    from mmengine.utils import ProgressBar
+    images, maps = [], []
+    bar = ProgressBar(len(paths))
+    for start in range(0, len(paths), batch_size):
+        batch = [load_squashed(path, size) for path in paths[start:start + batch_size]]
+        x = torch.stack([t for _, t in batch]).to(device)
+        out = compute_maps(backbone, x, fg_mass)
+        for i, (rgb, _) in enumerate(batch):
+            images.append(rgb)
+            maps.append({k: v[i].numpy() for k, v in out.items() if k != 'prototype_attn'})
+            bar.update()
+    sys.stdout.write('\n')
+    return images, maps

@@ -25,25 +25,21 @@ same images (docs/visualize.md).
 import argparse
 import os.path as osp
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # checkout
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cotap_mm.datasets.folder_datasets import load_label_map  # noqa: E402
+from cotap_mm.datasets.folder_datasets import find_annotations, load_label_map  # noqa: E402
 from cotap_mm.evaluation.features import patch_features  # noqa: E402
-from cotap_mm.models.utils.loading import (backbone_cfg, build_backbone,  # noqa: E402
-                                           get_normalization, load_backbone_weights, load_config,
-                                           read_checkpoint, select_backbone_state)
+from cotap_mm.models.utils.loading import (backbone_cfg, get_normalization,  # noqa: E402
+                                           load_checkpoint_backbone, load_config)
 from cotap_mm.utils.images import collect_images, load_squashed  # noqa: E402
-from cotap_mm.visualization import (colorize_labels, fit_pca, image_grid,  # noqa: E402
-                                    label_palette, pca_to_rgb, save_png, upsample)
+from cotap_mm.visualization import image_grid, label_tiles, pca_tiles, save_png  # noqa: E402
 
 TOOL = 'compare_pca'
-SEG_SUFFIX = '.png'  # label maps: <stem>.png, as mmseg's seg_map_suffix
-IGNORE_INDEX = 255  # unlabelled pixels, drawn black
 BATCH = 8  # images per forward pass
 
 
@@ -108,69 +104,11 @@ def column_titles(args) -> List[str]:
     return args.titles or [osp.splitext(osp.basename(c))[0] for c in args.checkpoints]
 
 
-def annotation_path(image: str, ann_dir: Optional[str]) -> Optional[str]:
-    """``ann_dir/<stem>.png``, else the mmseg-layout twin of ``.../img_dir/<split>/<stem>.*``
-    (``.../ann_dir/<split>/<stem>.png``), else None."""
-    stem = osp.splitext(osp.basename(image))[0]
-    if ann_dir is not None:
-        return osp.join(ann_dir, stem + SEG_SUFFIX)
-    split_dir = osp.dirname(osp.abspath(image))
-    img_dir = osp.dirname(split_dir)
-    if osp.basename(img_dir) != 'img_dir':
-        return None
-    return osp.join(osp.dirname(img_dir), 'ann_dir', osp.basename(split_dir), stem + SEG_SUFFIX)
-
-
-def find_annotations(images: Sequence[str], ann_dir: Optional[str],
-                     logger) -> Optional[List[str]]:
-    """One label map per image, or None (no label column) when not every image has one."""
-    paths = [annotation_path(img, ann_dir) for img in images]
-    missing = [(img, a) for img, a in zip(images, paths) if a is None or not osp.isfile(a)]
-    if not missing:
-        return paths
-    if ann_dir is not None:
-        img, ann = missing[0]
-        raise FileNotFoundError(f'--ann-dir: no label map {ann!r} for image {img!r} '
-                                f'({len(missing)} of {len(images)} missing)')
-    if len(missing) < len(images):
-        logger.warning(f'{len(missing)} of {len(images)} images have no label map in the '
-                       f'mmseg layout (e.g. {missing[0][1]!r}): no label column')
-    return None
-
-
-def label_tiles(label_maps: Sequence[np.ndarray]) -> List[np.ndarray]:
-    """(S, S) int label maps -> (S, S, 3) uint8 in one shared palette; 255 is black."""
-    top = max((int(m[m != IGNORE_INDEX].max()) for m in label_maps
-               if (m != IGNORE_INDEX).any()), default=0)
-    palette = label_palette(max(64, top + 1))
-    return [colorize_labels(m, palette, ignore_index=IGNORE_INDEX) for m in label_maps]
-
-
-def load_checkpoint_backbone(cfg, ckpt: str, prefix: str, logger) -> torch.nn.Module:
-    """The ``featmap`` backbone of ``cfg`` with ``ckpt`` loaded strictly; built with the OAF
-    if and only if ``ckpt`` has ``<prefix>oaf.*`` keys."""
-    content = read_checkpoint(ckpt)
-    state, _ = select_backbone_state(content, ckpt, prefix=prefix)
-    with_oaf = any(k.startswith('oaf.') for k in state)
-    if not with_oaf:
-        logger.info(f'CKPT {ckpt}: no {prefix}oaf.* keys, so its backbone is built with '
-                    f'model.backbone.with_oaf=False (plain D-wide ViT features)')
-    backbone, _ = build_backbone(cfg, out_type='featmap', overrides=dict(with_oaf=with_oaf))
-    load_backbone_weights(backbone, ckpt, prefix=prefix, ckpt=content, logger=logger)
-    return backbone
-
-
 def patch_maps(backbone: torch.nn.Module, x: torch.Tensor, device) -> List[np.ndarray]:
     """Normalised images (N, 3, S, S) -> N patch maps (S/p, S/p, C) float32."""
     backbone = backbone.to(device).eval()
     return list(torch.cat([patch_features(backbone, x[i:i + BATCH], device).cpu()
                            for i in range(0, len(x), BATCH)]).numpy())
-
-
-def pca_tiles(feats: Sequence[np.ndarray], size: int) -> List[np.ndarray]:
-    """One 3-component PCA fitted on the patches of all maps -> (size, size, 3) uint8 each."""
-    pca = fit_pca(list(feats), num_components=3)
-    return [upsample(pca_to_rgb(f, pca), (size, size)) for f in feats]
 
 
 def get_logger():

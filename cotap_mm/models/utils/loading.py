@@ -32,7 +32,7 @@ from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
 __all__ = [
     'NETWORK_PREFIXES', 'BackboneWeightsError', 'load_config', 'backbone_cfg', 'build_backbone',
     'get_normalization', 'read_checkpoint', 'select_backbone_state', 'check_backbone_state',
-    'load_backbone_weights'
+    'load_backbone_weights', 'load_checkpoint_backbone'
 ]
 
 _UNUSED_WITHOUT_OAF = 'oaf.'
@@ -297,3 +297,19 @@ def load_backbone_weights(module: torch.nn.Module,
     return dict(meta=meta if isinstance(meta, dict) else {}, prefix=used_prefix,
                 num_loaded=len(sd), dropped=sorted(set(state) - set(sd)),
                 allowed_missing=allowed)
+
+
+def load_checkpoint_backbone(config, checkpoint: str, prefix: str = 'backbone.', logger=None,
+                             out_type: str = 'featmap'):
+    """The backbone of ``config`` with ``checkpoint`` loaded strictly, built with the
+    object-aware filter if and only if the checkpoint has ``<prefix>oaf.*`` keys (a plain
+    ViT checkpoint gives D-wide features, an OAF one 2D-wide)."""
+    content = read_checkpoint(checkpoint)
+    state, _ = select_backbone_state(content, checkpoint, prefix=prefix)
+    with_oaf = any(k.startswith('oaf.') for k in state)
+    if not with_oaf:
+        _log(logger, f'CKPT {checkpoint}: no {prefix}oaf.* keys, so its backbone is built with '
+                     f'model.backbone.with_oaf=False (plain D-wide ViT features)')
+    backbone, _ = build_backbone(config, out_type=out_type, overrides=dict(with_oaf=with_oaf))
+    load_backbone_weights(backbone, checkpoint, prefix=prefix, ckpt=content, logger=logger)
+    return backbone
