@@ -176,6 +176,18 @@ def test_patch_labels_majority_and_purity():
     assert patch_labels(stripes, (2, 2), 2, min_purity=1.0).tolist() == [[[0, 0], [1, 1]]] * 2
 
 
+def test_patch_labels_in_chunks_equal_one_pass():
+    g = torch.Generator().manual_seed(0)
+    label = torch.randint(0, 5, (7, 16, 16), generator=g)
+    label[0, :4] = 255
+    whole, purity = patch_labels(label, (4, 4), 5, min_purity=0.3, return_purity=True)
+    chunked, chunked_purity = patch_labels(label, (4, 4), 5, min_purity=0.3, return_purity=True,
+                                           chunk=3)
+    assert torch.equal(whole, chunked) and torch.equal(purity, chunked_purity)
+    assert torch.equal(patch_labels(label, (4, 4), 5, min_purity=0.3, chunk=2), whole)
+    assert (whole != 255).any() and (whole == 255).any()
+
+
 def test_patch_labels_bad_inputs():
     label = torch.zeros(1, 4, 4, dtype=torch.long)
     with pytest.raises(ValueError, match='integer \\(B, H, W\\)'):

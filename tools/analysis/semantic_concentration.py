@@ -20,7 +20,6 @@ the class-by-class mean-cosine matrix is drawn as a heat map next to the JSON (`
 when matplotlib is installed; ``--no-heatmap`` skips it).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Optional
@@ -32,11 +31,11 @@ import torch  # noqa: E402
 from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
                                      segmentation_features, setup_tool)
 from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
-from cotap_mm.evaluation.functional import patch_labels, semantic_concentration  # noqa: E402
-from cotap_mm.utils.fileio import atomic_open  # noqa: E402
+from cotap_mm.evaluation.functional import (concentration_per_class, patch_labels,  # noqa: E402
+                                            semantic_concentration)
+from cotap_mm.visualization import save_matrix_heatmap  # noqa: E402
 
 TOOL = 'semantic_concentration'
-LABEL_CHUNK = 64  # images per patch-labelling block: bounds the (B, h, w, C + 1) counts
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -59,59 +58,6 @@ def parse_args(argv: Optional[List[str]] = None):
     return args
 
 
-def pool_labels(labels: torch.Tensor, grid, args) -> torch.Tensor:
-    """(N, size, size) pixel labels -> (N, h, w) patch labels, ``LABEL_CHUNK`` images at a time."""
-    return torch.cat([
-        patch_labels(labels[s:s + LABEL_CHUNK], grid, args.num_classes, args.ignore_index,
-                     args.min_purity) for s in range(0, labels.shape[0], LABEL_CHUNK)
-    ])
-
-
-def per_class_rows(m: dict) -> List[dict]:
-    """One entry per class present: counts, intra and the closest other class."""
-    cos, K = m['cosine_matrix'], m['num_classes']
-    off = cos.clone()
-    off.diagonal().fill_(-float('inf'))
-    rows = []
-    for k, c in enumerate(m['classes'].tolist()):
-        j = int(off[k].argmax()) if K > 1 else None
-        rows.append(dict(
-            cls=c, num_patches=int(m['num_patches_per_class'][k]),
-            num_images=int(m['num_images_per_class'][k]),
-            intra=float(m['intra_per_class'][k]),
-            closest_class=None if j is None else int(m['classes'][j]),
-            closest_inter=None if j is None else float(cos[k, j])))
-    return rows
-
-
-def save_heatmap(path: str, classes: List[int], cos: torch.Tensor, title: str) -> Optional[str]:
-    """The (K, K) mean-cosine matrix as a PNG via matplotlib's Agg canvas (no pyplot state, so
-    it is safe in-process); None when matplotlib is not installed."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    K = len(classes)
-    side = min(12.0, 3.0 + 0.25 * K)
-    fig = Figure(figsize=(side + 1.5, side))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    im = ax.imshow(cos.float().numpy(), cmap='RdBu_r', vmin=-1.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, label='mean cosine (diagonal: across images)')
-    if K <= 40:
-        names = [str(c) for c in classes]
-        ax.set_xticks(range(K), names, rotation=90, fontsize=7)
-        ax.set_yticks(range(K), names, fontsize=7)
-    ax.set_xlabel('class')
-    ax.set_ylabel('class')
-    ax.set_title(title, fontsize=9)
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with atomic_open(path, 'wb') as f:
-        fig.savefig(f, format='png', dpi=100, bbox_inches='tight')
-    return path
-
-
 def _fmt(v) -> str:
     return f'{v:.3f}'
 
@@ -123,14 +69,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
     # raw: the measure centres and normalises them itself
     feats, labels, info = segmentation_features(args, logger)  # (N, h, w, C), (N, size, size)
     N, h, w, C_feat = feats.shape
-    plabels = pool_labels(labels, (h, w), args)  # (N, h, w)
+    plabels = patch_labels(labels, (h, w), args.num_classes, args.ignore_index,
+                           args.min_purity)  # (N, h, w)
     image_ids = torch.arange(N).repeat_interleave(h * w)  # (N*h*w,)
     m = semantic_concentration(feats.view(-1, C_feat), plabels.view(-1), image_ids,
                                center=not args.no_center, ignore_index=args.ignore_index)
     logger.info(f'{m["num_patches"]} of {N * h * w} patches ({N} images x {h}x{w}, '
                 f'{C_feat}-d) labelled at purity >= {args.min_purity}; {m["num_classes"]} '
                 f'classes, {m["num_intra_classes"]} of them in several images')
-    per_class = per_class_rows(m)
+    per_class = concentration_per_class(m)
     logger.info('\n' + format_table(
         'Per class', ['class', 'patches', 'images', 'intra', 'closest class', 'its inter'],
         [[r['cls'], r['num_patches'], r['num_images'], _fmt(r['intra']),
@@ -145,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
           m['num_patches'], m['num_classes']]]))
     heatmap = None
     if not args.no_heatmap:
-        heatmap = save_heatmap(
+        heatmap = save_matrix_heatmap(
             osp.splitext(out)[0] + '.png', m['classes'].tolist(), m['cosine_matrix'],
             f'{osp.basename(args.checkpoint)} on {args.split}: intra {m["intra"]:.3f}, '
             f'inter {m["inter"]:.3f}, ratio {m["ratio"]:.3f}')

@@ -4,7 +4,7 @@ from .chance import (chance_confusion, chance_miou, chance_segmentation_metrics,
 from .cluster_probe import (assign_clusters, confusion_matrix, faiss_kmeans, hungarian_match,
                             majority_match, match_clusters, match_confusion,
                             segmentation_metrics)
-from .concentration import patch_labels, semantic_concentration
+from .concentration import concentration_per_class, patch_labels, semantic_concentration
 from .dense_probe import fit_dense_linear_probe
 from .hummingbird import (patch_label_fractions, retrieve_label_distributions,
                           sample_memory_patches, upsample_argmax)
@@ -17,7 +17,8 @@ __all__ = [
     'topk_accuracy',
     'train_linear_probe', 'evaluate_linear_probe', 'confusion_matrix', 'segmentation_metrics',
     'hungarian_match', 'majority_match', 'match_clusters', 'match_confusion', 'faiss_kmeans',
-    'assign_clusters', 'semantic_concentration', 'patch_labels', 'class_pixel_counts',
+    'assign_clusters', 'semantic_concentration', 'concentration_per_class', 'patch_labels',
+    'class_pixel_counts',
     'chance_confusion', 'chance_segmentation_metrics', 'chance_miou', 'fit_dense_linear_probe',
     'patch_label_fractions', 'sample_memory_patches', 'retrieve_label_distributions',
     'upsample_argmax'

@@ -29,12 +29,12 @@ the common part removed the cosines measure how the patches differ. Adding any c
 to all features leaves the centred measure unchanged.
 """
 import math
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ['semantic_concentration', 'patch_labels']
+__all__ = ['semantic_concentration', 'concentration_per_class', 'patch_labels']
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -189,13 +189,32 @@ def semantic_concentration(feats: torch.Tensor,
         centered=bool(center))
 
 
+def concentration_per_class(m: dict) -> List[dict]:
+    """One row per class present in the result ``m`` of :func:`semantic_concentration`: its
+    patch and image counts, its intra cosine, and the closest other class with their cosine."""
+    cos, K = m['cosine_matrix'], m['num_classes']
+    off = cos.clone()
+    off.diagonal().fill_(-float('inf'))
+    rows = []
+    for k, c in enumerate(m['classes'].tolist()):
+        j = int(off[k].argmax()) if K > 1 else None
+        rows.append(dict(
+            cls=c, num_patches=int(m['num_patches_per_class'][k]),
+            num_images=int(m['num_images_per_class'][k]),
+            intra=float(m['intra_per_class'][k]),
+            closest_class=None if j is None else int(m['classes'][j]),
+            closest_inter=None if j is None else float(cos[k, j])))
+    return rows
+
+
 @torch.no_grad()
 def patch_labels(label: torch.Tensor,
                  grid: Sequence[int],
                  num_classes: int,
                  ignore_index: int = 255,
                  min_purity: float = 0.75,
-                 return_purity: bool = False):
+                 return_purity: bool = False,
+                 chunk: int = 64):
     """Pool pixel labels to a patch grid: each patch takes the majority class of its pixels if
     that class covers at least ``min_purity`` of them, else ``ignore_index``.
 
@@ -211,6 +230,7 @@ def patch_labels(label: torch.Tensor,
         ignore_index (int): Defaults to 255.
         min_purity (float): In [0, 1]. Defaults to 0.75.
         return_purity (bool): Also return the majority fraction. Defaults to False.
+        chunk (int): Images pooled at a time; bounds the (chunk, h, w, C + 1) counts.
 
     Returns:
         Tensor | tuple[Tensor, Tensor]: (B, h, w) int64 patch labels (and the (B, h, w)
@@ -220,6 +240,11 @@ def patch_labels(label: torch.Tensor,
         raise ValueError(f'patch_labels: label must be an integer (B, H, W) tensor, got '
                          f'{_describe(label)}')
     B, H, W = label.shape
+    if B > chunk:
+        parts = [patch_labels(label[s:s + chunk], grid, num_classes, ignore_index, min_purity,
+                              True, chunk) for s in range(0, B, chunk)]
+        out, purity = (torch.cat(t) for t in zip(*parts))
+        return (out, purity) if return_purity else out
     h, w = (int(g) for g in grid)
     if not (1 <= h <= H and 1 <= w <= W):
         raise ValueError(f'patch_labels: grid {tuple(grid)} must lie within 1 and the label size '
