@@ -1,5 +1,5 @@
 """tools/gpu_check.sh / gpu_check.py: the CPU dry run of the whole check, and the derivations
-(crossover, goals, the patch) on known measurements."""
+(crossover, goals of cotap_mm/benchmarking/gpu_goals.py, the patch) on known measurements."""
 import json
 import os
 import os.path as osp
@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 from conftest import ROOT, load_tool
+
+from cotap_mm.benchmarking.gpu_goals import crossover, goals
 
 gpu_check = load_tool('gpu_check')
 
@@ -23,8 +25,8 @@ def test_crossover_is_where_sorted_stays_faster():
              ('dense', 4200): 1.0, ('sorted', 4200): 1.1,   # slower again: not yet
              ('dense', 8400): 3.0, ('sorted', 8400): 1.0,
              ('sorted', 65536): 2.0}                         # no dense there: not compared
-    assert gpu_check.crossover(_rows(times)) == 8400
-    assert gpu_check.crossover(_rows({('dense', 10): 1.0, ('sorted', 10): 2.0})) is None
+    assert crossover(_rows(times)) == 8400
+    assert crossover(_rows({('dense', 10): 1.0, ('sorted', 10): 2.0})) is None
 
 
 def test_goals_read_the_measurements():
@@ -33,13 +35,13 @@ def test_goals_read_the_measurements():
     rows[1]['peak_bytes'] = int(0.04e9)
     train = dict(ratio=dict(median=1.4), timing=dict(cotap=dict(median_ms=500.)),
                  loader=dict(batches_per_s=3.0))
-    g = gpu_check.goals(rows, train)
+    g = goals(rows, train)
     assert g['auto_time_vs_dense_4200'] == dict(bound=1.5, value=1.2, met=True)
     assert g['auto_memory_vs_dense_4200']['met'] is True
     assert g['exact_seconds_1048576'] == dict(bound=0.5, value=0.4, met=True)
     assert g['cotap_vs_plain_step']['met'] is False
     assert g['loader_not_the_bottleneck']['met'] is True  # 3 batches/s against 2 steps/s
-    assert gpu_check.goals([], None)['cotap_vs_plain_step']['met'] is None
+    assert goals([], None)['cotap_vs_plain_step']['met'] is None
 
 
 def test_crossover_line_is_found_in_the_loss_module():

@@ -39,6 +39,7 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from cotap_mm.benchmarking.gpu_goals import crossover, goals  # noqa: E402
 from cotap_mm.utils.benchmark_report import machine_info  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
@@ -46,8 +47,6 @@ DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
 LOSS_MODULE = osp.join(ROOT, 'cotap_mm', 'models', 'losses', 'continuous_ap_loss.py')
 CROSSOVER_LINE = re.compile(r"^(_SORTED_FROM_N = \{'cpu': \d+, 'cuda': )(\d+)(\})$", re.M)
 LOSS_SIZES = (1000, 2048, 4200, 8400, 16800, 65536, 262144, 1048576, 4194304)
-GOALS = dict(auto_time_vs_dense_4200=1.5, auto_memory_vs_dense_4200=0.05,
-             exact_seconds_1048576=0.5, cotap_vs_plain_step=1.3)
 
 
 def parse_args(argv=None):
@@ -125,41 +124,6 @@ def run_step(name, commands, budget_s, logs):
                 break
     return dict(status=status, seconds=round(time.perf_counter() - start, 1), log=log_path,
                 commands=[' '.join(c) for c in commands])
-
-
-def crossover(rows):
-    """Smallest measured n from which ``sorted`` is never slower than ``dense``."""
-    t = {(r['impl'], r['n']): r['seconds'] for r in rows}
-    ns = sorted(n for impl, n in t if impl == 'dense' and ('sorted', n) in t)
-    for i, n in enumerate(ns):
-        if all(t[('sorted', m)] <= t[('dense', m)] for m in ns[i:]):
-            return n
-    return None
-
-
-def goals(loss_rows, train_report):
-    """Each goal's measured value, its bound and whether it is met (None: not measured)."""
-    by = {(r['impl'], r['n']): r for r in loss_rows}
-    values = {}
-    if ('auto', 4200) in by and ('dense', 4200) in by:
-        auto, dense = by[('auto', 4200)], by[('dense', 4200)]
-        values['auto_time_vs_dense_4200'] = auto['seconds'] / dense['seconds']
-        values['auto_memory_vs_dense_4200'] = auto['peak_bytes'] / max(dense['peak_bytes'], 1)
-    exact = [by[(i, 1048576)]['seconds'] for i in ('sorted', 'auto') if (i, 1048576) in by]
-    if exact:
-        values['exact_seconds_1048576'] = min(exact)
-    if train_report:
-        values['cotap_vs_plain_step'] = train_report['ratio']['median']
-    result = {name: dict(bound=bound, value=values.get(name),
-                         met=None if name not in values else values[name] <= bound)
-              for name, bound in GOALS.items()}
-    loader = (train_report or {}).get('loader')
-    if loader:
-        step_per_s = 1000 / train_report['timing']['cotap']['median_ms']
-        result['loader_not_the_bottleneck'] = dict(
-            bound='loader batches/s >= CoTAP steps/s', value=loader['batches_per_s'] / step_per_s,
-            met=loader['batches_per_s'] >= step_per_s)
-    return result
 
 
 def write_patch(out, new_crossover, device):
