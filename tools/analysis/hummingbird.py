@@ -29,13 +29,9 @@ from cotap_mm.datasets.folder_datasets import (AugmentedSegFolderDataset,  # noq
                                                SegFolderDataset)
 from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
                                      load_model_for_tool, make_loader, setup_tool)
-from cotap_mm.evaluation.features import (dump_json_atomic, format_table,  # noqa: E402
-                                          json_safe, patch_features)
-from cotap_mm.evaluation.functional import (confusion_matrix,  # noqa: E402
-                                            segmentation_metrics)
-from cotap_mm.evaluation.functional.hummingbird import (  # noqa: E402
-    patch_label_fractions, retrieve_label_distributions, sample_memory_patches,
-    upsample_argmax)
+from cotap_mm.evaluation.dense_retrieval import build_memory, retrieval_confusion  # noqa
+from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+from cotap_mm.evaluation.functional import segmentation_metrics  # noqa: E402
 from cotap_mm.models.utils.loading import get_normalization  # noqa: E402
 
 TOOL = 'hummingbird'
@@ -76,42 +72,6 @@ def parse_args(argv: Optional[List[str]] = None):
     return args
 
 
-def patch_tokens(backbone, x, device):
-    """(B, 3, S, S) -> L2-normalised (B, h * w, D) float32 patch features and the grid."""
-    f = patch_features(backbone, x, device, normalize=True)  # (B, h, w, D)
-    return f.flatten(1, 2), tuple(f.shape[1:3])
-
-
-def build_memory(backbone, dataset, args, logger):
-    """(M, D) features and (M, C) soft labels of the augmented train split."""
-    from mmengine.utils import ProgressBar
-    N, E = len(dataset), args.augmentation_epochs
-    per_image = args.memory_size // (N * E) if args.memory_size else None
-    logger.info(f'memory: {N} {args.train_split} images x {E} augmentation epochs, '
-                + (f'{max(1, per_image)} patches per image' if per_image is not None
-                   else 'every patch'))
-    generator = torch.Generator().manual_seed(args.seed)
-    dtype = getattr(torch, args.feature_dtype)
-    feats, labels = [], []
-    bar = ProgressBar(N * E)
-    for epoch in range(E):
-        dataset.set_epoch(epoch)
-        for x, y in make_loader(dataset, args):
-            f, grid = patch_tokens(backbone, x, args.device)
-            frac = patch_label_fractions(y, grid, args.num_classes, args.ignore_index,
-                                         args.ignore_as)
-            if per_image is not None:
-                idx = sample_memory_patches(frac, max(1, per_image), generator)  # (B, K)
-                f = f.cpu().gather(1, idx[..., None].expand(-1, -1, f.shape[-1]))
-                frac = frac.gather(1, idx[..., None].expand(-1, -1, frac.shape[-1]))
-            feats.append(f.reshape(-1, f.shape[-1]).to(dtype).cpu())
-            labels.append(frac.reshape(-1, frac.shape[-1]))
-            for _ in range(len(x)):
-                bar.update()
-    sys.stdout.write('\n')
-    return torch.cat(feats), torch.cat(labels)
-
-
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
@@ -129,21 +89,18 @@ def main(argv: Optional[List[str]] = None) -> dict:
     train_set = AugmentedSegFolderDataset(args.data_root, args.train_split, scale=args.scale,
                                           jitter=args.jitter, seed=args.seed, **common)
     val_set = SegFolderDataset(args.data_root, args.split, ann_file=args.ann_file, **common)
-    keys, key_labels = build_memory(backbone, train_set, args, logger)
+    keys, key_labels = build_memory(
+        backbone, train_set, make_loader(train_set, args), args.num_classes, args.ignore_index,
+        args.ignore_as, args.memory_size, args.augmentation_epochs, args.seed, args.device,
+        getattr(torch, args.feature_dtype), logger)
     keys, key_labels = keys.to(args.device), key_labels.to(args.device)  # once, not per batch
     logger.info(f'memory of {len(keys)} patches ({keys.shape[1]}-d); {len(val_set)} '
                 f'{args.split} images, k = {args.num_neighbors}, temperature '
                 f'{args.temperature}')
     C = args.num_classes
-    conf = torch.zeros((C + 1, C), dtype=torch.long)
-    for x, y in make_loader(val_set, args):
-        q, grid = patch_tokens(backbone, x, args.device)
-        B, N, D = q.shape
-        dist = retrieve_label_distributions(q.reshape(-1, D), keys, key_labels,
-                                            args.num_neighbors, args.temperature,
-                                            test_chunk=args.query_chunk)
-        pred = upsample_argmax(dist.reshape(B, N, C), grid, y.shape[-2:]).cpu()
-        conf += confusion_matrix(pred, y.long(), C, C, args.ignore_index)
+    conf = retrieval_confusion(backbone, make_loader(val_set, args), keys, key_labels,
+                               args.num_neighbors, args.temperature, args.ignore_index,
+                               args.device, args.query_chunk)
     m = segmentation_metrics(conf)
     m['mIoU_all_classes'] = sum(0. if v != v else v for v in m['IoU']) / C  # NaN -> 0
     logger.info('\n' + format_table('Hummingbird dense retrieval',
