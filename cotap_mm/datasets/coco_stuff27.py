@@ -3,17 +3,29 @@
 Needs mmsegmentation: imported by :mod:`cotap_mm.segmentation`, never by ``import cotap_mm``.
 
 The fine->coarse table (:data:`FINE_TO_COARSE`) and the raw-label checks are plain numpy and are
-shared with ``tools/dataset_converters/coco_stuff27.py``, which writes the 27-class label PNGs this
+used by ``tools/dataset_converters/coco_stuff27.py``, which writes the 27-class label PNGs this
 dataset reads.
 """
+import os.path as osp
+
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+from PIL import Image
+
+from cotap_mm.utils.fileio import atomic_open
 
 __all__ = [
     'COCOStuff27Dataset', 'COCOSTUFF27_CLASSES', 'FINE_TO_COARSE', 'UNUSED_RAW_IDS',
-    'fine_to_coarse_lut'
+    'fine_to_coarse_lut', 'check_raw_map', 'convert_one', 'read_ids', 'DEFAULT_LISTS'
 ]
+
+# the IIC/STEGO curated image lists, relative to the COCO-Stuff root
+DEFAULT_LISTS = {
+    'train2017': 'curated/train2017/Coco164kFull_Stuff_Coarse.txt',
+    'val2017': 'curated/val2017/Coco164kFull_Stuff_Coarse_7.txt',
+}
+TRAIN_IDS_SUFFIX = '_labelTrainIds.png'  # mmseg's converter output: already remapped
 
 # The 27 coarse classes in STEGO's order: the 12 COCO "thing" supercategories (0-11), then the
 # 15 "stuff" supercategories (12-26). STEGO names two of each kind 'food' and 'furniture'; they are
@@ -75,6 +87,62 @@ def fine_to_coarse_lut():
     for fine, coarse in FINE_TO_COARSE.items():
         lut[fine] = coarse
     return lut
+
+
+# -- conversion of the raw stuffthingmaps (tools/dataset_converters/coco_stuff27.py) ------
+
+
+def refuse_train_ids(what):
+    """Raise the error that names mmseg's already-remapped maps and what to use instead."""
+    raise ValueError(
+        f'{what} looks like mmseg\'s COCO-Stuff-171 *_labelTrainIds.png (values 0..170, already '
+        'remapped); the STEGO fine->coarse table applies to the RAW stuffthingmaps (0..181, 255 '
+        'unlabeled) from stuffthingmaps_trainval2017.zip. Point the converter at those (their '
+        'files are named <id>.png).')
+
+
+def check_raw_map(label, path):
+    """Raise if ``label`` (uint8 HxW) is not a raw COCO-Stuff stuffthingmap."""
+    values = np.unique(label)
+    bad = values[(values > 181) & (values != 255)]
+    if bad.size:
+        raise ValueError(f'{path}: values {bad.tolist()[:10]} are outside 0..181 and 255; not a '
+                         'COCO-Stuff stuffthingmap')
+    unused = sorted(set(values.tolist()) & set(UNUSED_RAW_IDS))
+    if unused:
+        refuse_train_ids(f'{path} (it contains {unused}, ids that COCO-Stuff never uses)')
+
+
+def convert_one(image_id, src_dir, dst_dir, lut):
+    """Convert ``src_dir/<id>.png`` to ``dst_dir/<id>.png``; returns the number of labelled
+    pixels."""
+    src = osp.join(src_dir, image_id + '.png')
+    if not osp.isfile(src):
+        if osp.isfile(osp.join(src_dir, image_id + TRAIN_IDS_SUFFIX)):
+            refuse_train_ids(f'{src_dir} (it has {image_id}{TRAIN_IDS_SUFFIX} but no '
+                              f'{image_id}.png)')
+        raise FileNotFoundError(f'{src}: missing label map of a listed image id')
+    with Image.open(src) as img:
+        if img.mode not in ('L', 'P'):
+            raise ValueError(f'{src}: expected a single-channel (L or P) PNG, got mode {img.mode}')
+        label = np.array(img, dtype=np.uint8)
+    check_raw_map(label, src)
+    coarse = lut[label]
+    dst = osp.join(dst_dir, image_id + '.png')
+    with atomic_open(dst) as f:  # an interrupted run leaves no truncated label
+        Image.fromarray(coarse, mode='L').save(f, format='PNG')
+    return int((coarse != 255).sum())
+
+
+def read_ids(list_file):
+    """The image ids of a curated list (one per line, without extension)."""
+    with open(list_file) as f:
+        ids = [line.strip() for line in f if line.strip()]
+    for image_id in ids:
+        if osp.splitext(image_id)[1]:
+            raise ValueError(f'{list_file}: entries must be image ids without extension, got '
+                             f'{image_id!r}')
+    return ids
 
 
 def _palette(num_classes):

@@ -28,17 +28,10 @@ import os.path as osp
 import sys
 from functools import partial
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # repo root
-from cotap_mm.utils.fileio import atomic_open  # noqa: E402
 
-DEFAULT_LISTS = {
-    'train2017': 'curated/train2017/Coco164kFull_Stuff_Coarse.txt',
-    'val2017': 'curated/val2017/Coco164kFull_Stuff_Coarse_7.txt',
-}
-_TRAIN_IDS_SUFFIX = '_labelTrainIds.png'
+from cotap_mm.datasets.coco_stuff27 import (DEFAULT_LISTS, TRAIN_IDS_SUFFIX,  # noqa: E402
+                                            convert_one, read_ids, refuse_train_ids)
 
 
 def parse_args(argv=None):
@@ -69,58 +62,6 @@ def parse_args(argv=None):
     return parser, args
 
 
-def _refuse_train_ids(what):
-    raise ValueError(
-        f'{what} looks like mmseg\'s COCO-Stuff-171 *_labelTrainIds.png (values 0..170, already '
-        'remapped); the STEGO fine->coarse table applies to the RAW stuffthingmaps (0..181, 255 '
-        'unlabeled) from stuffthingmaps_trainval2017.zip. Point the converter at those (their '
-        'files are named <id>.png).')
-
-
-def check_raw_map(label, path):
-    """Raise if ``label`` (uint8 HxW) is not a raw COCO-Stuff stuffthingmap."""
-    from cotap_mm.datasets.coco_stuff27 import UNUSED_RAW_IDS
-    values = np.unique(label)
-    bad = values[(values > 181) & (values != 255)]
-    if bad.size:
-        raise ValueError(f'{path}: values {bad.tolist()[:10]} are outside 0..181 and 255; not a '
-                         'COCO-Stuff stuffthingmap')
-    unused = sorted(set(values.tolist()) & set(UNUSED_RAW_IDS))
-    if unused:
-        _refuse_train_ids(f'{path} (it contains {unused}, ids that COCO-Stuff never uses)')
-
-
-def convert_one(image_id, src_dir, dst_dir, lut):
-    """Convert ``src_dir/<id>.png`` to ``dst_dir/<id>.png``; returns the number of labelled
-    pixels."""
-    src = osp.join(src_dir, image_id + '.png')
-    if not osp.isfile(src):
-        if osp.isfile(osp.join(src_dir, image_id + _TRAIN_IDS_SUFFIX)):
-            _refuse_train_ids(f'{src_dir} (it has {image_id}{_TRAIN_IDS_SUFFIX} but no '
-                              f'{image_id}.png)')
-        raise FileNotFoundError(f'{src}: missing label map of a listed image id')
-    with Image.open(src) as img:
-        if img.mode not in ('L', 'P'):
-            raise ValueError(f'{src}: expected a single-channel (L or P) PNG, got mode {img.mode}')
-        label = np.array(img, dtype=np.uint8)
-    check_raw_map(label, src)
-    coarse = lut[label]
-    dst = osp.join(dst_dir, image_id + '.png')
-    with atomic_open(dst) as f:  # an interrupted run leaves no truncated label
-        Image.fromarray(coarse, mode='L').save(f, format='PNG')
-    return int((coarse != 255).sum())
-
-
-def read_ids(list_file):
-    with open(list_file) as f:
-        ids = [line.strip() for line in f if line.strip()]
-    for image_id in ids:
-        if osp.splitext(image_id)[1]:
-            raise ValueError(f'{list_file}: entries must be image ids without extension, got '
-                             f'{image_id!r}')
-    return ids
-
-
 def main(argv=None):
     parser, args = parse_args(argv)
     from mmengine.logging import MMLogger
@@ -143,9 +84,9 @@ def main(argv=None):
         names = sorted(os.listdir(src_dir))
         if args.all_images:
             ids = [n[:-4] for n in names
-                   if n.endswith('.png') and not n.endswith(_TRAIN_IDS_SUFFIX)]
-            if not ids and any(n.endswith(_TRAIN_IDS_SUFFIX) for n in names):
-                _refuse_train_ids(f'{src_dir} (only *{_TRAIN_IDS_SUFFIX} files)')
+                   if n.endswith('.png') and not n.endswith(TRAIN_IDS_SUFFIX)]
+            if not ids and any(n.endswith(TRAIN_IDS_SUFFIX) for n in names):
+                refuse_train_ids(f'{src_dir} (only *{TRAIN_IDS_SUFFIX} files)')
         else:
             if split not in args.lists:
                 parser.error(f'no image list for split {split!r}: pass --list {split}=FILE or '
