@@ -12,11 +12,9 @@ anything is listed, so it can gate a job script. ``--min-size`` defaults to the 
 side of the config's ``CoTAPMultiCrop`` (smaller images are upsampled by the crops).
 """
 import argparse
-import multiprocessing
 import os
 import os.path as osp
 import sys
-import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -35,66 +33,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def find_nodes(cfg, types):
-    """Dataset config dicts of the given ``type`` names in ``cfg``, depth first."""
-    found = []
-    if isinstance(cfg, dict):
-        if cfg.get('type') in types:
-            found.append(cfg)
-        for value in cfg.values():
-            found += find_nodes(value, types)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            found += find_nodes(value, types)
-    return found
-
-
-def global_crop_side(cfg) -> int:
-    crops = find_nodes(cfg.get('train_dataloader', {}), ('CoTAPMultiCrop', ))
-    return int(crops[0].get('size_crops', (224, ))[0]) if crops else 0
-
-
-def _check(job):
-    from cotap_mm.datasets.image_list import image_problem
-    path, min_size = job
-    return path, image_problem(path, min_size)
-
-
-def check_folder(dataset, min_size: int, workers: int, logger):
-    """[(path, problem)] of one ImageList, decoded by ``workers`` processes."""
-    from mmengine.utils import ProgressBar
-    jobs = [(dataset.get_img_path(i), min_size) for i in range(len(dataset))]
-    problems, bar = [], ProgressBar(len(jobs))
-    start = time.perf_counter()
-    if workers > 1:
-        pool = multiprocessing.get_context('fork').Pool(workers)
-        results = pool.imap(_check, jobs, chunksize=32)
-    else:
-        pool, results = None, map(_check, jobs)
-    for path, problem in results:
-        if problem:
-            problems.append((path, problem))
-        bar.update()
-    if pool is not None:
-        pool.close()
-        pool.join()
-    seconds = time.perf_counter() - start
-    print()
-    logger.info(f'{dataset.img_dir}: {len(jobs)} images, {len(problems)} with problems '
-                f'({seconds:.1f} s, {1000 * seconds / max(len(jobs), 1):.1f} s per 1,000 images, '
-                f'{workers} processes)')
-    return problems
-
-
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.config import Config, DictAction
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
 
-    import cotap_mm  # noqa: F401  (registers the datasets)
-    from cotap_mm.registry import DATASETS
-    logger = MMLogger.get_instance('check_data', log_level='INFO')
+    from cotap_mm.datasets.data_check import check_folder, global_crop_side, training_folders
+    # a second main() in one process (tests) must not re-pass arguments to get_instance
+    logger = (MMLogger.get_instance('check_data') if MMLogger.check_instance_created('check_data')
+              else MMLogger.get_instance('check_data', log_level='INFO'))
     if not osp.isfile(args.config):
         raise SystemExit(f'check_data: config {args.config!r} not found')
     cfg = Config.fromfile(args.config)
@@ -108,19 +56,7 @@ def main(argv=None):
         raise SystemExit(f'check_data: {args.config} has no train_dataloader.dataset')
     min_size = global_crop_side(cfg) if args.min_size is None else args.min_size
 
-    errors, folders = [], []
-    for node in find_nodes(dataset_cfg.to_dict(), ('KNNPairDataset', )):
-        try:  # builds the image list and checks the kNN file against it
-            folders.append(DATASETS.build(node).dataset)
-        except Exception as e:  # every check failure names the file
-            errors.append(f'kNN file {node.get("nns_file")}: {type(e).__name__}: {e}')
-    for node in find_nodes(dataset_cfg.to_dict(), ('ImageList', )):
-        if not any(osp.join(node.get('data_root', ''), str(node.get('data_prefix', '')))
-                   in (f.img_dir, f.img_dir.rstrip('/')) for f in folders):
-            try:
-                folders.append(DATASETS.build(node))
-            except Exception as e:
-                errors.append(f'image folder: {type(e).__name__}: {e}')
+    folders, errors = training_folders(dataset_cfg.to_dict())
     problems = []
     for folder in folders:
         problems += check_folder(folder, min_size, max(1, args.workers), logger)
