@@ -32,13 +32,13 @@ import os.path as osp
 import sys
 
 from rich.console import Console
-from rich.table import Table
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools'))
 import demo  # noqa: E402
 
-from cotap_mm.benchmarking.demo_report import ROWS, pm, summarize, table_lines  # noqa: E402
+from cotap_mm.benchmarking.demo_report import (ROWS, benchmark_section,  # noqa: E402
+                                               print_summary, summarize)
 from cotap_mm.utils.benchmark_report import (machine_info, machine_line,  # noqa: E402
                                              section_markers, write_section)
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
@@ -149,50 +149,10 @@ def collect(args):
 
 def update_docs(results, summary, rows, argv, preset='default', rescored=False,
                 collected=False):
-    r0 = results[0]
-    seeds = ' '.join(str(r['seed']) for r in results)
-    rescore_note = (' The rows were re-scored (`--rescore`: the analysis probes only, nothing '
-                    'trained) on the backbones of the earlier run `python tools/benchmark_demo.py '
-                    f'--seeds {seeds}` in the same work dir.' if rescored else '')
-    if collected:
-        rescore_note += (' The seeds were trained and scored by earlier invocations into the same '
-                         f"work dir (`python tools/benchmark_demo.py --seeds S --cotap-iters "
-                         f"{r0['cotap_iters']} --rows {' '.join(rows)}`, S among {seeds}) and "
-                         'summarised by this command (`--collect`: nothing trained or scored).')
-    gains = '; '.join(
-        f"{probe}CoTAP - {ROWS[ref][:3]}: {g['mean']:+.2f} +- {g['std']:.2f} "
-        f"({'every seed positive' if g['all_positive'] else 'not every seed positive'})"
-        for key, probe in (('gains', ''), ('lbfgs_gains', 'L-BFGS probe: '))
-        for ref, g in summary.get(key, {}).items())
-    section = '\n'.join([
-        f'Command: `python tools/benchmark_demo.py {" ".join(argv)}`', '',
-        f'Machine: {machine_line(machine_info())}, CPU only. '
-        f"Preset `{preset}`; N = {r0['cotap_iters']} steps for CoTAP and the image-level "
-        'control; every row of a seed starts from the same data, init and kNN files and is '
-        'scored by the same probes (linear: the row\'s own features, 2D wide with the OAF; '
-        '"ViT tokens": the same probe on its D-wide ViT tokens; "L-BFGS": the converged linear '
-        'probe, tools/analysis/linear_segmentation.py); std is the sample std over seeds.'
-        + rescore_note, '',
-        *table_lines(results, summary, rows), '', f'Linear-probe gains: {gains}.'])
+    section = benchmark_section(results, summary, rows, argv, machine_line(machine_info()),
+                                preset, rescored, collected)
     write_section(DOCS, 'benchmark_demo', section,
                   'Demo: CoTAP against its init and controls')
-
-
-def print_summary(results, summary, rows, console):
-    table = Table(title='CoTAP demo over seeds (val): mean +- std')
-    for col in ('row', 'linear mIoU', 'linear, L-BFGS', 'linear, ViT tokens', 'k-means mIoU',
-                'concentration'):
-        table.add_column(col, justify='left' if col == 'row' else 'right')
-    for name in rows:
-        s = summary['rows'][name]
-        table.add_row(ROWS[name], pm(s['linear_miou']), pm(s['lbfgs_miou']),
-                      pm(s['vit_linear_miou']), pm(s['cluster_miou']),
-                      pm(s['concentration'], '.3f'))
-    console.print(table)
-    for key, probe in (('gains', 'linear'), ('lbfgs_gains', 'linear, L-BFGS')):
-        for ref, g in summary[key].items():
-            console.print(f"CoTAP - {ROWS[ref]} ({probe}): {g['mean']:+.2f} +- {g['std']:.2f} "
-                          f"(per seed {', '.join(f'{x:+.2f}' for x in g['per_seed'])})")
 
 
 def main(argv=None):

@@ -43,7 +43,6 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = dict(
@@ -312,11 +311,12 @@ class Demo:
 
         Leaves ``init_backbone.pth`` (final norm dropped, as CoTAP drops DINO's) and
         ``init_full.pth`` (the training checkpoint: the image-level control continues it)."""
+        from cotap_mm.utils.fileio import atomic_copy
         cache = osp.join(self.cache_dir, f'{self.init}-seed{self.seed}-{self.init_key()}')
         files = ('init_backbone.pth', 'init_full.pth')
         if all(osp.isfile(osp.join(cache, f)) for f in files):
             for f in files:
-                _copy_atomic(osp.join(cache, f), self.path(f))
+                atomic_copy(osp.join(cache, f), self.path(f))
             self.init_cached = cache
             return
         if self.init == 'supervised':
@@ -331,10 +331,10 @@ class Demo:
                        + self._cosine_options(iters))
         ckpt = self.train('init', CONFIGS[self.init], options, iters, progress, task)
         self.extract('init', ckpt, self.path('init_backbone.pth'), drop_final_norm=True)
-        _copy_atomic(ckpt, self.path('init_full.pth'))
+        atomic_copy(ckpt, self.path('init_full.pth'))
         os.makedirs(cache, exist_ok=True)
         for f in files:
-            _copy_atomic(self.path(f), osp.join(cache, f))
+            atomic_copy(self.path(f), osp.join(cache, f))
 
     def random_init(self, progress, task):
         """The init backbone: the demo ViT with seeded random weights, saved like a converted
@@ -550,61 +550,14 @@ class Demo:
         return results
 
 
-def _copy_atomic(src, dst):
-    import shutil
-
-    from cotap_mm.utils.fileio import atomic_open
-    with open(src, 'rb') as fin, atomic_open(dst, 'wb') as fout:
-        shutil.copyfileobj(fin, fout)
-
-
-INIT_NAMES = dict(supervised='supervised image classifier, a stand-in for DINO',
-                  random='seeded random weights', selfdistill='image-level self-distillation')
-
-
-def _fmt(value, spec='.2f'):
-    return '-' if value is None else format(value, spec)
-
-
-def print_table(results, console):
-    rows = results['rows']
-    table = Table(title='CoTAP demo on the synthetic scenes (val): dense probes of frozen '
-                  'features')
-    for col in ('weights', 'linear mIoU (%)', 'linear, L-BFGS (%)', 'k-means mIoU (%)',
-                'concentration'):
-        table.add_column(col, justify='left' if col == 'weights' else 'right')
-    table.add_row('chance level (train label frequencies)', f"{results['chance_miou']:.2f}",
-                  '', '', '')
-    table.add_row('raw 8x8 pixel patches (the floor)', f"{results['pixels_miou']:.2f}", '', '',
-                  '')
-    for name, title in (('init', f"init ({INIT_NAMES[results['init']]})"),
-                        ('cotap', f"CoTAP, {results['cotap_iters']} iterations from the init"),
-                        ('cotap_vit', 'CoTAP, its ViT tokens only (the init\'s width)')):
-        row = rows[name]
-        table.add_row(title, f"{row['linear_miou']:.2f}", _fmt(row.get('lbfgs_miou')),
-                      _fmt(row.get('cluster_miou')),
-                      _fmt((row.get('concentration') or {}).get('ratio'), '.3f'))
-    table.add_row('gain of CoTAP over its init', f"{results['gain']:+.2f}",
-                  _fmt(results.get('lbfgs_gain'), '+.2f'), '', '')
-    console.print(table)
-    times = Table(title='seconds per stage')
-    for name in results['stage_seconds']:
-        times.add_column(name, justify='right')
-    times.add_column('total', justify='right')
-    times.add_row(*[f'{s:.0f}' for s in results['stage_seconds'].values()],
-                  f"{results['total_seconds']:.0f}")
-    console.print(times)
-    if results.get('init_cached'):
-        console.print(f"init reused from the cache: {results['init_cached']}")
-
-
 def main(argv=None):
     args = parse_args(argv)
+    from cotap_mm.benchmarking.demo_report import print_demo_results
     console = Console()
     prepare_work_dir(args.work_dir)
     results = Demo(args.work_dir, args.seed, args.preset, args.init, console,
                    args.cotap_options, args.cache_dir, args.cotap_iters)(args.skip_pictures)
-    print_table(results, console)
+    print_demo_results(results, console)
     console.print(f"results: {osp.join(args.work_dir, 'results.json')}")
     console.print(f"re-evaluate the CoTAP probe: {results['mim_test_command']}")
     return results

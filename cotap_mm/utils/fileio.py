@@ -10,7 +10,7 @@ from typing import Union
 import torch
 
 __all__ = [
-    'atomic_open', 'atomic_save', 'atomic_write_text', 'atomic_write_bytes',
+    'atomic_open', 'atomic_save', 'atomic_write_text', 'atomic_write_bytes', 'atomic_copy',
     'remove_stale_temp_files', 'TMP_PATTERN'
 ]
 
@@ -138,3 +138,15 @@ def atomic_write_text(path, text):
     with atomic_open(path, 'w') as f:
         f.write(text)
     return path
+
+
+def atomic_copy(src, dst):
+    """Copy the file ``src`` to ``dst`` atomically (see :func:`atomic_open`).
+
+    Returns:
+        str: The destination path.
+    """
+    import shutil
+    with open(src, 'rb') as fin, atomic_open(dst, 'wb') as fout:
+        shutil.copyfileobj(fin, fout)
+    return os.fspath(dst)
