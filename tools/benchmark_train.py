@@ -17,7 +17,6 @@ import json
 import os
 import os.path as osp
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -30,10 +29,10 @@ if ROOT not in sys.path:  # allow running without an installed cotap_mm
 
 from cotap_mm.benchmarking.step_setup import (build_loader, build_models,  # noqa: E402
                                               set_threads, warn_if_oversubscribed)
-from cotap_mm.benchmarking.step_timing import (breakdown, instrument_cotap,  # noqa: E402
-                                               instrument_plain, loader_throughput, make_sync,
-                                               peak_memory, profile_ops, summarize,
-                                               time_kmeans, timed_step, train_step)
+from cotap_mm.benchmarking.step_timing import (breakdown, compare_steps,  # noqa: E402
+                                               instrument_cotap, instrument_plain,
+                                               loader_throughput, make_sync, profile_ops,
+                                               time_kmeans)
 from cotap_mm.benchmarking.train_report import (merge_runs, print_tables,  # noqa: E402
                                                 render_markdown)
 from cotap_mm.utils import benchmark_report as report_lib  # noqa: E402
@@ -250,32 +249,10 @@ def run(args, logger) -> dict:
                     breakdown_iters=args.breakdown_iters))
 
     report['kmeans_s'] = time_kmeans(models['cotap'], sync)
-    order = ('cotap', 'plain')
-    total = 2 * (args.warmup + args.iters)
-    bar = ProgressBar(total)
-    for _ in range(args.warmup):
-        for name in order:
-            train_step(models[name], wrappers[name], batch)
-            sync()
-            bar.update()
-    times = {name: [] for name in order}
-    for _ in range(args.iters):  # ABAB: load changes hit both step types alike
-        for name in order:
-            times[name].append(timed_step(models[name], wrappers[name], batch, sync))
-            bar.update()
+    bar = ProgressBar(2 * (args.warmup + args.iters))
+    report.update(compare_steps(models, wrappers, batch, sync, args.warmup, args.iters,
+                                args.device, bar.update))
     print()
-    report['timing'] = {name: summarize(times[name]) for name in order}
-    pairs = [c / p for c, p in zip(times['cotap'], times['plain'])]
-    report['timing']['paired_ratios'] = pairs
-    report['memory'] = {name: peak_memory(models[name], wrappers[name], batch, args.device)
-                        for name in order}
-    t, m = report['timing'], report['memory']
-    report['ratio'] = dict(
-        median=t['cotap']['median_ms'] / t['plain']['median_ms'],
-        p90=t['cotap']['p90_ms'] / t['plain']['p90_ms'],
-        median_of_paired=statistics.median(pairs),
-        memory_extra=m['cotap']['extra'] / max(m['plain']['extra'], 1),
-        memory_peak=m['cotap']['peak'] / max(m['plain']['peak'], 1))
     if args.breakdown_iters:
         report['breakdown'] = dict(
             cotap=breakdown(models['cotap'], wrappers['cotap'], batch, sync, instrument_cotap,

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 __all__ = ['quiet_mmengine', 'to_steady_state', 'time_kmeans', 'make_sync', 'train_step',
            'timed_step', 'peak_memory', 'SectionTimer', 'instrument_cotap', 'instrument_plain',
-           'breakdown', 'profile_ops', 'loader_throughput', 'percentile', 'summarize']
+           'breakdown', 'profile_ops', 'loader_throughput', 'percentile', 'summarize',
+           'compare_steps']
 
 
 @contextlib.contextmanager
@@ -281,3 +282,33 @@ def summarize(seconds: List[float]) -> Dict[str, float]:
                 times_ms=ms)
 
 
+def compare_steps(models: Dict[str, torch.nn.Module], wrappers: Dict, batch, sync, warmup: int,
+                  iters: int, device: str, progress: Optional[Callable[[], None]] = None) -> dict:
+    """Time the ``'cotap'`` and ``'plain'`` steps on one batch, interleaved (ABAB, so that a
+    change of load hits both alike) after ``warmup`` untimed iterations of each, then measure
+    their peak memory. Returns ``timing`` (per step and the paired ratios), ``memory`` and
+    ``ratio`` (CoTAP over plain: median, p90, median of the pairs, extra and peak memory)."""
+    order = ('cotap', 'plain')
+    for _ in range(warmup):
+        for name in order:
+            train_step(models[name], wrappers[name], batch)
+            sync()
+            if progress:
+                progress()
+    times = {name: [] for name in order}
+    for _ in range(iters):
+        for name in order:
+            times[name].append(timed_step(models[name], wrappers[name], batch, sync))
+            if progress:
+                progress()
+    timing = {name: summarize(times[name]) for name in order}
+    pairs = [c / p for c, p in zip(times['cotap'], times['plain'])]
+    timing['paired_ratios'] = pairs
+    memory = {name: peak_memory(models[name], wrappers[name], batch, device) for name in order}
+    ratio = dict(
+        median=timing['cotap']['median_ms'] / timing['plain']['median_ms'],
+        p90=timing['cotap']['p90_ms'] / timing['plain']['p90_ms'],
+        median_of_paired=statistics.median(pairs),
+        memory_extra=memory['cotap']['extra'] / max(memory['plain']['extra'], 1),
+        memory_peak=memory['cotap']['peak'] / max(memory['plain']['peak'], 1))
+    return dict(timing=timing, memory=memory, ratio=ratio)
