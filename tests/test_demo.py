@@ -46,6 +46,11 @@ def test_results_file_and_stages(demo_run):
         row = saved['rows'][name]
         assert 0.0 <= row['cluster_miou'] <= 100.0
         assert -1.0 <= row['concentration']['ratio'] <= 1.0
+    # the classes the init's kNN pairs share, against random pairs of the same scenes
+    assert set(saved['knn_agreement']) == {'coco', 'imagenet'}
+    for agreement in saved['knn_agreement'].values():
+        for kind in ('all', 'things'):
+            assert 0.0 <= agreement[kind]['knn'] <= 1.0 and 0.0 <= agreement[kind]['random'] <= 1.0
     # the supervised init has no object-aware filter: probed on its D-wide tokens
     assert saved['rows']['init']['with_oaf'] is False and saved['rows']['cotap']['with_oaf']
     # the real on-disk products of each stage

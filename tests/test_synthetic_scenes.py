@@ -351,3 +351,16 @@ def test_tool_cli(tmp_path, capsys):
         tool.parse_args([])  # neither OUT nor --preview
     with pytest.raises(SystemExit):
         tool.parse_args([out, '--num-seg-val', '-1'])
+
+
+def test_pretraining_scene_classes_follow_the_written_files(out_dir):
+    for subset, folder in (('coco', 'coco/train2017'), ('imagenet', 'imagenet/train')):
+        root = osp.join(out_dir, folder)
+        classes = syn.pretraining_scene_classes(out_dir, subset)
+        assert sorted(classes) == sorted(osp.relpath(p, root) for p in list_images(root))
+        assert all(c and list(c) == sorted(set(c)) for c in classes.values())
+        assert len(set(classes.values())) > 1  # the scenes differ
+    for rel, c in syn.pretraining_scene_classes(out_dir, 'imagenet').items():
+        assert syn.CLASSES.index(rel.split(os.sep)[0]) in c  # the folder's class is visible
+    with pytest.raises(ValueError, match='subset'):
+        syn.pretraining_scene_classes(out_dir, 'seg')

@@ -150,6 +150,7 @@ class Demo:
         self.seconds = {}
         self.rows = {}
         self.init_cached = None  # the cache folder the trained init came from, if it did
+        self.knn_agreement = {}  # per kNN file: classes shared with the neighbours
         self.python = sys.executable
         # unbuffered: the training logs drive the progress bars as they happen
         self.env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONHASHSEED='0',
@@ -247,7 +248,26 @@ class Demo:
                 self.call(stage, 'precompute_knn.py', self.path('data', folder),
                           self.path('data', 'nns', f'nns_{subset}.npz'), '--k', self.p['knn_k'],
                           '--image-size', 64, '--num-workers', 0, *extra)
+                if checkpoint:
+                    self.knn_agreement[subset] = self.class_agreement(subset, folder)
         return fn
+
+    def class_agreement(self, subset, folder):
+        """How much the scenes of a kNN file share their classes with their neighbours against
+        random pairs (mean Jaccard of the class sets; all classes and things only)."""
+        import numpy as np
+
+        from cotap_mm.datasets.image_list import list_images
+        from cotap_mm.datasets.synthetic import THING_CLASSES, pretraining_scene_classes
+        from cotap_mm.evaluation.functional import neighbour_class_agreement
+        classes = pretraining_scene_classes(self.path('data'), subset)
+        root = self.path('data', folder)
+        sets = [classes[osp.relpath(p, root)] for p in list_images(root)]
+        with np.load(self.path('data', 'nns', f'nns_{subset}.npz')) as f:
+            nns = f['nns']
+        return dict(all=neighbour_class_agreement(nns, sets, seed=self.seed),
+                    things=neighbour_class_agreement(nns, sets, range(len(THING_CLASSES)),
+                                                     seed=self.seed))
 
     # -- training --------------------------------------------------------------------------
 
@@ -544,7 +564,7 @@ class Demo:
             seed=self.seed, stage_seconds=self.seconds,
             total_seconds=round(sum(self.seconds.values()), 1), init_cached=self.init_cached,
             mim_test_command=shlex.join(cmd), preset=self.p, cotap_iters=self.cotap_iters,
-            init=self.init, cotap_options=self.cotap_options)
+            init=self.init, cotap_options=self.cotap_options, knn_agreement=self.knn_agreement)
         from cotap_mm.utils.fileio import atomic_write_text
         atomic_write_text(self.path('results.json'), json.dumps(results, indent=2))
         return results

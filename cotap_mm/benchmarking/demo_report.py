@@ -128,6 +128,11 @@ def print_demo_results(results, console):
     times.add_row(*[f'{s:.0f}' for s in results['stage_seconds'].values()],
                   f"{results['total_seconds']:.0f}")
     console.print(times)
+    for subset, agreement in (results.get('knn_agreement') or {}).items():
+        console.print(f'kNN pairs of the {subset} scenes share classes (mean Jaccard, pairs / '
+                      'random pairs): ' + ', '.join(
+                          f"{kind} {a['knn']:.3f} / {a['random']:.3f}"
+                          for kind, a in agreement.items()))
     if results.get('init_cached'):
         console.print(f"init reused from the cache: {results['init_cached']}")
 

@@ -3,7 +3,7 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -12,7 +12,8 @@ from .depth import scene_depth
 from .scenes import (CLASSES, GENERATOR_VERSION, IGNORE_INDEX, JPEG_QUALITY, NUM_THINGS, PALETTE,
                      STUFF_CLASSES, THING_CLASSES, check_colour_mode, generate_scene)
 
-__all__ = ['write_synthetic_dataset', 'render_preview', 'colorize_label']
+__all__ = ['write_synthetic_dataset', 'render_preview', 'colorize_label',
+           'pretraining_scene_classes']
 
 
 def colorize_label(label: np.ndarray) -> np.ndarray:
@@ -242,3 +243,27 @@ def write_synthetic_dataset(out_dir: str,
         os.makedirs(osp.dirname(out_dir), exist_ok=True)
         os.replace(tmp, out_dir)
     return meta
+
+
+def pretraining_scene_classes(out_dir: str, subset: str) -> Dict[str, Tuple[int, ...]]:
+    """The classes visible in each pretraining scene of a folder written by
+    :func:`write_synthetic_dataset` (``subset`` ``'coco'`` or ``'imagenet'``), regenerated from
+    its ``meta.json`` (the labels of these scenes are not written): image path relative to the
+    subset's image folder -> sorted class ids (things with visible pixels, and stuff)."""
+    with open(osp.join(out_dir, 'meta.json')) as f:
+        meta = json.load(f)
+    if subset not in ('coco', 'imagenet'):
+        raise ValueError(f'pretraining_scene_classes: subset={subset!r}; use coco or imagenet')
+    seed, size, mode = meta['seed'], meta['size'], meta.get('colour_mode', 'per_class')
+    out = {}
+    for i in range(meta['counts'][subset]):
+        if subset == 'coco':
+            _, _, info = generate_scene(_rng(seed, 'coco', i), size, 'scene', colour_mode=mode)
+            rel = f'{i:012d}.jpg'
+        else:
+            _, _, info = generate_scene(_rng(seed, 'imagenet', i), size, 'object_centric',
+                                        main_class=i % NUM_THINGS, colour_mode=mode)
+            rel = osp.join(info['dominant_name'], f"{info['dominant_name']}_{i:06d}.jpg")
+        things = {o['cls'] for o in info['objects'] if o['visible_px'] > 0}
+        out[rel] = tuple(sorted(things | set(info['stuff'])))
+    return out

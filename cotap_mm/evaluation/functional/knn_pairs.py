@@ -1,0 +1,48 @@
+"""How much an image and its kNN neighbours share their classes: the premise of the CoTAP
+ranking loss, whose cross-image positives are the regions of an image's neighbour. Measured as
+the mean Jaccard index of the two images' class sets, over the kNN pairs and over random pairs
+of the same images (the level without any retrieval)."""
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+__all__ = ['neighbour_class_agreement']
+
+
+def _jaccard(a: frozenset, b: frozenset) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+def neighbour_class_agreement(nns: np.ndarray, class_sets: Sequence[Sequence[int]],
+                              classes: Optional[Sequence[int]] = None,
+                              seed: int = 0) -> Dict[str, float]:
+    """Mean Jaccard index of the class sets of (image, neighbour) pairs.
+
+    Args:
+        nns (np.ndarray): (N, k) int neighbour indices, the image itself in column 0 (the kNN
+            file's layout); columns 1..k-1 are the pairs.
+        class_sets (Sequence): N collections of class ids, one per image in ``nns`` order.
+        classes (Sequence[int], optional): Count only these classes (e.g. the things).
+        seed (int): Seed of the random pairs: each image with as many other images, uniform.
+
+    Returns:
+        dict: ``knn`` and ``random`` mean Jaccard indices, their ``ratio``, and ``pairs``.
+    """
+    nns = np.asarray(nns)
+    N = len(class_sets)
+    if nns.ndim != 2 or nns.shape[0] != N or nns.shape[1] < 2:
+        raise ValueError(f'neighbour_class_agreement: nns must be (N={N}, k >= 2) with the image '
+                         f'itself in column 0, got shape {nns.shape}')
+    if N < 2:
+        raise ValueError('neighbour_class_agreement: needs at least 2 images')
+    keep = None if classes is None else frozenset(int(c) for c in classes)
+    sets = [frozenset(int(c) for c in s if keep is None or int(c) in keep) for s in class_sets]
+    k = nns.shape[1] - 1
+    knn = np.mean([_jaccard(sets[i], sets[int(j)]) for i in range(N) for j in nns[i, 1:]])
+    rng = np.random.default_rng(seed)
+    other = rng.integers(0, N - 1, size=(N, k))
+    other += other >= np.arange(N)[:, None]  # never the image itself
+    rand = np.mean([_jaccard(sets[i], sets[int(j)]) for i in range(N) for j in other[i]])
+    return dict(knn=float(knn), random=float(rand),
+                ratio=float(knn / rand) if rand > 0 else float('nan'), pairs=int(N * k))
