@@ -39,3 +39,33 @@ def test_bad_shapes_name_the_layout():
         neighbour_class_agreement(np.zeros((3, 1), int), [(0, )] * 3)
     with pytest.raises(ValueError, match='N=2'):
         neighbour_class_agreement(np.zeros((3, 2), int), [(0, )] * 2)
+
+
+def test_tool_on_generated_scenes(tmp_path, capsys):
+    import os.path as osp
+
+    from conftest import load_tool
+
+    from cotap_mm.datasets import synthetic
+    from cotap_mm.datasets.image_list import list_images
+    from cotap_mm.datasets.knn_file import write_knn_file
+    data = str(tmp_path / 'data')
+    synthetic.write_synthetic_dataset(data, seed=1, size=32, num_coco=6, num_imagenet=16,
+                                      num_seg_train=0, num_seg_val=0)
+    tool = load_tool('analysis/knn_agreement')
+    with pytest.raises(SystemExit):  # no kNN files yet: the error names the file
+        tool.main([data])
+    assert 'nns_coco.npz' in capsys.readouterr().err
+    for subset, folder in (('coco', 'coco/train2017'), ('imagenet', 'imagenet/train')):
+        paths = list_images(osp.join(data, folder))
+        n = len(paths)
+        nns = np.stack([np.arange(n), (np.arange(n) + 1) % n], 1)
+        write_knn_file(osp.join(data, 'nns', f'nns_{subset}.npz'), nns, paths,
+                       osp.join(data, folder))
+    out = tool.main([data])
+    assert set(out) == {'coco', 'imagenet'}
+    for subset in out.values():
+        assert set(subset) == {'all', 'things'}
+        assert all(0.0 <= a['knn'] <= 1.0 and 0.0 <= a['random'] <= 1.0 for a in subset.values())
+    # sorted by class folder, two images per class: half the pairs share the main class
+    assert out['imagenet']['things']['knn'] > out['imagenet']['things']['random']

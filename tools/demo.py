@@ -248,26 +248,12 @@ class Demo:
                 self.call(stage, 'precompute_knn.py', self.path('data', folder),
                           self.path('data', 'nns', f'nns_{subset}.npz'), '--k', self.p['knn_k'],
                           '--image-size', 64, '--num-workers', 0, *extra)
-                if checkpoint:
-                    self.knn_agreement[subset] = self.class_agreement(subset, folder)
+                if checkpoint:  # the classes the init's pairs share
+                    from cotap_mm.evaluation.knn_agreement import synthetic_knn_agreement
+                    self.knn_agreement[subset] = synthetic_knn_agreement(
+                        self.path('data'), subset, self.path('data', 'nns', f'nns_{subset}.npz'),
+                        self.seed)
         return fn
-
-    def class_agreement(self, subset, folder):
-        """How much the scenes of a kNN file share their classes with their neighbours against
-        random pairs (mean Jaccard of the class sets; all classes and things only)."""
-        import numpy as np
-
-        from cotap_mm.datasets.image_list import list_images
-        from cotap_mm.datasets.synthetic import THING_CLASSES, pretraining_scene_classes
-        from cotap_mm.evaluation.functional import neighbour_class_agreement
-        classes = pretraining_scene_classes(self.path('data'), subset)
-        root = self.path('data', folder)
-        sets = [classes[osp.relpath(p, root)] for p in list_images(root)]
-        with np.load(self.path('data', 'nns', f'nns_{subset}.npz')) as f:
-            nns = f['nns']
-        return dict(all=neighbour_class_agreement(nns, sets, seed=self.seed),
-                    things=neighbour_class_agreement(nns, sets, range(len(THING_CLASSES)),
-                                                     seed=self.seed))
 
     # -- training --------------------------------------------------------------------------
 

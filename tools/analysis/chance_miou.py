@@ -21,6 +21,7 @@ import cv2  # noqa: E402
 
 from cotap_mm.evaluation.functional import (chance_segmentation_metrics,  # noqa: E402
                                             class_pixel_counts)
+from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -63,8 +64,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f'chance level: mIoU {metrics["mIoU"]:.2f}, aAcc {metrics["aAcc"]:.2f} '
           f'({metrics["num_valid_classes"]} classes, {metrics["num_pixels"]:.0f} val pixels)')
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
+        atomic_write_text(args.out, json.dumps(result, indent=2))
     return result
 
 
