@@ -3,7 +3,7 @@ neighbours, against random pairs."""
 import numpy as np
 import pytest
 
-from cotap_mm.evaluation.functional import neighbour_class_agreement
+from cotap_mm.evaluation.functional import neighbour_class_agreement, oracle_neighbours
 
 
 def test_neighbours_of_the_same_classes_agree_fully():
@@ -32,6 +32,19 @@ def test_random_pairs_never_pair_an_image_with_itself():
     sets = [(i, ) for i in range(50)]  # every image its own class: only self-pairs would agree
     nns = np.stack([np.arange(50), (np.arange(50) + 1) % 50], 1)
     assert neighbour_class_agreement(nns, sets, seed=3)['random'] == 0.0
+
+
+def test_oracle_picks_the_images_with_the_most_classes_in_common():
+    sets = [(0, 1), (0, 1), (0, 2), (3, ), (3, ), (0, 1, 2)]
+    nns = oracle_neighbours(sets, 2, seed=0)
+    assert nns.shape == (6, 3) and nns.dtype == np.int64 and (nns[:, 0] == np.arange(6)).all()
+    assert (nns[:, 1:] != np.arange(6)[:, None]).all()  # never the image itself
+    assert nns[0, 1] == 1 and nns[1, 1] == 0 and nns[3, 1] == 4 and nns[4, 1] == 3
+    assert set(nns[5, 1:]) <= {0, 1, 2}  # Jaccard 2/3 each: a random two of them
+    assert neighbour_class_agreement(nns, sets)['knn'] > neighbour_class_agreement(
+        np.array([[i, (i + 3) % 6, (i + 2) % 6] for i in range(6)]), sets)['knn']
+    with pytest.raises(ValueError, match='k=6'):
+        oracle_neighbours(sets, 6)
 
 
 def test_bad_shapes_name_the_layout():
@@ -69,3 +82,13 @@ def test_tool_on_generated_scenes(tmp_path, capsys):
         assert all(0.0 <= a['knn'] <= 1.0 and 0.0 <= a['random'] <= 1.0 for a in subset.values())
     # sorted by class folder, two images per class: half the pairs share the main class
     assert out['imagenet']['things']['knn'] > out['imagenet']['things']['random']
+    # the oracle files: loadable for the same image list, at least as good as the given pairs
+    from cotap_mm.datasets.image_list import image_list_digest
+    from cotap_mm.datasets.knn_file import load_nns
+    out = tool.main([data, '--write-oracle', '3'])
+    for subset, folder in (('coco', 'coco/train2017'), ('imagenet', 'imagenet/train')):
+        paths = list_images(osp.join(data, folder))
+        nns = load_nns(osp.join(data, 'nns', f'nns_{subset}_oracle.npz'), len(paths),
+                       list_digest=image_list_digest(paths, osp.join(data, folder)))
+        assert nns.shape == (len(paths), 4)
+        assert out[f'{subset}_oracle']['all']['knn'] >= out[subset]['all']['knn']

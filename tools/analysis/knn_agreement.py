@@ -4,9 +4,13 @@ same scenes (all classes, and things only); the scenes' classes are regenerated 
 folder's meta.json (docs/demo.md).
 
     python tools/analysis/knn_agreement.py DATA_ROOT [--nns-dir DATA_ROOT/nns] [--seed 0]
+        [--write-oracle K]
 
 DATA_ROOT is a folder of tools/make_synthetic_scenes.py; the kNN files are
-``nns_coco.npz`` and ``nns_imagenet.npz`` of tools/precompute_knn.py.
+``nns_coco.npz`` and ``nns_imagenet.npz`` of tools/precompute_knn.py. ``--write-oracle K``
+first writes ``nns_{coco,imagenet}_oracle.npz`` there: the K neighbours with the most classes in
+common (Jaccard), a diagnostic upper bound of the kNN pairs, not a method (pass them to a
+training run with ``train_dataloader.dataset.{coco,imagenet}.nns_file=...``).
 """
 import argparse
 import json
@@ -15,7 +19,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # checkout
 
-from cotap_mm.evaluation.knn_agreement import SUBSET_FOLDERS, synthetic_knn_agreement  # noqa
+from cotap_mm.evaluation.knn_agreement import (SUBSET_FOLDERS, synthetic_knn_agreement,  # noqa
+                                               write_oracle_knn_file)
 
 
 def main(argv=None) -> dict:
@@ -23,18 +28,26 @@ def main(argv=None) -> dict:
     p.add_argument('data_root', help='folder written by tools/make_synthetic_scenes.py')
     p.add_argument('--nns-dir', help='folder of nns_{coco,imagenet}.npz (default: DATA_ROOT/nns)')
     p.add_argument('--seed', type=int, default=0, help='seed of the random pairs')
+    p.add_argument('--write-oracle', type=int, metavar='K',
+                   help='also write the oracle kNN files (K neighbours) and measure them')
     args = p.parse_args(argv)
     if not osp.isfile(osp.join(args.data_root, 'meta.json')):
         p.error(f'DATA_ROOT {args.data_root!r} has no meta.json: not a synthetic-scenes folder')
+    nns_dir = args.nns_dir or osp.join(args.data_root, 'nns')
     out = {}
     for subset in SUBSET_FOLDERS:
-        nns = osp.join(args.nns_dir or osp.join(args.data_root, 'nns'), f'nns_{subset}.npz')
-        if not osp.isfile(nns):
-            p.error(f'no kNN file {nns!r}; run tools/precompute_knn.py first')
-        out[subset] = synthetic_knn_agreement(args.data_root, subset, nns, args.seed)
-        for kind, a in out[subset].items():
-            print(f"{subset:<9} {kind:<7} kNN pairs {a['knn']:.3f}  random pairs "
-                  f"{a['random']:.3f}  ratio {a['ratio']:.2f}  ({a['pairs']} pairs)")
+        files = {subset: osp.join(nns_dir, f'nns_{subset}.npz')}
+        if args.write_oracle:
+            files[f'{subset}_oracle'] = write_oracle_knn_file(
+                args.data_root, subset, osp.join(nns_dir, f'nns_{subset}_oracle.npz'),
+                args.write_oracle, args.seed)
+        for name, nns in files.items():
+            if not osp.isfile(nns):
+                p.error(f'no kNN file {nns!r}; run tools/precompute_knn.py first')
+            out[name] = synthetic_knn_agreement(args.data_root, subset, nns, args.seed)
+            for kind, a in out[name].items():
+                print(f"{name:<16} {kind:<7} kNN pairs {a['knn']:.3f}  random pairs "
+                      f"{a['random']:.3f}  ratio {a['ratio']:.2f}  ({a['pairs']} pairs)")
     print(json.dumps(out))
     return out
 

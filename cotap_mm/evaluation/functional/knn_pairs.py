@@ -1,12 +1,13 @@
 """How much an image and its kNN neighbours share their classes: the premise of the CoTAP
 ranking loss, whose cross-image positives are the regions of an image's neighbour. Measured as
 the mean Jaccard index of the two images' class sets, over the kNN pairs and over random pairs
-of the same images (the level without any retrieval)."""
+of the same images (the level without any retrieval); and, as an upper bound of retrieval,
+the neighbours an oracle that knows every image's classes would pick."""
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-__all__ = ['neighbour_class_agreement']
+__all__ = ['neighbour_class_agreement', 'oracle_neighbours']
 
 
 def _jaccard(a: frozenset, b: frozenset) -> float:
@@ -46,3 +47,25 @@ def neighbour_class_agreement(nns: np.ndarray, class_sets: Sequence[Sequence[int
     rand = np.mean([_jaccard(sets[i], sets[int(j)]) for i in range(N) for j in other[i]])
     return dict(knn=float(knn), random=float(rand),
                 ratio=float(knn / rand) if rand > 0 else float('nan'), pairs=int(N * k))
+
+
+def oracle_neighbours(class_sets: Sequence[Sequence[int]], k: int, seed: int = 0) -> np.ndarray:
+    """(N, k + 1) int64 neighbour indices in the kNN file's layout (each image first): the k
+    other images whose class sets have the highest Jaccard index with its own, ties broken at
+    random. A diagnostic: kNN pairs as good as the classes allow, not a retrieval method."""
+    N = len(class_sets)
+    if not 1 <= k < N:
+        raise ValueError(f'oracle_neighbours: k={k} must be in [1, N - 1 = {N - 1}]')
+    ids = sorted({int(c) for s in class_sets for c in s})
+    col = {c: i for i, c in enumerate(ids)}
+    member = np.zeros((N, max(1, len(ids))), dtype=np.float64)  # (N, C) class indicator
+    for i, s in enumerate(class_sets):
+        member[i, [col[int(c)] for c in s]] = 1.0
+    inter = member @ member.T  # (N, N)
+    size = member.sum(1)
+    union = size[:, None] + size[None, :] - inter
+    jac = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
+    jac += np.random.default_rng(seed).uniform(0, 1e-6, size=jac.shape)  # random tie-break
+    np.fill_diagonal(jac, -np.inf)
+    order = np.argsort(-jac, axis=1, kind='stable')[:, :k]  # (N, k)
+    return np.concatenate([np.arange(N)[:, None], order], 1).astype(np.int64)
