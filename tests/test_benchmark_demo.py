@@ -64,12 +64,20 @@ def test_rows_and_ablation_options():
     """Every ablation is a CoTAP stage with switches of the real config; the init is always
     measured, as the reference of the gains."""
     from mmengine.config import Config, DictAction
-    cfg = Config.fromfile(osp.join(benchmark_demo.ROOT, demo_configs()['cotap']))
-    for name, (options, with_oaf) in benchmark_demo.ABLATIONS.items():
-        trial = cfg.copy()
-        trial.merge_from_dict({k: DictAction._parse_iterable(v)
-                               for k, v in (o.split('=', 1) for o in options)})
-        assert trial.model.backbone.get('with_oaf', True) == with_oaf, name
+    import demo
+    for config, preset in ((demo_configs()['cotap'], 'default'),
+                           (demo.PRESETS['gpu']['configs']['cotap'], 'gpu')):
+        cfg = Config.fromfile(osp.join(benchmark_demo.ROOT, config))
+        dims = {**demo.DEMO_ARCH, **demo.PRESETS[preset]}['embed_dims']
+        assert cfg.model.backbone.arch.embed_dims == dims
+        for name, (options, with_oaf) in benchmark_demo.ablations(dims).items():
+            trial = cfg.copy()
+            trial.merge_from_dict({k: DictAction._parse_iterable(v)
+                                   for k, v in (o.split('=', 1) for o in options)})
+            assert trial.model.backbone.get('with_oaf', True) == with_oaf, name
+            width = dims * (2 if with_oaf else 1)  # the heads take what the backbone gives
+            assert trial.model.patch_head.in_channels == width, (preset, name)
+            assert trial.model.cls_head.in_channels == width, (preset, name)
     assert cfg.model.loss_weights.cotap == 1.
     args = benchmark_demo.parse_args(['--rows', 'cotap'])
     assert args.rows == ['init', 'cotap']
@@ -112,3 +120,29 @@ def test_collect_reads_the_seeds_results(tmp_path):
                                       '--rows', 'init', 'cotap', 'cotap_no_ap'])
     with pytest.raises(SystemExit, match="no rows \\['cotap_no_ap'\\]"):
         benchmark_demo.collect(args)
+
+
+def test_gpu_preset_configs_agree_and_need_a_gpu(tmp_path):
+    """The GPU-scale preset: one architecture across its init, CoTAP and probe configs (the
+    widths the demo passes on), and a clear refusal without CUDA."""
+    import demo
+    import torch
+    from mmengine.config import Config
+    p = demo.PRESETS['gpu']
+    cfgs = {k: Config.fromfile(osp.join(demo.ROOT, v)) for k, v in p['configs'].items()}
+    for key in ('supervised', 'cotap', 'probe'):
+        arch = cfgs[key].model.backbone.arch
+        assert (arch.embed_dims, arch.num_heads) == (p['embed_dims'], p['num_heads']), key
+    assert cfgs['supervised'].model.head.in_channels == p['embed_dims']
+    assert cfgs['probe'].model.decode_head.in_channels == 2 * p['embed_dims']
+    assert cfgs['probe_pixels'].model.backbone.type == 'PixelPatches'
+    assert cfgs['probe'].test_dataloader.dataset.pipeline[1].scale == (p['size'], p['size'])
+    # the CoTAP stage's global crop is the init's crop and the backbone's img_size
+    crops = cfgs['cotap'].train_dataloader.dataset.view_pipeline[0].size_crops
+    assert crops[0] == cfgs['cotap'].model.backbone.img_size == \
+        cfgs['supervised'].model.backbone.img_size
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='needs a CUDA GPU'):
+            demo.Demo(str(tmp_path / 'gpu'), 0, 'gpu')
+    with pytest.raises(ValueError, match='has no selfdistill init'):
+        demo.Demo(str(tmp_path / 'gpu'), 0, 'gpu', init='selfdistill')

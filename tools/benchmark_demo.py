@@ -46,13 +46,16 @@ from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 MARK_START, MARK_END = section_markers('benchmark_demo')
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
 
-ABLATIONS = {
-    'cotap': ([], True),
-    'cotap_no_ap': (['model.loss_weights.cotap=0.'], True),
-    'cotap_no_oaf': (['model.backbone.with_oaf=False',
-                      f'model.patch_head.in_channels={demo.DEMO_DIMS}',
-                      f'model.cls_head.in_channels={demo.DEMO_DIMS}'], False),
-}
+def ablations(embed_dims):
+    """Each CoTAP row's options and whether it has the object-aware filter; without it the
+    heads take the D-wide ViT tokens."""
+    return {
+        'cotap': ([], True),
+        'cotap_no_ap': (['model.loss_weights.cotap=0.'], True),
+        'cotap_no_oaf': (['model.backbone.with_oaf=False',
+                          f'model.patch_head.in_channels={embed_dims}',
+                          f'model.cls_head.in_channels={embed_dims}'], False),
+    }
 
 
 def parse_args(argv=None):
@@ -91,11 +94,12 @@ def run_seed(seed, args, console):
     d = demo.Demo(work, seed, args.preset, 'supervised', console, args.cotap_options,
                   args.cache_dir, args.cotap_iters)
     d.prepare()
+    rows = ablations(d.p['embed_dims'])
     for name in args.rows:
         if name == 'init_more':
             d.stage(name, d.image_level_control(name), total=d.cotap_iters)
-        elif name in ABLATIONS:
-            options, with_oaf = ABLATIONS[name]
+        elif name in rows:
+            options, with_oaf = rows[name]
             d.stage(name, d.cotap(name, options, with_oaf), total=d.cotap_iters)
     # OAF rows are also probed on their D-wide ViT tokens, the width of the init's features
     vit_rows = [d.vit_tokens(n) for n in args.rows if d.rows[n]['with_oaf']]

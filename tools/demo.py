@@ -53,7 +53,10 @@ CONFIGS = dict(
     probe_pixels='configs/demo/linear-probe-pixels_synthetic.py')
 INITS = ('supervised', 'random', 'selfdistill')
 
-# dataset sizes and schedule lengths; 'mini' is the test-suite miniature of the same chain.
+# the demo ViT of configs/demo: 96-d, 3 heads (not inferable from tensor shapes)
+DEMO_ARCH = dict(num_heads=3, embed_dims=96)
+# dataset sizes and schedule lengths; 'mini' is the test-suite miniature of the same chain,
+# 'gpu' the GPU-scale experiment (configs/demo/gpu/: a 6-layer ViT-S/8 on 160-px scenes).
 # init_iters / init_batch_size: the supervised init's steps and images per step;
 # selfdistill_iters: the self-distilled init's steps (of batch_size items, as the CoTAP stage).
 PRESETS = dict(
@@ -63,13 +66,19 @@ PRESETS = dict(
     mini=dict(size=64, num_coco=24, num_imagenet=24, num_seg_train=12, num_seg_val=6,
               init_iters=3, init_batch_size=8, selfdistill_iters=3, cotap_iters=3,
               probe_iters=4, lbfgs_iters=5, batch_size=4, knn_k=8, num_pictures=2),
+    gpu=dict(size=160, num_coco=4000, num_imagenet=4000, num_seg_train=1000, num_seg_val=300,
+             init_iters=2000, init_batch_size=256, selfdistill_iters=1000, cotap_iters=1000,
+             probe_iters=1000, lbfgs_iters=300, batch_size=32, knn_k=8, num_pictures=4,
+             device='cuda', knn_image_size=128, num_heads=6, embed_dims=384,
+             configs=dict(supervised='configs/demo/gpu/init-supervised_vit-s8_synthetic.py',
+                          cotap='configs/demo/gpu/cotap_vit-s8_synthetic.py',
+                          probe='configs/demo/gpu/linear-probe_vit-s8_synthetic.py',
+                          probe_pixels='configs/demo/gpu/linear-probe-pixels_synthetic-160.py')),
 )
 # the preset entries each trained init depends on (the key of its cache)
 INIT_PRESET_KEYS = dict(
     supervised=('size', 'num_imagenet', 'init_iters', 'init_batch_size'),
     selfdistill=('size', 'num_coco', 'num_imagenet', 'selfdistill_iters', 'batch_size', 'knn_k'))
-DEMO_HEADS = 3  # configs/demo: a 96-d ViT with 3 heads (not inferable from tensor shapes)
-DEMO_DIMS = 96  # its width D: the probe's input without the object-aware filter
 NUM_CLASSES = 12  # cotap_mm.datasets.synthetic.CLASSES
 _ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
 _MIOU = re.compile(r'mIoU:\s*([0-9.]+)')
@@ -143,7 +152,17 @@ class Demo:
         self.wd = osp.abspath(work_dir)
         self.init = init
         self.cotap_options = list(cotap_options)
-        self.seed, self.p = seed, PRESETS[preset]
+        self.seed = seed
+        self.p = dict(DEMO_ARCH, device='cpu', knn_image_size=64)
+        self.p.update(PRESETS[preset])
+        self.configs = dict(CONFIGS, **self.p.pop('configs', {}))
+        if (init != 'random' and self.configs[init] == CONFIGS[init]
+                and self.configs['cotap'] != CONFIGS['cotap']):
+            raise ValueError(f'demo: --preset {preset} has no {init} init; use --init supervised')
+        if self.p['device'] == 'cuda':
+            import torch
+            if not torch.cuda.is_available():
+                raise ValueError(f'demo: --preset {preset} needs a CUDA GPU and torch sees none')
         self.cotap_iters = int(cotap_iters or self.p['cotap_iters'])
         self.cache_dir = osp.abspath(cache_dir)
         self.console = console or Console()
@@ -153,8 +172,9 @@ class Demo:
         self.knn_agreement = {}  # per kNN file: classes shared with the neighbours
         self.python = sys.executable
         # unbuffered: the training logs drive the progress bars as they happen
-        self.env = dict(os.environ, CUDA_VISIBLE_DEVICES='', PYTHONHASHSEED='0',
-                        PYTHONUNBUFFERED='1')
+        self.env = dict(os.environ, PYTHONHASHSEED='0', PYTHONUNBUFFERED='1')
+        if self.p['device'] == 'cpu':  # also on a machine with a GPU
+            self.env['CUDA_VISIBLE_DEVICES'] = ''
         self.env['PYTHONPATH'] = ROOT + os.pathsep + self.env.get('PYTHONPATH', '')
         # mim must be the one of this interpreter's environment
         self.mim = osp.join(osp.dirname(self.python), 'mim')
@@ -247,7 +267,8 @@ class Demo:
             for subset, folder in (('coco', 'coco/train2017'), ('imagenet', 'imagenet/train')):
                 self.call(stage, 'precompute_knn.py', self.path('data', folder),
                           self.path('data', 'nns', f'nns_{subset}.npz'), '--k', self.p['knn_k'],
-                          '--image-size', 64, '--num-workers', 0, *extra)
+                          '--image-size', self.p['knn_image_size'], '--num-workers', 0,
+                          '--device', self.p['device'], *extra)
                 if checkpoint:  # the classes the init's pairs share
                     from cotap_mm.evaluation.knn_agreement import synthetic_knn_agreement
                     self.knn_agreement[subset] = synthetic_knn_agreement(
@@ -299,14 +320,13 @@ class Demo:
     def extract(self, stage, checkpoint, dst, drop_final_norm=False):
         extra = ['--drop-final-norm'] if drop_final_norm else []
         self.call(stage, 'model_converters/extract_backbone.py', checkpoint, dst, '--which',
-                  'student', '--num-heads', DEMO_HEADS, *extra)
+                  'student', '--num-heads', self.p['num_heads'], *extra)
 
     def init_key(self):
         """Cache key of the trained init: its config, the preset entries it depends on (its
         data and schedule), the seed and the scene generator's version."""
         from cotap_mm.datasets.synthetic import GENERATOR_VERSION
-        with open(osp.join(ROOT, CONFIGS[self.init])) as f:
-            text = f.read()
+        text = _config_text(osp.join(ROOT, self.configs[self.init]))
         used = INIT_PRESET_KEYS[self.init]
         blob = json.dumps(dict(config=text, preset={k: self.p[k] for k in used}, seed=self.seed,
                                init=self.init, generator=GENERATOR_VERSION), sort_keys=True)
@@ -335,7 +355,7 @@ class Demo:
             self.stage('knn-boot', self.knn('knn-boot'))
             options = (self._run_options(iters, self.p['batch_size']) + self._data_options()
                        + self._cosine_options(iters))
-        ckpt = self.train('init', CONFIGS[self.init], options, iters, progress, task)
+        ckpt = self.train('init', self.configs[self.init], options, iters, progress, task)
         self.extract('init', ckpt, self.path('init_backbone.pth'), drop_final_norm=True)
         atomic_copy(ckpt, self.path('init_full.pth'))
         os.makedirs(cache, exist_ok=True)
@@ -351,7 +371,7 @@ class Demo:
         import cotap_mm  # noqa: F401  (registers the backbone)
         from cotap_mm.registry import MODELS
         from cotap_mm.utils.fileio import atomic_save
-        cfg = Config.fromfile(osp.join(ROOT, CONFIGS['cotap']))
+        cfg = Config.fromfile(osp.join(ROOT, self.configs['cotap']))
         backbone_cfg = dict(cfg.model.backbone, init_cfg=None, out_type='featmap')
         torch.manual_seed(self.seed)
         backbone = MODELS.build(backbone_cfg)
@@ -369,7 +389,7 @@ class Demo:
                     + self._cosine_options(iters)
                     + [f'model.backbone.init_cfg.checkpoint={self.path("init_backbone.pth")}',
                        *self.cotap_options, *options])
-            ckpt = self.train(name, CONFIGS['cotap'], opts, iters, progress, task)
+            ckpt = self.train(name, self.configs['cotap'], opts, iters, progress, task)
             self.extract(name, ckpt, self.path(f'{name}_backbone.pth'))
             self.rows[name] = dict(checkpoint=self.path(f'{name}_backbone.pth'),
                                    with_oaf=with_oaf)
@@ -385,7 +405,7 @@ class Demo:
         def fn(progress, task):
             from mmengine.config import Config
             iters = self.cotap_iters
-            cotap_cfg = Config.fromfile(osp.join(ROOT, CONFIGS['cotap']))
+            cotap_cfg = Config.fromfile(osp.join(ROOT, self.configs['cotap']))
             lr = cotap_cfg.optim_wrapper.optimizer.lr
             eta_min = cotap_cfg.param_scheduler[0].eta_min
             opts = self._run_options(iters, self.p['init_batch_size']) + [
@@ -393,7 +413,7 @@ class Demo:
                 *self._supervised_schedule(iters, warmup=1, lr=lr, eta_min=eta_min),
                 'model.init_cfg.type=CoTAPPretrained',
                 f'model.init_cfg.checkpoint={self.path("init_full.pth")}']
-            ckpt = self.train(name, CONFIGS['supervised'], opts, iters, progress, task)
+            ckpt = self.train(name, self.configs['supervised'], opts, iters, progress, task)
             self.extract(name, ckpt, self.path(f'{name}_backbone.pth'), drop_final_norm=True)
             self.rows[name] = dict(checkpoint=self.path(f'{name}_backbone.pth'), with_oaf=False)
         return fn
@@ -416,7 +436,7 @@ class Demo:
     # -- probes ----------------------------------------------------------------------------
 
     def probe_config(self, name):
-        return CONFIGS['probe_pixels'] if name == 'pixels' else CONFIGS['probe']
+        return self.configs['probe_pixels'] if name == 'pixels' else self.configs['probe']
 
     def probe_options(self, name):
         opts = [*[f'{split}_dataloader.dataset.data_root={self.path("data", "seg")}'
@@ -427,8 +447,8 @@ class Demo:
         opts.insert(0, f'model.backbone.init_cfg.checkpoint={row["checkpoint"]}')
         if not row['with_oaf']:
             # a backbone without the object-aware filter: its D-wide ViT tokens
-            opts += ['model.backbone.with_oaf=False', f'model.decode_head.in_channels={DEMO_DIMS}',
-                     f'model.decode_head.channels={DEMO_DIMS}']
+            opts += ['model.backbone.with_oaf=False', f'model.decode_head.in_channels={self.p["embed_dims"]}',
+                     f'model.decode_head.channels={self.p["embed_dims"]}']
         return opts
 
     def mim_test_command(self, name):
@@ -463,9 +483,9 @@ class Demo:
         def fn(progress, task):
             for name in names:
                 row = self.rows[name]
-                common = [CONFIGS['probe'], row['checkpoint'], '--data-root',
+                common = [self.configs['probe'], row['checkpoint'], '--data-root',
                           self.path('data', 'seg'), '--num-classes', NUM_CLASSES, '--size',
-                          self.p['size'], '--num-workers', 0, '--device', 'cpu',
+                          self.p['size'], '--num-workers', 0, '--device', self.p['device'],
                           '--seed', self.seed]
                 if not row['with_oaf']:
                     common += ['--cfg-options', 'model.backbone.with_oaf=False']
@@ -493,13 +513,13 @@ class Demo:
         seg_val = self.path('data', 'seg', 'img_dir', 'val')
         images = sorted(os.listdir(seg_val))[:self.p['num_pictures']]
         paths = [osp.join(seg_val, f) for f in images]
-        self.call('pictures', 'analysis/compare_pca.py', CONFIGS['probe'],
+        self.call('pictures', 'analysis/compare_pca.py', self.configs['probe'],
                   self.rows['init']['checkpoint'], self.rows['cotap']['checkpoint'], '--images',
-                  *paths, '--titles', 'init', 'CoTAP', '--size', 192, '--device', 'cpu',
+                  *paths, '--titles', 'init', 'CoTAP', '--size', 192, '--device', self.p['device'],
                   '--out', self.path('pictures', 'pca_init_vs_cotap.png'))
         # only backbones with an object-aware filter have prototype pictures
         for name in [n for n in ('init', 'cotap') if self.rows[n]['with_oaf']]:
-            self.call('pictures', 'visualize.py', CONFIGS['probe'], self.rows[name]['checkpoint'],
+            self.call('pictures', 'visualize.py', self.configs['probe'], self.rows[name]['checkpoint'],
                       *paths, '--out-dir', self.path('pictures', name), '--size', 192)
 
     # -- the chain -------------------------------------------------------------------------
@@ -554,6 +574,16 @@ class Demo:
         from cotap_mm.utils.fileio import atomic_write_text
         atomic_write_text(self.path('results.json'), json.dumps(results, indent=2))
         return results
+
+
+def _config_text(path):
+    """The text of a config file followed by that of its ``_base_`` files, recursively."""
+    from mmengine.config import Config
+    with open(path) as f:
+        parts = [f.read()]
+    for base in Config._get_base_files(path):
+        parts.append(_config_text(osp.join(osp.dirname(path), base)))
+    return '\n'.join(parts)
 
 
 def main(argv=None):
