@@ -85,6 +85,14 @@ def test_two_steps_losses_queues_and_kmeans():
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses['loss_inner_patch'] > 0 and losses['loss_inner_cls'] > 0
     assert losses['loss_intra_cls'] > 0
+    # the codes' entropy is logged (uniform codes, log K, would teach the code losses nothing)
+    import math
+    from mmengine.logging import MessageHub
+    scalars = MessageHub.get_current_instance().log_scalars
+    for name, head in (('patch', model.patch_head), ('cls', model.cls_head)):
+        entropy = scalars[f'train/code_entropy_{name}'].current()
+        K = head.prototypes.weight.shape[0]
+        assert 0 < entropy <= math.log(K) + 1e-6, (name, entropy, K)
     total = sum(losses.values())
     total.backward()
     assert model.backbone.layers[0].attn.qkv.weight.grad.abs().sum() > 0

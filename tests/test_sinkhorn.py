@@ -69,3 +69,13 @@ def test_errors():
         sinkhorn_knopp(torch.rand(5, 3), 0.1, scope='world')
     with pytest.raises(TypeError, match='scores'):
         sinkhorn_knopp(torch.ones(5, 3, dtype=torch.long), 0.1)
+
+
+def test_code_entropy_spans_one_hot_to_uniform():
+    import math
+
+    from cotap_mm.models.utils import code_entropy
+    K = 16
+    assert float(code_entropy(torch.full((5, K), 1.0 / K))) == pytest.approx(math.log(K))
+    assert float(code_entropy(torch.eye(K))) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < float(code_entropy(torch.softmax(torch.randn(5, K), -1))) < math.log(K)

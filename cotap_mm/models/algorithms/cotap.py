@@ -13,7 +13,7 @@ from torch import Tensor
 
 from cotap_mm.registry import MODELS
 from ..utils import (CoTAPTeacherEMA, FeatureQueue, attention_foreground_mask, check_num_crops,
-                     per_crop, sinkhorn_knopp)
+                     code_entropy, per_crop, sinkhorn_knopp)
 
 __all__ = ['CoTAP']
 
@@ -272,6 +272,10 @@ class CoTAP(BaseSelfSupervisor):
         codes = codes.reshape(t_patch.shape[0], *t_patch.shape[2:], -1).permute(0, 3, 1, 2)
         cls_codes = sinkhorn_knopp(torch.cat([self.cls_queue.rows, t_cls]), t_cls_temp,
                                    self.sinkhorn_iters, self.sinkhorn_scope)[-t_cls.shape[0]:]
+        # logged, not optimised: codes near log K (uniform) mean the code losses teach nothing
+        hub = MessageHub.get_current_instance()
+        hub.update_scalar('train/code_entropy_patch', float(code_entropy(codes.movedim(1, -1))))
+        hub.update_scalar('train/code_entropy_cls', float(code_entropy(cls_codes)))
         cls_codes = per_crop(cls_codes, G)  # (G, 2B, K)
         s_cls_all = per_crop(s_cls, G)
         if s_cls_local is not None:

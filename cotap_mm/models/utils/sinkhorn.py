@@ -33,7 +33,7 @@ import torch
 from mmengine import dist
 from torch import Tensor
 
-__all__ = ['sinkhorn_knopp', 'SINKHORN_SCOPES']
+__all__ = ['sinkhorn_knopp', 'code_entropy', 'SINKHORN_SCOPES']
 
 SINKHORN_SCOPES = ('local', 'global')
 
@@ -94,3 +94,10 @@ def sinkhorn_knopp(scores: Tensor,
             q = q * (c / q.sum(dim=0)).unsqueeze(0)
             u = reduce(q.sum(dim=1))
         return (q / q.sum(dim=0, keepdim=True)).t()
+
+
+@torch.no_grad()
+def code_entropy(codes: Tensor) -> Tensor:
+    """Mean entropy (nats) of (N, K) soft codes, rows summing to 1: log K for uniform codes,
+    which carry no training signal (every prototype equally likely), 0 for one-hot codes."""
+    return -(codes * codes.clamp_min(1e-12).log()).sum(-1).mean()
