@@ -133,3 +133,40 @@ def test_training_needs_no_compiled_mmcv_ops(workspace):
     losses = _losses(work_dir)
     assert losses[2]['loss_inner_patch'] > 0  # the roi_align path ran
     assert (work_dir / 'iter_2.pth').is_file()
+
+
+def test_code_entropy_is_logged_and_measured(workspace):
+    """The log carries the entropy of the Sinkhorn codes; tools/analysis/code_entropy.py
+    measures the same quantity on a checkpoint and on fresh heads."""
+    import math
+
+    from conftest import load_tool
+    work_dir = workspace / 'work_dirs/code_entropy'
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), 'tiny.py',
+                          '--work-dir', str(work_dir), '--cfg-options', 'train_cfg.max_iters=2',
+                          'default_hooks.checkpoint.interval=2'], cwd=workspace, env=_env(),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d)))
+    with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
+        rows = {r['iter']: r for r in map(json.loads, f) if 'loss' in r}
+    assert 'code_entropy_patch' not in rows[1]  # no codes before the queues fill
+    assert 0 < rows[2]['code_entropy_patch'] <= math.log(32) + 1e-6  # K = 32 patch prototypes
+    assert 0 < rows[2]['code_entropy_cls'] <= math.log(48) + 1e-6
+    tool = load_tool('analysis/code_entropy')
+    images = str(workspace / 'data/coco/train2017')
+    trained = tool.main([str(workspace / 'tiny.py'), str(work_dir / 'iter_2.pth'), '--images',
+                         images, '--num-images', '4', '--temperatures', '0.05', '1.0'])
+    fresh = tool.main([str(workspace / 'tiny.py'), '--fresh-heads', '--images', images,
+                       '--num-images', '4', '--temperatures', '0.05', '1.0'])
+    for result in (trained, fresh):
+        for net in ('student', 'teacher'):
+            s = result[net]
+            assert s['num_prototypes'] == 32 and s['num_patches'] == 4 * 16  # 4 x (64/16)^2
+            assert s['std_over_prototypes'] > 0
+            # a higher temperature gives flatter codes, never above uniform
+            assert s['entropy@0.05'] < s['entropy@1'] <= math.log(32) + 1e-6
+    # fresh heads: the teacher is a copy of the student
+    assert fresh['student'] == fresh['teacher']
+    with pytest.raises(SystemExit):
+        tool.main([str(workspace / 'tiny.py'), '--images', images])  # neither given
