@@ -273,9 +273,11 @@ class CoTAP(BaseSelfSupervisor):
         cls_codes = sinkhorn_knopp(torch.cat([self.cls_queue.rows, t_cls]), t_cls_temp,
                                    self.sinkhorn_iters, self.sinkhorn_scope)[-t_cls.shape[0]:]
         # logged, not optimised: codes near log K (uniform) mean the code losses teach nothing
+        entropies = torch.stack([code_entropy(codes.movedim(1, -1)), code_entropy(cls_codes)])
+        patch_entropy, cls_entropy = entropies.tolist()  # one device sync for both
         hub = MessageHub.get_current_instance()
-        hub.update_scalar('train/code_entropy_patch', float(code_entropy(codes.movedim(1, -1))))
-        hub.update_scalar('train/code_entropy_cls', float(code_entropy(cls_codes)))
+        hub.update_scalar('train/code_entropy_patch', patch_entropy)
+        hub.update_scalar('train/code_entropy_cls', cls_entropy)
         cls_codes = per_crop(cls_codes, G)  # (G, 2B, K)
         s_cls_all = per_crop(s_cls, G)
         if s_cls_local is not None:
