@@ -155,10 +155,10 @@ class Demo:
         self.seed = seed
         self.p = dict(DEMO_ARCH, device='cpu', knn_image_size=64)
         self.p.update(PRESETS[preset])
-        self.configs = dict(CONFIGS, **self.p.pop('configs', {}))
-        if (init != 'random' and self.configs[init] == CONFIGS[init]
-                and self.configs['cotap'] != CONFIGS['cotap']):
+        preset_configs = self.p.pop('configs', None)  # a preset's own configs replace all
+        if preset_configs and init != 'random' and init not in preset_configs:
             raise ValueError(f'demo: --preset {preset} has no {init} init; use --init supervised')
+        self.configs = dict(CONFIGS, **(preset_configs or {}))
         if self.p['device'] == 'cuda':
             import torch
             if not torch.cuda.is_available():
