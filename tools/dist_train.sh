@@ -18,28 +18,5 @@ fi
 CONFIG=$1
 GPUS=$2
 shift 2
-case "$GPUS" in
-    ''|*[!0-9]*) echo "$0: GPUS must be a non-negative integer, got '$GPUS'" >&2; exit 2 ;;
-esac
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-
-TOOLS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(dirname "$TOOLS_DIR")"
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x "$REPO_ROOT/.venv/bin/python" ]; then PYTHON="$REPO_ROOT/.venv/bin/python"; else PYTHON=python; fi
-fi
-export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-
-if [ "$NNODES" -le 1 ] && [ "$GPUS" -le 1 ]; then
-    exec "$PYTHON" "$TOOLS_DIR/train.py" "$CONFIG" --launcher none "$@"
-fi
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$TOOLS_DIR/train.py" "$CONFIG" --launcher pytorch "$@"
+source "$(dirname "${BASH_SOURCE[0]}")/launch.sh"
+torchrun_launch "$GPUS" train.py 1 "$CONFIG" "$@"
