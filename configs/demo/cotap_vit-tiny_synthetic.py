@@ -6,7 +6,9 @@
 # Settings for a run of hundreds instead of 240k steps (docs/demo.md): the released photometric
 # augmentation (colour is a nuisance in the scenes), teacher_kernel_sync=True (the teacher gets
 # the k-means prototypes at once instead of through the EMA; released: False), a faster EMA and a
-# higher learning rate than the released 3e-5.
+# higher learning rate than the released 3e-5, and a sharper patch Sinkhorn temperature (0.02;
+# released 0.05): with 0.05 the patch codes flatten to near log K within a few hundred steps and
+# the inner-patch loss teaches nothing (docs/demo.md, "Levers").
 _base_ = ['../cotap_vit-s16_coco.py']
 
 data_root = 'work_dirs/demo/data/'
@@ -30,7 +32,8 @@ model = dict(
     queue_sizes=(16384, 2048),
     queue_inserts=(512, 32),
     teacher_momentum=(0.99, 0.999),
-    teacher_kernel_sync=True)
+    teacher_kernel_sync=True,
+    sinkhorn_temperatures=(0.02, 0.07))
 
 train_dataloader = dict(
     batch_size=16,
