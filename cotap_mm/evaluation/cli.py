@@ -9,9 +9,9 @@ import torch
 from cotap_mm.datasets.folder_datasets import ImageFolderDataset, SegFolderDataset
 from cotap_mm.models.utils.loading import (build_backbone, get_normalization,
                                           load_backbone_weights)
-from .features import cached_features, extract_features
+from .features import cached_features, dump_json_atomic, extract_features, json_safe
 
-__all__ = ['add_common_args', 'setup_tool', 'make_loader', 'load_model_for_tool',
+__all__ = ['add_common_args', 'setup_tool', 'write_results', 'make_loader', 'load_model_for_tool',
            'add_classification_args', 'classification_features', 'add_segmentation_args',
            'segmentation_features']
 
@@ -40,10 +40,12 @@ def add_common_args(parser, default_batch_size=64):
 
 
 def setup_tool(args, tool: str):
-    """Work dir, ``MMLogger`` (console + ``WORK_DIR/<tool>_<time>.log``) and the JSON path."""
+    """Seed torch with ``--seed``; make the work dir, the ``MMLogger`` (console +
+    ``WORK_DIR/<tool>_<time>.log``) and the JSON path."""
     import time
 
     from mmengine.logging import MMLogger
+    torch.manual_seed(args.seed)
     work_dir = args.work_dir or osp.join('./work_dirs',
                                          osp.splitext(osp.basename(args.config))[0])
     os.makedirs(work_dir, exist_ok=True)
@@ -54,6 +56,13 @@ def setup_tool(args, tool: str):
                                    log_level='INFO')
     out = args.out or osp.join(work_dir, f'{tool}.json')
     return work_dir, logger, out
+
+
+def write_results(results: dict, out: str, logger) -> str:
+    """The tool's results as JSON at ``out`` (atomically); returns the path written."""
+    path = dump_json_atomic(json_safe(results), out)
+    logger.info(f'Results written to {path}')
+    return path
 
 
 def make_loader(dataset, args, shuffle=False):

@@ -28,8 +28,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     segmentation_features, setup_tool)
-from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+                                     segmentation_features, setup_tool, write_results)
+from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (assign_clusters, confusion_matrix,  # noqa: E402
                                             faiss_kmeans, match_confusion)
 
@@ -60,7 +60,6 @@ def parse_args(argv: Optional[List[str]] = None):
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
     work_dir, logger, out = setup_tool(args, TOOL)
     logger.info(f'k-means with K in {args.num_clusters}')
     # each patch L2-normalised, so that the (N*h*w, C) matrix for k-means is a view of feats
@@ -103,8 +102,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         size=args.size, feature_dim=C_feat, patch_grid=[h, w], niter=args.niter,
         nredo=args.nredo, seed=args.seed, max_points_per_centroid=args.max_points_per_centroid,
         runs=runs)
-    path = dump_json_atomic(json_safe(results), out)
-    logger.info(f'Results written to {path}')
+    write_results(results, out, logger)
     return results
 
 

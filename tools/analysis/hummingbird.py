@@ -28,9 +28,10 @@ import torch  # noqa: E402
 from cotap_mm.datasets.folder_datasets import (AugmentedSegFolderDataset,  # noqa: E402
                                                SegFolderDataset)
 from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     load_model_for_tool, make_loader, setup_tool)
+                                     load_model_for_tool, make_loader, setup_tool,
+                                     write_results)
 from cotap_mm.evaluation.dense_retrieval import build_memory, retrieval_confusion  # noqa
-from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import segmentation_metrics  # noqa: E402
 from cotap_mm.models.utils.loading import get_normalization  # noqa: E402
 
@@ -74,7 +75,6 @@ def parse_args(argv: Optional[List[str]] = None):
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
     work_dir, logger, out = setup_tool(args, TOOL)
     backbone, cfg, info = load_model_for_tool(args, 'featmap', logger)
     backbone = backbone.to(args.device).eval()
@@ -118,8 +118,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         augmentation_epochs=args.augmentation_epochs, num_neighbors=args.num_neighbors,
         temperature=args.temperature, scale=list(args.scale), jitter=args.jitter,
         ignore_as=args.ignore_as, seed=args.seed, **m)
-    path = dump_json_atomic(json_safe(results), out)
-    logger.info(f'Results written to {path}')
+    write_results(results, out, logger)
     return results
 
 

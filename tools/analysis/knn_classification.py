@@ -21,9 +21,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  # noqa
-                                     classification_features, setup_tool)
-from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  # noqa: E402
+                                     classification_features, setup_tool, write_results)
+from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import knn_grid_evaluate, l2_normalize_  # noqa: E402
 
 TOOL = 'knn_classification'
@@ -53,7 +53,6 @@ def parse_args(argv: Optional[List[str]] = None):
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
     work_dir, logger, out = setup_tool(args, TOOL)
     train_f, train_y, val_f, val_y, classes, info = classification_features(args, logger)
     device = torch.device(args.device)
@@ -96,8 +95,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
             [[k] + [acc[(k, t)][1] for t in args.grid_t] for k in args.grid_k]))
     logger.info('\n' + format_table('kNN classification', ['setting', 'k', 'T', 'top-1 %',
                                                             'top-5 %'], rows))
-    path = dump_json_atomic(json_safe(results), out)
-    logger.info(f'Results written to {path}')
+    write_results(results, out, logger)
     return results
 
 

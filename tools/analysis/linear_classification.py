@@ -19,9 +19,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  # noqa
-                                     classification_features, setup_tool)
-from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  # noqa: E402
+                                     classification_features, setup_tool, write_results)
+from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (evaluate_linear_probe,  # noqa: E402
                                             train_linear_probe)
 
@@ -45,7 +45,6 @@ def parse_args(argv: Optional[List[str]] = None):
 def main(argv: Optional[List[str]] = None) -> dict:
     from mmengine.utils import ProgressBar
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
     work_dir, logger, out = setup_tool(args, TOOL)
     train_f, train_y, val_f, val_y, classes, info = classification_features(args, logger)
     device = torch.device(args.device)
@@ -80,8 +79,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         os.makedirs(osp.dirname(osp.abspath(args.save_head)), exist_ok=True)
         atomic_save(head.state_dict(), args.save_head)
         results['head'] = args.save_head
-    path = dump_json_atomic(json_safe(results), out)
-    logger.info(f'Results written to {path}')
+    write_results(results, out, logger)
     return results
 
 

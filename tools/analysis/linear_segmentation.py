@@ -25,8 +25,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     load_model_for_tool, segmentation_features, setup_tool)
-from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+                                     load_model_for_tool, segmentation_features,
+                                     setup_tool, write_results)
+from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (confusion_matrix,  # noqa: E402
                                             fit_dense_linear_probe, segmentation_metrics)
 
@@ -52,7 +53,6 @@ def parse_args(argv: Optional[List[str]] = None):
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
     work_dir, logger, out = setup_tool(args, TOOL)
     model = load_model_for_tool(args, 'featmap', logger)  # one backbone for both splits
     fit_args = copy.copy(args)
@@ -88,8 +88,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         split=args.split, num_images=[N, len(val_feats)], num_classes=C, size=args.size,
         feature_dim=C_feat, patch_grid=[h, w], iters=args.iters,
         weight_decay=args.weight_decay, seed=args.seed, **m)
-    path = dump_json_atomic(json_safe(results), out)
-    logger.info(f'Results written to {path}')
+    write_results(results, out, logger)
     return results
 
 

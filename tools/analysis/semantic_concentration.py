@@ -29,8 +29,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     segmentation_features, setup_tool)
-from cotap_mm.evaluation.features import dump_json_atomic, format_table, json_safe  # noqa
+                                     segmentation_features, setup_tool, write_results)
+from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (concentration_per_class, patch_labels,  # noqa: E402
                                             semantic_concentration)
 from cotap_mm.visualization import save_matrix_heatmap  # noqa: E402
@@ -64,7 +64,6 @@ def _fmt(v) -> str:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
-    torch.manual_seed(args.seed)
     work_dir, logger, out = setup_tool(args, TOOL)
     # raw: the measure centres and normalises them itself
     feats, labels, info = segmentation_features(args, logger)  # (N, h, w, C), (N, size, size)
@@ -111,8 +110,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         num_classes_present=m['num_classes'], num_intra_classes=m['num_intra_classes'],
         per_class=per_class, classes=m['classes'].tolist(),
         cosine_matrix=m['cosine_matrix'].tolist(), heatmap=heatmap)
-    path = dump_json_atomic(json_safe(results), out)
-    logger.info(f'Results written to {path}')
+    write_results(results, out, logger)
     return results
 
 

@@ -21,9 +21,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cotap_mm.converters import (DEFAULT_WHICH, SRC_FORMATS,  # noqa: E402
-                                 CheckpointConversionError, convert_checkpoint,
-                                 format_summary)
-from cotap_mm.utils.fileio import atomic_save  # noqa: E402
+                                 convert_checkpoint)
+from cotap_mm.converters.cli import add_converter_args, run_conversion  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -32,43 +31,23 @@ def parse_args(argv=None):
         'checkpoints to CoTAPVisionTransformer (mmengine) checkpoints.')
     parser.add_argument('--src-format', required=True, choices=SRC_FORMATS,
                         help='layout of SRC')
-    parser.add_argument('src', metavar='SRC', help='source checkpoint')
-    parser.add_argument('dst', metavar='DST', help='output .pth (written atomically)')
+    add_converter_args(parser, 'source checkpoint')
     parser.add_argument('--which', choices=('student', 'teacher'), default=None,
                         help='network of a student/teacher checkpoint; default: ' + ', '.join(
                             f'{k}={v or "n/a"}' for k, v in DEFAULT_WHICH.items()))
     parser.add_argument('--arch', default=None,
                         help="target arch name ('tiny', 'small', 'base', ...); default: inferred "
                         'from the shapes')
-    parser.add_argument('--num-heads', type=int, default=None,
-                        help='number of attention heads when it cannot be inferred '
-                        '(default: 64-d heads)')
     parser.add_argument('--keep-final-norm', action='store_true',
                         help='keep the final norm.* as ln1.* (for final_norm=True backbones)')
-    parser.add_argument('--unsafe-pickle', action='store_true',
-                        help='allow torch.load(weights_only=False) for files that pickle Python '
-                        'objects (Lightning .ckpt); can run code from the file: trusted files '
-                        'only')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.unsafe_pickle:
-        print('warning: --unsafe-pickle: the file may be loaded with weights_only=False, which '
-              'executes any code pickled in it; use it only for files you trust.',
-              file=sys.stderr)
-    try:
-        ckpt = convert_checkpoint(args.src, args.src_format, which=args.which, arch=args.arch,
-                                  num_heads=args.num_heads,
-                                  keep_final_norm=args.keep_final_norm,
-                                  unsafe_pickle=args.unsafe_pickle)
-        atomic_save(ckpt, args.dst)
-    except (CheckpointConversionError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(format_summary(ckpt, dst=args.dst))
-    return 0
+    return run_conversion(args, lambda: convert_checkpoint(
+        args.src, args.src_format, which=args.which, arch=args.arch, num_heads=args.num_heads,
+        keep_final_norm=args.keep_final_norm, unsafe_pickle=args.unsafe_pickle))
 
 
 if __name__ == '__main__':

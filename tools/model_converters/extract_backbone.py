@@ -17,46 +17,29 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from cotap_mm.converters import (CheckpointConversionError,  # noqa: E402
-                                 extract_backbone, format_summary)
-from cotap_mm.utils.fileio import atomic_save  # noqa: E402
+from cotap_mm.converters import extract_backbone  # noqa: E402
+from cotap_mm.converters.cli import add_converter_args, run_conversion  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Extract the CoTAPVisionTransformer backbone of a CoTAP pretraining '
         'checkpoint.')
-    parser.add_argument('src', metavar='SRC', help='checkpoint of cotap_mm CoTAP pretraining')
-    parser.add_argument('dst', metavar='DST', help='output .pth (written atomically)')
+    add_converter_args(parser, 'checkpoint of cotap_mm CoTAP pretraining')
     parser.add_argument('--which', choices=('student', 'teacher'), default='student',
                         help='student (default, what the official evaluation uses) or the EMA '
                         'teacher')
     parser.add_argument('--drop-final-norm', action='store_true',
                         help='drop the final LayerNorm (ln1.*) of a backbone trained with '
                         'final_norm=True, as CoTAP drops DINO\'s (docs/method.md §2.1)')
-    parser.add_argument('--num-heads', type=int, default=None,
-                        help='number of heads recorded in meta when it cannot be inferred')
-    parser.add_argument('--unsafe-pickle', action='store_true',
-                        help='allow torch.load(weights_only=False); trusted files only')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.unsafe_pickle:
-        print('warning: --unsafe-pickle: the file may be loaded with weights_only=False, which '
-              'executes any code pickled in it; use it only for files you trust.',
-              file=sys.stderr)
-    try:
-        ckpt = extract_backbone(args.src, which=args.which, num_heads=args.num_heads,
-                                unsafe_pickle=args.unsafe_pickle,
-                                drop_final_norm=args.drop_final_norm)
-        atomic_save(ckpt, args.dst)
-    except (CheckpointConversionError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(format_summary(ckpt, dst=args.dst))
-    return 0
+    return run_conversion(args, lambda: extract_backbone(
+        args.src, which=args.which, num_heads=args.num_heads, unsafe_pickle=args.unsafe_pickle,
+        drop_final_norm=args.drop_final_norm))
 
 
 if __name__ == '__main__':
