@@ -25,7 +25,7 @@ ALLOWED = {
     'cotap_mm.evaluation': LEAVES | MODELS | {'cotap_mm.datasets'},
     'cotap_mm.engine': LEAVES | MODELS | {'cotap_mm.datasets', 'cotap_mm.evaluation'},
     'cotap_mm.visualization': LEAVES,
-    'cotap_mm.benchmarking': LEAVES | MODELS | {'cotap_mm.datasets'},
+    'cotap_mm.benchmarking': LEAVES | MODELS | {'cotap_mm.datasets', 'cotap_mm.evaluation'},
     'cotap_mm.segmentation': LEAVES | MODELS | {'cotap_mm.datasets', 'cotap_mm'},
     'cotap_mm': None,  # the package root registers everything
 }

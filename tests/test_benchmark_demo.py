@@ -6,7 +6,7 @@ import pytest
 
 from conftest import load_tool
 
-from cotap_mm.benchmarking import demo_report
+from cotap_mm.benchmarking import demo_presets, demo_report
 
 benchmark_demo = load_tool('benchmark_demo')
 
@@ -64,11 +64,10 @@ def test_rows_and_ablation_options():
     """Every ablation is a CoTAP stage with switches of the real config; the init is always
     measured, as the reference of the gains."""
     from mmengine.config import Config, DictAction
-    import demo
     for config, preset in ((demo_configs()['cotap'], 'default'),
-                           (demo.PRESETS['gpu']['configs']['cotap'], 'gpu')):
+                           (demo_presets.PRESETS['gpu']['configs']['cotap'], 'gpu')):
         cfg = Config.fromfile(osp.join(benchmark_demo.ROOT, config))
-        dims = {**demo.DEMO_ARCH, **demo.PRESETS[preset]}['embed_dims']
+        dims = {**demo_presets.DEMO_ARCH, **demo_presets.PRESETS[preset]}['embed_dims']
         assert cfg.model.backbone.arch.embed_dims == dims
         for name, (options, with_oaf) in benchmark_demo.ablations(dims).items():
             trial = cfg.copy()
@@ -86,8 +85,7 @@ def test_rows_and_ablation_options():
 
 
 def demo_configs():
-    import demo
-    return demo.CONFIGS
+    return demo_presets.CONFIGS
 
 
 def test_demo_work_dir_is_replaced_only_if_the_demo_made_it(tmp_path):
@@ -102,7 +100,7 @@ def test_demo_work_dir_is_replaced_only_if_the_demo_made_it(tmp_path):
     demo.prepare_work_dir(str(ours))
     (ours / 'old_result.json').write_text('{}')
     demo.prepare_work_dir(str(ours))  # a rerun starts afresh
-    assert not (ours / 'old_result.json').exists() and (ours / demo._MARKER).exists()
+    assert not (ours / 'old_result.json').exists() and (ours / demo_presets.MARKER).exists()
 
 
 def test_collect_reads_the_seeds_results(tmp_path):
@@ -128,7 +126,7 @@ def test_gpu_preset_configs_agree_and_need_a_gpu(tmp_path):
     import demo
     import torch
     from mmengine.config import Config
-    p = demo.PRESETS['gpu']
+    p = demo_presets.PRESETS['gpu']
     cfgs = {k: Config.fromfile(osp.join(demo.ROOT, v)) for k, v in p['configs'].items()}
     for key in ('supervised', 'cotap', 'probe'):
         arch = cfgs[key].model.backbone.arch
