@@ -6,7 +6,7 @@ import pytest
 
 from conftest import load_tool
 
-from cotap_mm.benchmarking import demo_presets, demo_report
+from cotap_mm.benchmarking import demo_presets, demo_report, demo_seeds
 
 benchmark_demo = load_tool('benchmark_demo')
 
@@ -69,7 +69,7 @@ def test_rows_and_ablation_options():
         cfg = Config.fromfile(osp.join(benchmark_demo.ROOT, config))
         dims = {**demo_presets.DEMO_ARCH, **demo_presets.PRESETS[preset]}['embed_dims']
         assert cfg.model.backbone.arch.embed_dims == dims
-        for name, (options, with_oaf) in benchmark_demo.ablations(dims).items():
+        for name, (options, with_oaf) in demo_seeds.ablations(dims).items():
             trial = cfg.copy()
             trial.merge_from_dict({k: DictAction._parse_iterable(v)
                                    for k, v in (o.split('=', 1) for o in options)})
@@ -110,14 +110,14 @@ def test_collect_reads_the_seeds_results(tmp_path):
         (tmp_path / f"seed_{r['seed']}" / 'results.json').write_text(json.dumps(r))
     args = benchmark_demo.parse_args(['--collect', '--seeds', '2', '0', '--work-dir',
                                       str(tmp_path), '--rows', *ROWS])
-    assert [r['seed'] for r in benchmark_demo.collect(args)] == [2, 0]
+    assert [r['seed'] for r in benchmark_demo.collect(args.work_dir, args.seeds, args.rows)] == [2, 0]
     args = benchmark_demo.parse_args(['--collect', '--seeds', '5', '--work-dir', str(tmp_path)])
     with pytest.raises(SystemExit, match='seed_5/results.json does not exist'):
-        benchmark_demo.collect(args)
+        benchmark_demo.collect(args.work_dir, args.seeds, args.rows)
     args = benchmark_demo.parse_args(['--collect', '--seeds', '0', '--work-dir', str(tmp_path),
                                       '--rows', 'init', 'cotap', 'cotap_no_ap'])
     with pytest.raises(SystemExit, match="no rows \\['cotap_no_ap'\\]"):
-        benchmark_demo.collect(args)
+        benchmark_demo.collect(args.work_dir, args.seeds, args.rows)
 
 
 def test_gpu_preset_configs_agree_and_need_a_gpu(tmp_path):

@@ -39,24 +39,13 @@ import demo  # noqa: E402
 
 from cotap_mm.benchmarking.demo_report import (ROWS, benchmark_section,  # noqa: E402
                                                print_summary, summarize)
+from cotap_mm.benchmarking.demo_seeds import collect, rescore, run_seed  # noqa: E402
 from cotap_mm.utils.benchmark_report import (machine_info, machine_line,  # noqa: E402
                                              section_markers, write_section)
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 MARK_START, MARK_END = section_markers('benchmark_demo')
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
-
-def ablations(embed_dims):
-    """Each CoTAP row's options and whether it has the object-aware filter; without it the
-    heads take the D-wide ViT tokens."""
-    return {
-        'cotap': ([], True),
-        'cotap_no_ap': (['model.loss_weights.cotap=0.'], True),
-        'cotap_no_oaf': (['model.backbone.with_oaf=False',
-                          f'model.patch_head.in_channels={embed_dims}',
-                          f'model.cls_head.in_channels={embed_dims}'], False),
-    }
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='The demo experiment over seeds, with controls')
@@ -87,70 +76,6 @@ def parse_args(argv=None):
     return args
 
 
-def run_seed(seed, args, console):
-    """All rows of one seed; returns the demo-style results dict with every row's scores."""
-    work = osp.join(args.work_dir, f'seed_{seed}')
-    demo.prepare_work_dir(work)
-    d = demo.Demo(work, seed, args.preset, 'supervised', console, args.cotap_options,
-                  args.cache_dir, args.cotap_iters)
-    d.prepare()
-    rows = ablations(d.p['embed_dims'])
-    for name in args.rows:
-        if name == 'init_more':
-            d.stage(name, d.image_level_control(name), total=d.cotap_iters)
-        elif name in rows:
-            options, with_oaf = rows[name]
-            d.stage(name, d.cotap(name, options, with_oaf), total=d.cotap_iters)
-    # OAF rows are also probed on their D-wide ViT tokens, the width of the init's features
-    vit_rows = [d.vit_tokens(n) for n in args.rows if d.rows[n]['with_oaf']]
-    d.evaluate(['pixels', *args.rows])
-    d.evaluate(vit_rows, analyse=False)
-    for name in vit_rows:  # fold the ViT-token scores into their rows
-        d.rows[name[:-len('_vit')]]['vit_linear_miou'] = d.rows.pop(name)['linear_miou']
-    chance = d.stage('chance', d.chance)
-    return d.results(chance)
-
-
-def rescore(args, console):
-    """The analysis probes of every row of an earlier run, on its saved backbones."""
-    path = osp.join(args.work_dir, 'benchmark_demo.json')
-    if not osp.isfile(path):
-        raise SystemExit(f'--rescore: no earlier run in --work-dir ({path} does not exist)')
-    with open(path) as f:
-        results = json.load(f)['results']
-    for r in results:
-        work = osp.join(args.work_dir, f"seed_{r['seed']}")
-        console.rule(f"seed {r['seed']}: rescoring {work}")
-        d = demo.Demo(work, r['seed'], args.preset, 'supervised', console, cache_dir=args.cache_dir)
-        names = [n for n in r['rows'] if n != 'pixels']
-        for name in names:
-            ckpt = osp.join(work, f'{name}_backbone.pth')
-            if not osp.isfile(ckpt):
-                raise SystemExit(f'--rescore: {ckpt} is missing; rerun that seed')
-            d.rows[name] = dict(checkpoint=ckpt, with_oaf=r['rows'][name].get('with_oaf', True))
-        d.stage('analysis', d.analysis(names))
-        for name in names:
-            r['rows'][name].update({k: v for k, v in d.rows[name].items() if k != 'checkpoint'})
-    return results
-
-
-def collect(args):
-    """The per-seed results of runs made earlier into ``--work-dir`` (``seed_<s>/results.json``)."""
-    results = []
-    for seed in args.seeds:
-        path = osp.join(args.work_dir, f'seed_{seed}', 'results.json')
-        if not osp.isfile(path):
-            raise SystemExit(f'--collect: {path} does not exist; run that seed first '
-                             f'(--seeds {seed} --work-dir {args.work_dir})')
-        with open(path) as f:
-            results.append(json.load(f))
-        missing = [n for n in args.rows if n not in results[-1]['rows']]
-        if missing:
-            raise SystemExit(f'--collect: {path} has no rows {missing}; run them or drop them '
-                             'from --rows')
-    return results
-
-
 def update_docs(results, summary, rows, argv, preset='default', rescored=False,
                 collected=False):
     section = benchmark_section(results, summary, rows, argv, machine_line(machine_info()),
@@ -163,10 +88,14 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     console = Console()
-    results = rescore(args, console) if args.rescore else collect(args) if args.collect else []
+    if args.rescore:
+        results = rescore(demo.Demo, args.work_dir, args.preset, args.cache_dir, console)
+    else:
+        results = collect(args.work_dir, args.seeds, args.rows) if args.collect else []
     for seed in [] if args.rescore or args.collect else args.seeds:
         console.rule(f'seed {seed}')
-        results.append(run_seed(seed, args, console))
+        results.append(run_seed(demo.Demo, args.work_dir, seed, args.rows, args.preset,
+                                args.cache_dir, args.cotap_iters, args.cotap_options, console))
         # after every seed, so that an interrupted run keeps what it measured
         atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),
                           json.dumps(dict(results=results), indent=2))

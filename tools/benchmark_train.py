@@ -27,8 +27,10 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
-from cotap_mm.benchmarking.step_setup import (build_loader, build_models,  # noqa: E402
-                                              set_threads, warn_if_oversubscribed)
+from cotap_mm.benchmarking.step_setup import (build_benchmark_cfg, build_loader,  # noqa: E402
+                                              build_models, set_threads,
+                                              warn_if_oversubscribed)
+from cotap_mm.benchmarking.step_setup import check_benchmark_data as check_data  # noqa: E402
 from cotap_mm.benchmarking.step_timing import (breakdown, compare_steps,  # noqa: E402
                                                instrument_cotap, instrument_plain,
                                                loader_throughput, make_sync, profile_ops,
@@ -42,27 +44,6 @@ from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
 DEFAULT_DATA = osp.join(ROOT, 'work_dirs', 'benchmark_train', 'data')
 MARK_BEGIN, MARK_END = section_markers('benchmark_train')
-RELEASED_GLOBAL_BATCH = 112
-
-# --arch tiny: the 2-layer 64-d test ViT with heads, crops and memories shrunk like the tests
-# (tests/test_cotap_train.py), so the whole benchmark runs in seconds on a CPU.
-TINY_OPTIONS = {
-    'model.backbone.arch': 'tiny',
-    'model.backbone.img_size': 64,
-    'model.backbone.num_prototypes': 8,
-    'model.patch_head': dict(in_channels=128, num_prototypes=32, hidden_channels=64,
-                             bottleneck_channels=16),
-    'model.cls_head': dict(in_channels=128, num_prototypes=48, hidden_channels=64,
-                           bottleneck_channels=16),
-    'model.correspondence_head': dict(pool_sizes=(2, 4), topk=3, num_neg_draws=2),
-    'model.bank': dict(capacity=16, num_insert=4, kmeans_iters=20),
-    'model.queue_sizes': (8192, 2048),
-    'model.queue_inserts': (64, 8),
-    'train_dataloader.dataset.view_pipeline': [
-        dict(type='CoTAPMultiCrop', size_crops=(64, 32), nmb_crops=(2, 4))],
-}
-
-
 # -- set-up --------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
@@ -132,43 +113,8 @@ def parse_args(argv=None):
 
 
 def build_cfg(args, data_root: str):
-    """The training config with the benchmark's overrides (no init checkpoint, data root)."""
-    from mmengine.config import Config, DictAction
-    if not osp.isfile(args.config):
-        raise SystemExit(f'--config {args.config}: no such file')
-    cfg = Config.fromfile(args.config)
-    if cfg.get('model', {}).get('type') != 'CoTAP':
-        raise SystemExit(f'--config {args.config}: model.type must be CoTAP, got '
-                         f'{cfg.get("model", {}).get("type")!r}')
-    options = {
-        'model.backbone.init_cfg': None,
-        'train_dataloader.dataset.coco.dataset.data_root': osp.join(data_root, 'coco'),
-        'train_dataloader.dataset.coco.nns_file': osp.join(data_root, 'nns', 'nns_coco.npz'),
-        'train_dataloader.dataset.imagenet.dataset.data_root': osp.join(data_root, 'imagenet'),
-        'train_dataloader.dataset.imagenet.nns_file': osp.join(data_root, 'nns',
-                                                               'nns_imagenet.npz'),
-        'train_dataloader.dataset.coco.num_neighbors': 3,
-        'train_dataloader.dataset.imagenet.num_neighbors': 3,
-    }
-    if args.arch == 'tiny':
-        options.update(TINY_OPTIONS)
-    if args.batch_size:
-        options['train_dataloader.batch_size'] = args.batch_size
-    cfg.merge_from_dict(options)
-    if args.cfg_options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--o', *args.cfg_options]).o)
-    # a fixed momentum schedule: there is no Runner (and no max_iters) here
-    cfg.model.teacher_momentum_steps = cfg.model.get('teacher_momentum_steps') or 1000
-    batch = cfg.train_dataloader.batch_size
-    world = args.world_size or max(1, round(RELEASED_GLOBAL_BATCH / batch))
-    cfg.model.queue_sizes = tuple(max(1, int(q) // world) for q in cfg.model.queue_sizes)
-    # AMP only where asked (mmengine's AmpOptimWrapper asserts CUDA)
-    cfg.optim_wrapper.type = 'AmpOptimWrapper' if args.amp else 'OptimWrapper'
-    if not args.amp:
-        cfg.optim_wrapper.pop('loss_scale', None)
-    return cfg, world
+    return build_benchmark_cfg(args.config, data_root, args.arch, args.batch_size,
+                               args.cfg_options, args.world_size, args.amp)
 
 
 def ensure_data(data_root: str, image_size: int, logger) -> None:
@@ -190,13 +136,6 @@ def ensure_data(data_root: str, image_size: int, logger) -> None:
         if proc.returncode != 0:
             raise SystemExit(f'generating the benchmark data failed: {" ".join(cmd)}\n'
                              f'{proc.stderr[-2000:]}\nPass real data with --data-root instead.')
-
-
-def check_data(data_root: str) -> None:
-    for rel in ('coco', 'imagenet', 'nns/nns_coco.npz', 'nns/nns_imagenet.npz'):
-        if not osp.exists(osp.join(data_root, rel)):
-            raise SystemExit(f'--data-root {data_root}: missing {rel} (expected coco/, '
-                             'imagenet/ and nns/nns_{coco,imagenet}.npz, see docs/data.md)')
 
 
 def read_section(path: str) -> str:

@@ -3,6 +3,7 @@ DINO-style baseline (:class:`cotap_mm.models.algorithms.DINOBaseline`) built fro
 with their optimisers, and the training loader."""
 import copy
 import os
+import os.path as osp
 from typing import Optional
 
 import torch
@@ -10,7 +11,28 @@ import torch
 from ..models.algorithms import DINOBaseline
 from .step_timing import quiet_mmengine, to_steady_state
 
-__all__ = ['set_threads', 'warn_if_oversubscribed', 'build_loader', 'build_models']
+__all__ = ['set_threads', 'warn_if_oversubscribed', 'build_benchmark_cfg', 'check_benchmark_data',
+           'build_loader', 'build_models']
+
+RELEASED_GLOBAL_BATCH = 112
+
+# --arch tiny: the 2-layer 64-d test ViT with heads, crops and memories shrunk like the tests
+# (tests/test_cotap_train.py), so the whole benchmark runs in seconds on a CPU.
+TINY_OPTIONS = {
+    'model.backbone.arch': 'tiny',
+    'model.backbone.img_size': 64,
+    'model.backbone.num_prototypes': 8,
+    'model.patch_head': dict(in_channels=128, num_prototypes=32, hidden_channels=64,
+                             bottleneck_channels=16),
+    'model.cls_head': dict(in_channels=128, num_prototypes=48, hidden_channels=64,
+                           bottleneck_channels=16),
+    'model.correspondence_head': dict(pool_sizes=(2, 4), topk=3, num_neg_draws=2),
+    'model.bank': dict(capacity=16, num_insert=4, kmeans_iters=20),
+    'model.queue_sizes': (8192, 2048),
+    'model.queue_inserts': (64, 8),
+    'train_dataloader.dataset.view_pipeline': [
+        dict(type='CoTAPMultiCrop', size_crops=(64, 32), nmb_crops=(2, 4))],
+}
 
 
 def set_threads(threads: Optional[int]) -> int:
@@ -37,6 +59,60 @@ def warn_if_oversubscribed(threads: int, device: str, logger) -> bool:
                        f'{load:.1f}: threads will wait for cores and the timings will be '
                        'meaningless; use --threads 1 (or fewer threads) on a busy machine')
     return busy
+
+
+def build_benchmark_cfg(config: str, data_root: str, arch: str = 'small',
+                        batch_size: Optional[int] = None, cfg_options=(),
+                        world_size: Optional[int] = None, amp: bool = False):
+    """The training config with the benchmark's overrides (no init checkpoint, data root,
+    ``arch='tiny'``'s shrunk model, per-rank queues of ``world_size`` ranks); returns
+    ``(cfg, world_size)``."""
+    import argparse
+
+    from mmengine.config import Config, DictAction
+    if not osp.isfile(config):
+        raise SystemExit(f'--config {config}: no such file')
+    cfg = Config.fromfile(config)
+    if cfg.get('model', {}).get('type') != 'CoTAP':
+        raise SystemExit(f'--config {config}: model.type must be CoTAP, got '
+                         f'{cfg.get("model", {}).get("type")!r}')
+    options = {
+        'model.backbone.init_cfg': None,
+        'train_dataloader.dataset.coco.dataset.data_root': osp.join(data_root, 'coco'),
+        'train_dataloader.dataset.coco.nns_file': osp.join(data_root, 'nns', 'nns_coco.npz'),
+        'train_dataloader.dataset.imagenet.dataset.data_root': osp.join(data_root, 'imagenet'),
+        'train_dataloader.dataset.imagenet.nns_file': osp.join(data_root, 'nns',
+                                                               'nns_imagenet.npz'),
+        'train_dataloader.dataset.coco.num_neighbors': 3,
+        'train_dataloader.dataset.imagenet.num_neighbors': 3,
+    }
+    if arch == 'tiny':
+        options.update(TINY_OPTIONS)
+    if batch_size:
+        options['train_dataloader.batch_size'] = batch_size
+    cfg.merge_from_dict(options)
+    if cfg_options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--o', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--o', *cfg_options]).o)
+    # a fixed momentum schedule: there is no Runner (and no max_iters) here
+    cfg.model.teacher_momentum_steps = cfg.model.get('teacher_momentum_steps') or 1000
+    batch = cfg.train_dataloader.batch_size
+    world = world_size or max(1, round(RELEASED_GLOBAL_BATCH / batch))
+    cfg.model.queue_sizes = tuple(max(1, int(q) // world) for q in cfg.model.queue_sizes)
+    # AMP only where asked (mmengine's AmpOptimWrapper asserts CUDA)
+    cfg.optim_wrapper.type = 'AmpOptimWrapper' if amp else 'OptimWrapper'
+    if not amp:
+        cfg.optim_wrapper.pop('loss_scale', None)
+    return cfg, world
+
+
+def check_benchmark_data(data_root: str) -> None:
+    """Refuse a data root without the folders and kNN files the benchmark loads."""
+    for rel in ('coco', 'imagenet', 'nns/nns_coco.npz', 'nns/nns_imagenet.npz'):
+        if not osp.exists(osp.join(data_root, rel)):
+            raise SystemExit(f'--data-root {data_root}: missing {rel} (expected coco/, '
+                             'imagenet/ and nns/nns_{coco,imagenet}.npz, see docs/data.md)')
 
 
 def build_loader(cfg, num_workers: int, seed: int, device: str = 'cpu'):

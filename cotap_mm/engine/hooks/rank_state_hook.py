@@ -36,7 +36,10 @@ def rank_state(model, modules: Sequence[str]) -> dict:
     persistent = set(model.state_dict().keys())
     buffers = {}
     for module_name in modules:
+        parent_name, _, leaf = module_name.rpartition('.')
         try:
+            if getattr(model.get_submodule(parent_name), leaf, False) is None:
+                continue  # a component the config switched off (CoTAP without the OAF: bank=None)
             module = model.get_submodule(module_name)
         except AttributeError:
             raise KeyError(f'RankStateHook: the model has no submodule {module_name!r} (from '
