@@ -44,6 +44,8 @@ from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
 DEFAULT_DATA = osp.join(ROOT, 'work_dirs', 'benchmark_train', 'data')
 MARK_BEGIN, MARK_END = section_markers('benchmark_train')
+
+
 # -- set-up --------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
