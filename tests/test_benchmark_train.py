@@ -1,5 +1,5 @@
 """tools/benchmark_train.py on the tiny arch and the library it runs
-(cotap_mm.benchmarking.step_timing, train_report): report structure, docs section, timers and the
+(cotap_mm.benchmarking.step_run, step_setup, step_timing, train_report): report structure, docs section, timers and the
 plain DINO-style baseline step (no timing assertions)."""
 import json
 import os
@@ -12,7 +12,7 @@ import pytest
 from conftest import load_tool
 import torch
 
-from cotap_mm.benchmarking import step_timing
+from cotap_mm.benchmarking import step_setup, step_timing
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 bt = load_tool('benchmark_train')
@@ -150,8 +150,8 @@ def test_plain_step_and_timer_restore(data_root, keep_threads):
     torch.set_num_threads(1)
     args = bt.parse_args(['--arch', 'tiny', '--batch-size', '2', '--data-root', data_root])
     cfg, _ = bt.build_cfg(args, data_root)
-    batch = next(iter(bt.build_loader(cfg, 0, 0)))
-    models, wrappers = bt.build_models(cfg, args.device, args.seed, args.plain_backbone)
+    batch = next(iter(step_setup.build_loader(cfg, 0, 0)))
+    models, wrappers = step_setup.build_models(cfg, args.device, args.seed, args.plain_backbone)
     plain, ow = models['plain'], wrappers['plain']
 
     # the DINO-style loss: finite, trains the student, not the teacher; the centre moves
@@ -191,7 +191,7 @@ def test_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit, match='missing nns/nns_coco.npz'):
         os.makedirs(tmp_path / 'coco')
         os.makedirs(tmp_path / 'imagenet')
-        bt.check_data(str(tmp_path))
+        step_setup.check_benchmark_data(str(tmp_path))
     args = bt.parse_args(['--config', str(tmp_path / 'nope.py')])
     with pytest.raises(SystemExit, match='no such file'):
         bt.build_cfg(args, str(tmp_path))
@@ -206,10 +206,10 @@ def test_percentile_matches_numpy():
 def test_oversubscription_warning(monkeypatch):
     from mmengine.logging import MMLogger
     logger = MMLogger.get_instance('test_benchmark_train_warn')
-    monkeypatch.setattr(bt.os, 'cpu_count', lambda: 2)
-    monkeypatch.setattr(bt.os, 'getloadavg', lambda: (3.5, 3.0, 3.0))
-    assert bt.warn_if_oversubscribed(2, 'cpu', logger)  # 2 threads + load 3.5 on 2 cores
-    assert not bt.warn_if_oversubscribed(1, 'cpu', logger)  # a single thread never waits
-    assert not bt.warn_if_oversubscribed(2, 'cuda', logger)
-    monkeypatch.setattr(bt.os, 'getloadavg', lambda: (0.1, 0.1, 0.1))
-    assert not bt.warn_if_oversubscribed(2, 'cpu', logger)  # an idle machine
+    monkeypatch.setattr(os, 'cpu_count', lambda: 2)
+    monkeypatch.setattr(os, 'getloadavg', lambda: (3.5, 3.0, 3.0))
+    assert step_setup.warn_if_oversubscribed(2, 'cpu', logger)  # 2 threads + load 3.5 on 2 cores
+    assert not step_setup.warn_if_oversubscribed(1, 'cpu', logger)  # a single thread never waits
+    assert not step_setup.warn_if_oversubscribed(2, 'cuda', logger)
+    monkeypatch.setattr(os, 'getloadavg', lambda: (0.1, 0.1, 0.1))
+    assert not step_setup.warn_if_oversubscribed(2, 'cpu', logger)  # an idle machine

@@ -1,16 +1,16 @@
-"""tools/gpu_check.sh / gpu_check.py: the CPU dry run of the whole check, and the derivations
-(crossover, goals of cotap_mm/benchmarking/gpu_goals.py, the patch) on known measurements."""
+"""tools/gpu_check.sh and cotap_mm/benchmarking/gpu_check.py: the CPU dry run of the whole
+check, and the derivations (crossover, goals of cotap_mm/benchmarking/gpu_goals.py, the
+patch) on known measurements."""
 import json
 import os
 import os.path as osp
 import subprocess
 import sys
 
-from conftest import ROOT, load_tool
+from conftest import ROOT
 
+from cotap_mm.benchmarking.gpu_check import CROSSOVER_LINE, LOSS_MODULE
 from cotap_mm.benchmarking.gpu_goals import crossover, goals
-
-gpu_check = load_tool('gpu_check')
 
 
 def _rows(times):
@@ -45,7 +45,7 @@ def test_goals_read_the_measurements():
 
 
 def test_crossover_line_is_found_in_the_loss_module():
-    assert gpu_check.CROSSOVER_LINE.search(open(gpu_check.LOSS_MODULE).read())
+    assert CROSSOVER_LINE.search(open(osp.join(ROOT, LOSS_MODULE)).read())
 
 
 def test_dry_run_of_the_whole_check(tmp_path):

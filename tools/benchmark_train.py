@@ -12,14 +12,10 @@ step throughput", whose measured subsections this tool rewrites. ``--threads`` (
 cores) is recorded; on a busy CPU machine use 1.
 """
 import argparse
-import gc
 import json
-import os
 import os.path as osp
-import shlex
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -27,26 +23,18 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
-from cotap_mm.benchmarking.step_setup import (build_benchmark_cfg, build_loader,  # noqa: E402
-                                              build_models, set_threads,
-                                              warn_if_oversubscribed)
-from cotap_mm.benchmarking.step_setup import check_benchmark_data as check_data  # noqa: E402
-from cotap_mm.benchmarking.step_timing import (breakdown, compare_steps,  # noqa: E402
-                                               instrument_cotap, instrument_plain,
-                                               loader_throughput, make_sync, profile_ops,
-                                               time_kmeans)
+from cotap_mm.benchmarking.step_run import measure  # noqa: E402
+from cotap_mm.benchmarking.step_setup import build_benchmark_cfg  # noqa: E402
 from cotap_mm.benchmarking.train_report import (merge_runs, print_tables,  # noqa: E402
                                                 render_markdown)
 from cotap_mm.utils import benchmark_report as report_lib  # noqa: E402
-from cotap_mm.utils.benchmark_report import machine_info, section_markers  # noqa: E402
+from cotap_mm.utils.benchmark_report import section_markers  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
 DEFAULT_DATA = osp.join(ROOT, 'work_dirs', 'benchmark_train', 'data')
 MARK_BEGIN, MARK_END = section_markers('benchmark_train')
 
-
-# -- set-up --------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -149,76 +137,10 @@ def write_section(path: str, body: str) -> None:
     report_lib.write_section(path, 'benchmark_train', body, 'Training step throughput')
 
 
-# -- main ----------------------------------------------------------------------------------------
-
-def run(args, logger) -> dict:
-    from mmengine.logging import MessageHub
-    from mmengine.utils import ProgressBar
-    from mmengine.registry import init_default_scope
-    init_default_scope('mmpretrain')
-    threads = set_threads(args.threads)
-    machine = machine_info(args.device, threads)
-    warn_if_oversubscribed(threads, args.device, logger)
-    data_root = args.data_root or DEFAULT_DATA
-    if args.data_root is None or args.generate_data:
-        ensure_data(data_root, args.image_size, logger)
-    check_data(data_root)
-    cfg, world = build_cfg(args, data_root)
-    MessageHub.get_current_instance().update_info('iter', 0)
-    batch_size = cfg.train_dataloader.batch_size
-
-    # one real batch, reused by every step (loader cost is measured on its own)
-    torch.manual_seed(args.seed)
-    batch = next(iter(build_loader(cfg, 0, args.seed)))
-    models, wrappers = build_models(cfg, args.device, args.seed, args.plain_backbone)
-    sync = make_sync(args.device)
-    G, L = cfg.model.get('num_crops', (2, 4))
-    sizes = [int(batch['inputs'][i].shape[-1]) for i in (0, G)] if L else \
-        [int(batch['inputs'][0].shape[-1])]
-    crops = f'{G}×{sizes[0]}² + {L}×{sizes[-1]}² per image, 4 images per item'
-    logger.info(f'{args.arch}: batch {batch_size}, {crops}, {threads} threads, device '
-                f'{args.device}, AMP {args.amp}, per-rank queues {tuple(cfg.model.queue_sizes)} '
-                f'(world {world})')
-
-    report = dict(
-        command=' '.join(['python tools/benchmark_train.py', *map(shlex.quote, args.argv)]),
-        date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), machine=machine,
-        config=dict(config=osp.relpath(args.config, ROOT), arch=args.arch,
-                    batch_size=batch_size, crops=crops, device=args.device, amp=args.amp,
-                    threads=threads, world_size=world, queue_sizes=list(cfg.model.queue_sizes),
-                    plain_backbone=args.plain_backbone, warmup=args.warmup, iters=args.iters,
-                    breakdown_iters=args.breakdown_iters))
-
-    report['kmeans_s'] = time_kmeans(models['cotap'], sync)
-    bar = ProgressBar(2 * (args.warmup + args.iters))
-    report.update(compare_steps(models, wrappers, batch, sync, args.warmup, args.iters,
-                                args.device, bar.update))
-    print()
-    if args.breakdown_iters:
-        report['breakdown'] = dict(
-            cotap=breakdown(models['cotap'], wrappers['cotap'], batch, sync, instrument_cotap,
-                            args.breakdown_iters),
-            plain=breakdown(models['plain'], wrappers['plain'], batch, sync, instrument_plain,
-                            args.breakdown_iters))
-    if args.profile_ops:
-        report['profile_ops'] = profile_ops(models['cotap'], wrappers['cotap'], batch,
-                                            args.device, args.profile_ops)
-    if args.loader_batches:
-        del models, wrappers
-        gc.collect()
-        loader = build_loader(cfg, args.num_workers, args.seed, args.device)
-        ld = loader_throughput(loader, args.loader_batches, batch_size)
-        ld.update(num_workers=args.num_workers, items_per_batch=batch_size)
-        report['loader'] = ld
-    report['machine']['load_average_end'] = [round(x, 2) for x in os.getloadavg()]
-    return report
-
-
 def main(argv=None):
     from mmengine.logging import MMLogger
     raw = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(raw)
-    args.argv = raw
     logger = (MMLogger.get_instance('benchmark_train')
               if MMLogger.check_instance_created('benchmark_train') else
               MMLogger.get_instance('benchmark_train', log_level='INFO'))
@@ -231,7 +153,10 @@ def main(argv=None):
             except (OSError, ValueError) as e:
                 raise SystemExit(f'--from-json {path}: cannot read a report ({e})')
     else:
-        reports = [run(args, logger)]
+        data_root = args.data_root or DEFAULT_DATA
+        if args.data_root is None or args.generate_data:
+            ensure_data(data_root, args.image_size, logger)
+        reports = [measure(args, data_root, ROOT, raw, logger)]
     for report in reports:
         print_tables(report)
         if report.get('profile_ops'):
