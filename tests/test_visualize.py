@@ -218,7 +218,8 @@ def test_argument_errors(files, tmp_path):
                       init_cfg=dict(type='Pretrained', checkpoint='missing.pth'))))))
     assert seg.out_type == 'raw' and list(seg.out_indices) == [1]
     load_backbone_weights(seg, files['backbone_ckpt'], which='student')
-    assert visualize.output_stems(['a/x.png', 'b/x.png', 'c/y.jpg']) == ['x', 'x_2', 'y']
+    from cotap_mm.visualization import output_stems
+    assert output_stems(['a/x.png', 'b/x.png', 'c/y.jpg']) == ['x', 'x_2', 'y']
 
 
 # -- pure rendering functions ----------------------------------------------------------------------

@@ -1,30 +1,10 @@
 """The demo's experiment over seeds, with its controls and ablations, on the same probes.
 
-    python tools/benchmark_demo.py [--seeds 0 1 2] [--work-dir work_dirs/benchmark_demo]
-        [--cotap-iters N] [--cache-dir work_dirs/demo_cache] [--preset default]
-        [--rows init init_more cotap cotap_no_ap cotap_no_oaf] [--update-docs]
+    python tools/benchmark_demo.py [--seeds 0 1 2] [--cotap-iters N] [--rows ...] [--update-docs]
     python tools/benchmark_demo.py --collect --seeds 0 1 2 --work-dir DIR [--update-docs]
 
-Per seed, in ``WORK_DIR/seed_<s>``: the demo's data, init and kNN (tools/demo.py; the trained
-init is taken from ``--cache-dir`` when ``make demo`` already built it), then the rows
-
-- ``init``          (a) the image-level init;
-- ``init_more``     (b) the init trained ``N`` more steps with its own image-level loss (same
-                    LR cosine as the CoTAP stage): a gain over it is CoTAP's dense objective,
-                    not more training;
-- ``cotap``         (c) CoTAP, ``N`` iterations from the init;
-- ``cotap_no_ap``   (d) CoTAP without the ranking loss (``loss_weights.cotap=0``);
-- ``cotap_no_oaf``  (e) CoTAP without the object-aware filter (D-wide features, no bank,
-                    no entropy term);
-
-each scored by the same three probes on the labelled validation scenes: the linear probe
-(``mim train/test mmseg configs/demo/linear-probe_synthetic.py``), the k-means + Hungarian
-cluster probe (tools/analysis/cluster_segmentation.py, K = 12) and the semantic concentration
-ratio (tools/analysis/semantic_concentration.py). The raw-pixel probe and the chance level are
-reported once per seed. Tables (per seed, mean +- sample std, and the gains of CoTAP over (a)
-and (b) per seed) go to stdout and ``WORK_DIR/benchmark_demo.json``; ``--update-docs`` writes
-them, with the command and the machine, into docs/benchmarks.md between the benchmark_demo
-markers.
+Details (rows, probes, outputs): docs/benchmarks.md, "Demo: CoTAP against its init and
+controls".
 """
 import argparse
 import json

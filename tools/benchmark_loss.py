@@ -1,17 +1,9 @@
 """Benchmark of ContinuousAPLoss: forward+backward time, peak extra memory and accuracy per impl.
 
-    .venv/bin/python tools/benchmark_loss.py                       # CPU, default sizes
-    .venv/bin/python tools/benchmark_loss.py --device cuda         # on a GPU
+    .venv/bin/python tools/benchmark_loss.py [--device cuda]
     .venv/bin/python tools/benchmark_loss.py --sizes 4200 --impls dense sorted --no-write
 
-Every (impl, n) runs in a fresh subprocess so that its peak memory is its own: on CPU the peak
-resident set size (VmHWM, reset through /proc/self/clear_refs after the inputs exist), on CUDA
-``torch.cuda.max_memory_allocated`` above the inputs. Times are the median of ``--repeats``
-forward+backward passes after one warm-up. The accuracy column is the largest absolute difference
-of the loss and of the gradient to ``dense`` (float32 inputs; dense evaluated once in this process)
-where dense fits in ``--quadratic-max-n``. The quadratic impls (dense, chunked) are skipped above
-that length. The table is printed and, unless ``--no-write``, written into docs/benchmarks.md
-between markers, with the command line and the machine.
+Details: docs/benchmarks.md, "ContinuousAPLoss" (whose table this tool rewrites).
 """
 import argparse
 import json

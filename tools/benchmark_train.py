@@ -1,15 +1,10 @@
 """Step throughput of CoTAP against a plain DINO-style step, with a breakdown and the loader.
 
     .venv/bin/python tools/benchmark_train.py --arch tiny --threads 1          # seconds, CPU
-    .venv/bin/python tools/benchmark_train.py --arch small --batch-size 4 --threads 1 --iters 3
-    .venv/bin/python tools/benchmark_train.py --device cuda --amp --batch-size 28 --num-workers 8
-    ... --out work_dirs/benchmark_train/report.json --update-docs
-    .venv/bin/python tools/benchmark_train.py --from-json report.json --update-docs  # no timing
+    .venv/bin/python tools/benchmark_train.py --device cuda --amp --batch-size 28 --update-docs
 
-What is measured and how (steady state, interleaved timing, peak memory, breakdown, loader, the
-plain baseline :class:`cotap_mm.models.algorithms.DINOBaseline`): docs/benchmarks.md, "Training
-step throughput", whose measured subsections this tool rewrites. ``--threads`` (default: all
-cores) is recorded; on a busy CPU machine use 1.
+Details: docs/benchmarks.md, "Training step throughput" (whose measured subsections
+``--update-docs`` rewrites).
 """
 import argparse
 import json
@@ -138,12 +133,10 @@ def write_section(path: str, body: str) -> None:
 
 
 def main(argv=None):
-    from mmengine.logging import MMLogger
+    from cotap_mm.utils.logger import tool_logger
     raw = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(raw)
-    logger = (MMLogger.get_instance('benchmark_train')
-              if MMLogger.check_instance_created('benchmark_train') else
-              MMLogger.get_instance('benchmark_train', log_level='INFO'))
+    logger = tool_logger('benchmark_train')
     if args.from_json:
         reports = []
         for path in args.from_json:

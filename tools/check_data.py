@@ -2,14 +2,7 @@
 
     python tools/check_data.py CONFIG [--min-size N] [--workers N] [--cfg-options KEY=VALUE ...]
 
-For each image folder of the config's training dataset (each ``ImageList``, e.g. COCO
-train2017 and ImageNet train): decodes every image as the training pipeline does and lists
-each unreadable, truncated, not RGB-convertible or too small one (greyscale, RGBA, palette, CMYK
-and 16-bit files are fine: the pipeline converts them). For each ``KNNPairDataset``: checks its
-kNN file against the folder (present, readable, one row per image, the same image list).
-Prints one line per problem and a summary per folder, with a progress bar; exits with 1 when
-anything is listed, so it can gate a job script. ``--min-size`` defaults to the global crop
-side of the config's ``CoTAPMultiCrop`` (smaller images are upsampled by the crops).
+Exits with 1 when anything is listed. Details: docs/data.md, "Producing the kNN files".
 """
 import argparse
 import os
@@ -36,13 +29,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.config import Config, DictAction
-    from mmengine.logging import MMLogger
+    from cotap_mm.utils.logger import tool_logger
     from mmengine.registry import init_default_scope
 
     from cotap_mm.datasets.data_check import check_folder, global_crop_side, training_folders
-    # a second main() in one process (tests) must not re-pass arguments to get_instance
-    logger = (MMLogger.get_instance('check_data') if MMLogger.check_instance_created('check_data')
-              else MMLogger.get_instance('check_data', log_level='INFO'))
+    logger = tool_logger('check_data')
     if not osp.isfile(args.config):
         raise SystemExit(f'check_data: config {args.config!r} not found')
     cfg = Config.fromfile(args.config)

@@ -1,12 +1,8 @@
 """The embedded demo: synthetic scenes -> image-level init -> kNN -> CoTAP -> dense probes.
 
     python tools/demo.py [--work-dir work_dirs/demo] [--seed 0] [--preset default|mini]
-        [--init supervised|random|selfdistill] [--cache-dir work_dirs/demo_cache]
 
-Runs the chain of :mod:`cotap_mm.benchmarking.demo_chain` (its stages are this checkout's
-tools, the light ones in this process) with every stage's output in ``WORK_DIR/logs/``; prints
-the table of the pixel floor, the init, CoTAP and the gain, and writes ``WORK_DIR/results.json``
-(docs/demo.md). tools/benchmark_demo.py adds the controls and ablations over seeds.
+Writes WORK_DIR/results.json and each stage's log in WORK_DIR/logs/. Details: docs/demo.md.
 """
 import argparse
 import importlib.util

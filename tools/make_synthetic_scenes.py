@@ -21,13 +21,10 @@ to their coloured label maps.
 """
 import argparse
 import importlib.util
-import os
 import os.path as osp
 import sys
 import time
 from typing import List, Optional
-
-import cv2
 
 from mmengine.logging import MMLogger
 from mmengine.utils import ProgressBar
@@ -83,26 +80,6 @@ def parse_args(argv: Optional[List[str]] = None):
     return args
 
 
-def write_preview(syn, path: str, seed: int, size: int, num: int,
-                  colour_mode: str = 'per_instance') -> None:
-    """Write ``render_preview`` as a PNG, atomically."""
-    if not path.lower().endswith('.png'):
-        raise ValueError(f'--preview {path!r}: the preview is written as PNG; use a .png name')
-    grid = syn.render_preview(seed=seed, size=size, num=num, scale=2 if size <= 96 else 1,
-                              colour_mode=colour_mode)
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp.{os.getpid()}.png'
-    try:
-        # Maximum zlib level: the picture is committed to the repository.
-        if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-            raise OSError(f'cv2 could not write {tmp!r}')
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
 def main(argv: Optional[List[str]] = None) -> Optional[dict]:
     args = parse_args(argv)
     name = 'make_synthetic_scenes'
@@ -130,8 +107,7 @@ def main(argv: Optional[List[str]] = None) -> Optional[dict]:
         logger.info(f'Done in {time.time() - t0:.1f} s: {osp.abspath(args.out)} '
                     f'(imagenet folders: {meta["imagenet_per_class"]})')
     if args.preview:
-        write_preview(syn, args.preview, args.seed, args.size, args.preview_num,
-                      args.colour_mode)
+        syn.write_preview(args.preview, args.seed, args.size, args.preview_num, args.colour_mode)
         logger.info(f'Wrote preview {args.preview}')
     return meta
 

@@ -1,25 +1,9 @@
 """Precompute the kNN neighbour file of an image folder (STEGO ``precompute_knns.py`` format).
 
-    python tools/precompute_knn.py IMAGE_DIR OUT_NPZ [--checkpoint CKPT] [--arch base]
-        [--patch-size 16] [--k 30] [--batch-size 64] [--image-size 224] [--device cuda]
+    python tools/precompute_knn.py IMAGE_DIR OUT_NPZ [--checkpoint CKPT] [--arch base] [--k 30]
 
-Features: the images (in :func:`cotap_mm.datasets.image_list.list_images` order, the order of
-``ImageList``) are resized (shorter side) to ``--image-size`` and centre-cropped, normalised with
-the ImageNet statistics, passed through a plain ViT (``CoTAPVisionTransformer(with_oaf=False,
-out_type='raw')``), and the last-layer patch tokens (CLS dropped) are averaged and
-L2-normalised. The npz holds ``nns``: int64 (N, k), the top-k by cosine similarity (faiss
-``IndexFlatIP``), the image itself in column 0, and what it was computed on, which
-``KNNPairDataset`` checks: ``num_images``, ``image_list_sha1`` (the digest of the sorted relative
-image list, :func:`cotap_mm.datasets.image_list.image_list_digest`) and ``image_dir``.
-
-Every image is decoded: unreadable or truncated files are all listed in one error at the end (no
-output is written), so this tool also finds the corrupt files of a folder. The npz is written
-atomically by :func:`cotap_mm.datasets.knn_file.write_knn_file`, the format's writer.
-
-The released files (``nns_vit_base_*_train_None_224.npz``) came from DINO ViT-B/16; pass such a
-backbone with ``--checkpoint`` (an mmengine checkpoint whose ``state_dict`` has ``backbone.*``
-keys, or a bare backbone state dict in mmpretrain ``VisionTransformer`` key layout).
-Without ``--checkpoint`` the weights are random: only for tests.
+Without ``--checkpoint`` the ViT is random: only for tests. Details: docs/data.md, "Producing
+the kNN files".
 """
 import argparse
 import os.path as osp
@@ -31,8 +15,6 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from mmengine.logging import MMLogger  # noqa: E402
-
 from cotap_mm.datasets.image_list import list_images  # noqa: E402
 from cotap_mm.datasets.knn_file import knn_search, write_knn_file  # noqa: E402
 from cotap_mm.evaluation.features import (UnreadableImagesError,  # noqa: E402,F401 (raised)
@@ -40,6 +22,7 @@ from cotap_mm.evaluation.features import (UnreadableImagesError,  # noqa: E402,F
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer  # noqa: E402
 from cotap_mm.models.utils.loading import load_backbone_weights, read_checkpoint  # noqa: E402
 from cotap_mm.utils.images import IMG_EXTENSIONS  # noqa: E402
+from cotap_mm.utils.logger import tool_logger  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -82,8 +65,7 @@ def _arch_from_args(args, ckpt, logger):
 def main(argv: Optional[List[str]] = None) -> np.ndarray:
     args = parse_args(argv)
     name = 'precompute_knn'
-    logger = (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
-              MMLogger.get_instance(name, logger_name=name))
+    logger = tool_logger(name)
     paths = list_images(args.image_dir, args.extensions)
     if not paths:
         raise FileNotFoundError(f'precompute_knn: no image with extensions {args.extensions} '

@@ -1,20 +1,8 @@
 """Test (evaluate) a checkpoint with an OpenMMLab config: mmpretrain or mmseg (``default_scope``).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE|DIR] [--out-item ...]
-                         [--show-dir DIR] [--show] [--cfg-options k=v ...]
-                         [--launcher none|pytorch|slurm|mpi]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE|DIR] [--show-dir DIR]
 
-Runs ``Runner.test()`` with ``load_from=CHECKPOINT`` and prints the metrics (the Runner logs
-them as well). ``--out``:
-
-- ``*.pkl`` / ``*.pickle``: the predictions are dumped there (mmengine ``DumpResults``), or the
-  metrics with ``--out-item metrics``; other extensions (``.json``, ``.yaml``) only with
-  ``--out-item metrics``;
-- anything else with an mmseg config (``default_scope='mmseg'``): a directory for the predicted
-  segmentation maps, as mmseg's own ``tools/test.py`` does (``test_evaluator.output_dir``).
-
-``--show-dir`` turns on the config's visualization hook and saves the drawings there.
-``--launcher pytorch`` on CPU uses gloo, as in ``tools/train.py`` (see ``tools/dist_test.sh``).
+Several processes: tools/dist_test.sh. Details: docs/training.md, "Testing".
 """
 import argparse
 import os.path as osp
@@ -56,45 +44,14 @@ def parse_args(argv=None):
     return _launch.parse_launcher_args(parser, argv)
 
 
-def _is_mmseg(cfg):
-    return str(cfg.get('default_scope', '')).startswith('mmseg')
-
-
-def enable_visualization(cfg, args, parser):
-    hooks = cfg.get('default_hooks', None) or {}
-    if 'visualization' not in hooks:
-        parser.error('--show/--show-dir need a visualization hook in default_hooks, e.g. '
-                     "visualization=dict(type='VisualizationHook') (mmpretrain) or "
-                     "dict(type='SegVisualizationHook') (mmseg)")
-    hook = hooks['visualization']
-    if _is_mmseg(cfg) or 'Seg' in str(hook.get('type', '')):
-        # mmseg's SegVisualizationHook: `draw`, and the visualizer saves to its save_dir
-        hook['draw'] = True
-        hook['interval'] = args.interval
-        if args.show:
-            hook['show'] = True
-            hook['wait_time'] = args.wait_time
-        if args.show_dir:
-            if cfg.get('visualizer', None) is None:
-                parser.error('--show-dir: the config has no visualizer')
-            cfg.visualizer['save_dir'] = args.show_dir
-    else:
-        # mmpretrain's VisualizationHook: `enable`, and out_dir
-        hook['enable'] = True
-        hook['show'] = args.show
-        hook['wait_time'] = args.wait_time
-        hook['out_dir'] = args.show_dir
-        hook['interval'] = args.interval
-
-
 def merge_args(cfg, args, parser):
     cfg.launcher = args.launcher
     _launch.set_work_dir(cfg, args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     if args.show or args.show_dir:
-        enable_visualization(cfg, args, parser)
-    if args.out is not None and args.out_item is None and _is_mmseg(cfg) \
+        _launch.enable_visualization(cfg, args, parser)
+    if args.out is not None and args.out_item is None and _launch.is_mmseg(cfg) \
             and not args.out.endswith(_PICKLE_EXTS):
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
@@ -119,7 +76,7 @@ def main(argv=None):
         if cfg.get(key, None) is None:
             parser.error(f'the config {args.config} has no `{key}`; tools/test.py needs '
                          'test_dataloader, test_cfg and test_evaluator')
-    out_dir = (args.out is not None and args.out_item is None and _is_mmseg(cfg)
+    out_dir = (args.out is not None and args.out_item is None and _launch.is_mmseg(cfg)
                and not args.out.endswith(_PICKLE_EXTS))
     dump_preds = args.out is not None and args.out_item != 'metrics' and not out_dir
     if dump_preds and not args.out.endswith(_PICKLE_EXTS):

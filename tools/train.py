@@ -1,23 +1,9 @@
 """Train a model from an OpenMMLab config (mmpretrain or mmseg) with cotap_mm components.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
-                          [--no-validate] [--no-pin-memory] [--no-persistent-workers]
-                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v]
 
-Same flags and flow as mmpretrain's ``tools/train.py``, plus what CPU-only machines need
-(docs/training.md):
-
-- ``--launcher pytorch`` without CUDA: the process group is created with the gloo backend before
-  the Runner is built (mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device``
-  unconditionally), and DDP is built with ``device_ids=None`` (CPU modules).
-- ``persistent_workers`` is only turned on for dataloaders with ``num_workers > 0`` (torch
-  refuses it otherwise); ``pin_memory`` defaults to on only when CUDA is available.
-- ``--amp`` without a GPU stops with a clear error (mmengine's ``AmpOptimWrapper`` asserts CUDA).
-- A config key that a component does not take (``model.inner_patch_loss.temprature``) stops
-  with a ``ConfigArgumentError`` naming the component, the key, where it is set and the closest
-  valid argument names, instead of a bare ``__init__() got an unexpected keyword argument``.
-
-Multi-process launch: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh``.
+Several processes: tools/dist_train.sh (torchrun) or tools/slurm_train.sh. Details (options,
+CPU and gloo set-up, resuming): docs/training.md.
 """
 import argparse
 import os.path as osp

@@ -1,40 +1,23 @@
 """Pictures of a CoTAP backbone: PCA of patch features, OAF prototype assignments, foreground mask.
 
-Usage::
-
-    python tools/visualize.py CONFIG CHECKPOINT IMAGE_OR_DIR [...] --out-dir DIR \\
+    python tools/visualize.py CONFIG CHECKPOINT IMAGE_OR_DIR [...] --out-dir DIR \
         [--size 448] [--which student|teacher] [--cfg-options KEY=VALUE ...]
 
-For every image ``<stem>`` it writes (see docs/visualize.md):
-
-- ``<stem>_pca.png`` (S, 2S): the image | the first 3 principal components of the OAF patch
-  features (2D wide), fitted jointly on all given images, min-max scaled per component to RGB;
-- ``<stem>_prototypes.png`` (S, S): each patch coloured by the prototype with the highest
-  OAF patch-branch attention (mean over heads), blended over the image;
-- ``<stem>_foreground.png`` (S, S): the teacher-style foreground mask of the last layer's CLS
-  attention (docs/method.md §4.4), over the image;
-
-and ``summary.png``, a contact sheet (rows: images; columns: image | PCA | prototypes |
-foreground). ``CONFIG`` is any config whose ``model`` is a ``CoTAPVisionTransformer`` or has one
-as ``model.backbone`` (pretraining or mmseg config). ``CHECKPOINT`` is a CoTAP pretraining
-checkpoint (``--which`` picks ``backbone.*`` or ``teacher.module.backbone.*``) or a backbone-only
-file with ``backbone.*`` keys; weights are loaded strictly.
+Writes ``<stem>_{pca,prototypes,foreground}.png`` per image and the contact sheet
+``summary.png``; what each picture shows, the accepted configs and checkpoints (loaded
+strictly): docs/visualize.md.
 """
 import argparse
-import os
 import os.path as osp
 import sys
-from typing import List, Sequence
+from typing import List
 
 # Make the repository root importable when run from a source checkout without `pip install -e`.
 _REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-COLUMNS = ('image', 'PCA', 'prototypes', 'foreground')
 
 
 def parse_args(argv=None):
@@ -94,34 +77,19 @@ def parse_args(argv=None):
     return args
 
 
-def output_stems(paths: Sequence[str]) -> List[str]:
-    """File stems, made unique with ``_2``, ``_3``... when two inputs share a name."""
-    stems, seen = [], {}
-    for path in paths:
-        stem = osp.splitext(osp.basename(path))[0]
-        n = seen.get(stem, 0) + 1
-        seen[stem] = n
-        stems.append(stem if n == 1 else f'{stem}_{n}')
-    return stems
-
-
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     import cotap_mm  # noqa: F401  (registers the backbone, applies torch compat patches)
     from mmengine.config import Config
-    from mmengine.logging import MMLogger
+    from cotap_mm.utils.logger import tool_logger
     from mmengine.utils import ProgressBar
 
     from cotap_mm.evaluation.backbone_maps import build_raw_backbone, maps_of_images
     from cotap_mm.models.utils.loading import load_backbone_weights
-    from cotap_mm.utils.fileio import atomic_open
-    from cotap_mm.visualization import (backbone_pictures, fit_pca, image_grid, label_palette,
-                                        pca_to_rgb, save_png)
+    from cotap_mm.visualization import fit_pca, label_palette, write_backbone_pictures
 
     name = 'cotap_visualize'
-    # a second main() in one process (tests) must not re-pass arguments to get_instance
-    logger = (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
-              MMLogger.get_instance(name, log_level='INFO'))
+    logger = tool_logger(name)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -142,7 +110,7 @@ def main(argv=None) -> List[str]:
         logger.warning(f'{M} prototypes but the fixed palette has 64 well-separated colours; '
                        'ids above 63 reuse the palette sequence and may look alike')
     palette = label_palette(max(64, M))
-    paths, stems = args.image_paths, output_stems(args.image_paths)
+    paths = args.image_paths
     logger.info(f'{len(paths)} images at {args.size}x{args.size} (grid {args.size // p}x'
                 f'{args.size // p}), {M} prototypes, foreground mass {fg_mass}, device {device}')
 
@@ -154,27 +122,11 @@ def main(argv=None) -> List[str]:
                 ', '.join(f'{v:.3g}' for v in ev))
 
     # pass 2: render and write
-    os.makedirs(args.out_dir, exist_ok=True)
-    written, rows = [], []
     bar = ProgressBar(len(paths))
-    for rgb, m, stem in zip(images, maps, stems):
-        pics = backbone_pictures(rgb, m, pca, palette, args.pca_interp, args.alpha)
-        for kind in ('pca', 'prototypes', 'foreground'):
-            written.append(save_png(osp.join(args.out_dir, f'{stem}_{kind}.png'), pics[kind]))
-        if args.save_arrays:
-            path = osp.join(args.out_dir, f'{stem}_maps.npz')
-            with atomic_open(path) as f:
-                np.savez_compressed(f, pca_rgb=pca_to_rgb(m['features'], pca),
-                                    prototype_ids=m['prototype_ids'].astype(np.int64),
-                                    fg_mask=m['fg_mask'].astype(np.uint8),
-                                    cls_attn=m['cls_attn'])
-            written.append(path)
-        rows.append([rgb, pics['pca_map'], pics['prototypes'], pics['foreground']])
-        bar.update()
+    written = write_backbone_pictures(args.out_dir, paths, images, maps, pca, palette,
+                                      args.pca_interp, args.alpha, args.tile_size,
+                                      args.save_arrays, bar.update)
     sys.stdout.write('\n')
-    tile = min(args.tile_size, args.size)
-    written.append(save_png(osp.join(args.out_dir, 'summary.png'),
-                            image_grid(rows, tile_size=(tile, tile), col_titles=COLUMNS)))
     logger.info(f'Wrote {len(written)} files to {args.out_dir}: {len(paths)} images x '
                 f'(pca, prototypes, foreground{", maps.npz" if args.save_arrays else ""}) + '
                 f'summary.png ({args.which} weights of {osp.basename(args.checkpoint)})')

@@ -10,7 +10,8 @@ from mmengine.config import ConfigDict
 
 __all__ = ['accelerator_available', 'default_work_dir', 'set_work_dir',
            'set_dataloader_defaults', 'fix_persistent_workers', 'fall_back_to_fp32',
-           'setup_cpu_distributed', 'build_runner', 'add_launcher_args', 'parse_launcher_args']
+           'setup_cpu_distributed', 'build_runner', 'add_launcher_args', 'parse_launcher_args',
+           'is_mmseg', 'enable_visualization']
 
 _DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _DDP_TYPES = ('MMDistributedDataParallel', 'mmengine.MMDistributedDataParallel')
@@ -155,3 +156,37 @@ def fall_back_to_fp32(cfg):
     wrapper.type = 'OptimWrapper'
     for key in ('loss_scale', 'dtype', 'use_fsdp'):
         wrapper.pop(key, None)
+
+
+def is_mmseg(cfg):
+    """Whether ``cfg`` runs in the mmseg scope."""
+    return str(cfg.get('default_scope', '')).startswith('mmseg')
+
+
+def enable_visualization(cfg, args, parser):
+    """Turn on the config's visualization hook for tools/test.py's ``--show``/``--show-dir``
+    (mmseg's SegVisualizationHook or mmpretrain's VisualizationHook)."""
+    hooks = cfg.get('default_hooks', None) or {}
+    if 'visualization' not in hooks:
+        parser.error('--show/--show-dir need a visualization hook in default_hooks, e.g. '
+                     "visualization=dict(type='VisualizationHook') (mmpretrain) or "
+                     "dict(type='SegVisualizationHook') (mmseg)")
+    hook = hooks['visualization']
+    if is_mmseg(cfg) or 'Seg' in str(hook.get('type', '')):
+        # mmseg's SegVisualizationHook: `draw`, and the visualizer saves to its save_dir
+        hook['draw'] = True
+        hook['interval'] = args.interval
+        if args.show:
+            hook['show'] = True
+            hook['wait_time'] = args.wait_time
+        if args.show_dir:
+            if cfg.get('visualizer', None) is None:
+                parser.error('--show-dir: the config has no visualizer')
+            cfg.visualizer['save_dir'] = args.show_dir
+    else:
+        # mmpretrain's VisualizationHook: `enable`, and out_dir
+        hook['enable'] = True
+        hook['show'] = args.show
+        hook['wait_time'] = args.wait_time
+        hook['out_dir'] = args.show_dir
+        hook['interval'] = args.interval

@@ -1,12 +1,9 @@
 """Chance-level mIoU of a segmentation dataset: the mIoU of a predictor that ignores the image
-and labels every pixel at random with the class frequencies of the training labels
-(cotap_mm.evaluation.functional.chance; docs/synthetic.md, "How much do raw pixels tell?").
+and labels every pixel at random with the class frequencies of the training labels.
 
-    python tools/analysis/chance_miou.py DATA_ROOT --num-classes 12 \
-        [--train-ann ann_dir/train] [--val-ann ann_dir/val] [--seg-suffix .png] [--out F]
+    python tools/analysis/chance_miou.py DATA_ROOT --num-classes 12 [--out F]
 
-DATA_ROOT is in mmseg's layout; the label maps are read as stored (no reduce_zero_label, no
-resizing), 255 ignored.
+Details: docs/synthetic.md, "How much do raw pixels tell?".
 """
 import argparse
 import json

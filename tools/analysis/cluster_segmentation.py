@@ -1,21 +1,10 @@
 """Unsupervised segmentation probe: k-means over frozen patch features + cluster matching
-(the STEGO / Leopart protocol, docs/probes.md).
+(the STEGO / Leopart protocol).
 
-    python tools/analysis/cluster_segmentation.py CONFIG CHECKPOINT --data-root data/coco_stuff27 \
-        --num-classes 27 [--num-clusters 27 100 300 500] [--size 448] [--split val] \
-        [--img-dir img_dir] [--ann-dir ann_dir] [--img-suffix .jpg] [--seg-suffix .png] \
-        [--ann-file LIST] [--reduce-zero-label] [--niter 50] [--nredo 1] [--seed 0] \
-        [--work-dir DIR] [--out F]
+    python tools/analysis/cluster_segmentation.py CONFIG CHECKPOINT --data-root ROOT
+        --num-classes 27 [--num-clusters 27 100 300 500] [--split val] [--size 448]
 
-Data: mmseg layout, ROOT/img_dir/<split>/*.jpg + ROOT/ann_dir/<split>/*.png, labels 0..C-1 and
-255 ignored. Each image is squashed to ``--size`` x ``--size`` and its label resized nearest to
-the same size (docs/method.md §6.1 validation). Features: the backbone's patch map (``out_type='featmap'``,
-2D wide with the object-aware filter), each patch L2-normalised. k-means (faiss, seeded) runs on
-the patches of the evaluated split itself (as STEGO / Leopart do); every patch is assigned to its
-nearest centroid, the (size/p)^2 cluster map upsampled nearest to the label size, and clusters
-are matched to classes on the same split: one-to-one Hungarian when K <= C, many-to-one (each
-cluster to the class it overlaps most) when K > C (``--match`` overrides). mIoU (NaN classes
-dropped) and pixel accuracy in %, mmseg ``IoUMetric`` semantics. See docs/probes.md.
+Details: docs/probes.md, "Cluster segmentation".
 """
 import argparse
 import os.path as osp

@@ -1,14 +1,9 @@
 """Are the CoTAP code targets informative? The spread of the patch head's cosine scores over
-its prototypes and the entropy of the Sinkhorn codes made from them, for the student and the
-EMA teacher of a CoTAP training checkpoint (or, with ``--fresh-heads``, of the config's init
-with newly initialised heads), on a folder of images (docs/training.md).
+its prototypes and the entropy of the Sinkhorn codes made from them, student and teacher.
 
     python tools/analysis/code_entropy.py CONFIG [CHECKPOINT | --fresh-heads] --images DIR
-        [--num-images 32] [--size S] [--temperatures 0.05 0.02 0.01] [--seed 0] [--out F]
-        [--cfg-options KEY=VALUE ...]
 
-``--size`` defaults to the config's global crop side. Uniform codes have entropy log K and
-largest probability 1 / K: near them the inner-patch loss can only sit at log K.
+Details: docs/training.md, "What the log shows besides the losses".
 """
 import argparse
 import json

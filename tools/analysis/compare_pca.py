@@ -2,25 +2,10 @@
 same images (docs/visualize.md).
 
     python tools/analysis/compare_pca.py CONFIG CKPT [CKPT ...] --images IMG_OR_DIR [...] \
-        --out FILE.png [--titles T [T ...]] [--size 192] [--num-images 4] [--ann-dir DIR] \
-        [--prefix backbone.] [--device cpu] [--cfg-options KEY=VALUE ...]
+        --out FILE.png [--titles T [T ...]] [--size 192] [--num-images 4] [--ann-dir DIR]
 
-- ``CONFIG``: a config whose ``model`` is, or has as ``model.backbone``, a
-  ``CoTAPVisionTransformer``; ``CKPT``: backbone files with ``backbone.*`` keys
-  (``tools/model_converters/extract_backbone.py``). Each checkpoint gets its own backbone,
-  built with the object-aware filter (OAF) if and only if it has ``oaf.*`` keys (so an
-  image-level initialisation and a CoTAP backbone compare in one call); loading is strict.
-- Every image (the first ``--num-images`` of ``--images``, folders sorted) is squashed to
-  ``--size`` x ``--size`` and normalised with the config's mean/std. The features are the patch
-  maps (``out_type='featmap'``: 2D wide with the OAF, D without). Per checkpoint, a 3-component
-  PCA is fitted jointly on the patches of all shown images and each component min-max scaled
-  to RGB (``cotap_mm.visualization``), so colours compare across the rows of one column, not
-  across columns.
-- The picture: one row per image; columns: the image | the label map in colour (with
-  ``--ann-dir DIR``: ``DIR/<stem>.png``; or found when every image sits in an mmseg layout
-  ``.../img_dir/<split>/`` beside ``.../ann_dir/<split>/<stem>.png``) | one PCA per checkpoint,
-  captioned with ``--titles`` (default: the checkpoint file stems). Written atomically to
-  ``--out``; :func:`main` returns that path.
+Details (the backbone per checkpoint, the images, the picture's columns): docs/visualize.md,
+"Comparing backbones".
 """
 import argparse
 import os.path as osp
@@ -37,6 +22,7 @@ from cotap_mm.evaluation.features import patch_features  # noqa: E402
 from cotap_mm.models.utils.loading import (backbone_cfg, get_normalization,  # noqa: E402
                                            load_checkpoint_backbone, load_config)
 from cotap_mm.utils.images import collect_images, load_squashed  # noqa: E402
+from cotap_mm.utils.logger import tool_logger  # noqa: E402
 from cotap_mm.visualization import image_grid, label_tiles, pca_tiles, save_png  # noqa: E402
 
 TOOL = 'compare_pca'
@@ -93,17 +79,6 @@ def check_cotap_backbone(cfg, config: str) -> None:
                          f'{kind!r}, not a CoTAPVisionTransformer')
 
 
-def select_images(args) -> List[str]:
-    """The first ``--num-images`` image files of ``--images`` (a folder without images and a
-    path that does not exist raise, naming ``--images``)."""
-    return collect_images(args.images, arg='--images')[:args.num_images]
-
-
-def column_titles(args) -> List[str]:
-    """``--titles``, else the checkpoint file stems."""
-    return args.titles or [osp.splitext(osp.basename(c))[0] for c in args.checkpoints]
-
-
 def patch_maps(backbone: torch.nn.Module, x: torch.Tensor, device) -> List[np.ndarray]:
     """Normalised images (N, 3, S, S) -> N patch maps (S/p, S/p, C) float32."""
     backbone = backbone.to(device).eval()
@@ -111,22 +86,14 @@ def patch_maps(backbone: torch.nn.Module, x: torch.Tensor, device) -> List[np.nd
                            for i in range(0, len(x), BATCH)]).numpy())
 
 
-def get_logger():
-    from mmengine.logging import MMLogger
-    name = 'cotap_compare_pca'
-    # a second main() in one process must not re-pass arguments to get_instance
-    return (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
-            MMLogger.get_instance(name, log_level='INFO'))
-
-
 def main(argv: Optional[List[str]] = None) -> str:
     """Write the picture; returns its path (``--out``)."""
     args = parse_args(argv)
     check_args(args)
-    logger = get_logger()
+    logger = tool_logger('cotap_compare_pca')
     cfg = load_config(args.config, args.cfg_options)
     check_cotap_backbone(cfg, args.config)
-    images = select_images(args)
+    images = collect_images(args.images, arg='--images')[:args.num_images]  # sorted folders
     annotations = find_annotations(images, args.ann_dir, logger)
     mean, std = get_normalization(cfg)
     rgbs, tensors = zip(*[load_squashed(img, args.size, mean, std) for img in images])
@@ -135,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> str:
     if annotations is not None:
         columns.append(label_tiles([load_label_map(a, args.size) for a in annotations]))
         titles.append('labels')
-    for ckpt, title in zip(args.checkpoints, column_titles(args)):
+    stems = [osp.splitext(osp.basename(c))[0] for c in args.checkpoints]
+    for ckpt, title in zip(args.checkpoints, args.titles or stems):
         backbone = load_checkpoint_backbone(cfg, ckpt, args.prefix, logger)
         if args.size % backbone.patch_size:
             raise ValueError(f'--size {args.size} is not a multiple of the patch size '

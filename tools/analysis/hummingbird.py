@@ -1,20 +1,10 @@
 """Hummingbird in-context dense retrieval: label the val patches by their nearest neighbours
-in a memory of labelled, augmented train patches (docs/probes.md, "Hummingbird").
+in a memory of labelled, augmented train patches.
 
-    python tools/analysis/hummingbird.py CONFIG CHECKPOINT --data-root data/VOCdevkit/VOC2012 \
-        --num-classes 21 [--train-split train] [--split val] [--size 512] \
-        [--memory-size 10240000] [--num-neighbors 30] [--temperature 0.02] \
-        [--augmentation-epochs 2] [--ignore-as 0|none] [--work-dir DIR] [--out F]
+    python tools/analysis/hummingbird.py CONFIG CHECKPOINT --data-root data/VOCdevkit/VOC2012
+        --num-classes 21 [--memory-size 10240000] [--num-neighbors 30] [--ignore-as 0|none]
 
-The protocol of open-hummingbird-eval: every train image is augmented ``--augmentation-epochs``
-times (photometric jitter, RandomResizedCrop to ``--size``, no flip), its L2-normalised patch
-features and soft patch labels (pixel fractions per class) go into the memory,
-``memory-size // (images * epochs)`` patches per image drawn towards the image's rare classes;
-each val patch (image squashed to ``--size``) takes the softmax(cos / temperature)-weighted
-label distribution of its ``--num-neighbors`` nearest memory patches (exact cosine search),
-upsampled bilinearly to the label size and argmaxed. mIoU in % with mmseg ``IoUMetric``
-semantics (classes absent from prediction and label dropped), and ``mIoU_all_classes``, the mean
-over all C classes with absent ones at 0 (the reference's mean).
+Details: docs/probes.md, "Hummingbird in-context dense retrieval".
 """
 import argparse
 import os.path as osp

@@ -1,16 +1,9 @@
 """How much the kNN pairs of the synthetic pretraining scenes share their classes: the mean
-Jaccard index of the class sets of an image and each neighbour, against random pairs of the
-same scenes (all classes, and things only); the scenes' classes are regenerated from the
-folder's meta.json (docs/demo.md).
+Jaccard index of the class sets of an image and each neighbour, against random pairs.
 
-    python tools/analysis/knn_agreement.py DATA_ROOT [--nns-dir DATA_ROOT/nns] [--seed 0]
-        [--write-oracle K]
+    python tools/analysis/knn_agreement.py DATA_ROOT [--nns-dir DATA_ROOT/nns] [--write-oracle K]
 
-DATA_ROOT is a folder of tools/make_synthetic_scenes.py; the kNN files are
-``nns_coco.npz`` and ``nns_imagenet.npz`` of tools/precompute_knn.py. ``--write-oracle K``
-first writes ``nns_{coco,imagenet}_oracle.npz`` there: the K neighbours with the most classes in
-common (Jaccard), a diagnostic upper bound of the kNN pairs, not a method (pass them to a
-training run with ``train_dataloader.dataset.{coco,imagenet}.nns_file=...``).
+Details: docs/demo.md, "Levers" (Do the kNN pairs share classes?).
 """
 import argparse
 import json

@@ -1,16 +1,9 @@
 """Weighted kNN classification on frozen CLS features (docs/method.md §6.2).
 
-    python tools/analysis/knn_classification.py CONFIG CHECKPOINT --data-root data/imagenet \
-        [--k 20] [--temperature 0.07] [--grid-k 5 10 20 50 100] \
-        [--grid-t 0.05 0.07 0.1 0.15 0.2] [--no-grid] [--feature-cache feats.pth] \
-        [--work-dir DIR] [--out results.json] [--cfg-options model.backbone.with_oaf=False]
+    python tools/analysis/knn_classification.py CONFIG CHECKPOINT --data-root data/imagenet
+        [--k 20] [--temperature 0.07] [--no-grid] [--feature-cache feats.pth]
 
-Features: the backbone's CLS token (``out_type='cls_token'``: 2D wide with the object-aware
-filter, D without), after Resize(256) + CenterCrop(224), L2-normalised; cosine similarity; each
-of the top-k train neighbours votes ``exp(sim / T)`` for its class. The headline is the fixed
-(k, T) (default DINO's 20, 0.07). The grid (the official CoTAP code reports its best entry) is
-printed and saved separately and its best entry is labelled as selected on val. See
-docs/probes.md.
+Details: docs/probes.md, "kNN classification".
 """
 import argparse
 import os.path as osp

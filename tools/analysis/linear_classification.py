@@ -1,14 +1,9 @@
 """Linear classification probe on frozen CLS features (docs/method.md §6.2).
 
-    python tools/analysis/linear_classification.py CONFIG CHECKPOINT --data-root data/imagenet \
-        [--lr 1e-3] [--probe-batch-size 256] [--epochs 1] [--seed 0] \
-        [--feature-cache feats.pth] [--work-dir DIR] [--out results.json] [--cfg-options ...]
+    python tools/analysis/linear_classification.py CONFIG CHECKPOINT --data-root data/imagenet
+        [--feature-cache feats.pth] [--seed 0]
 
-The official protocol: ``nn.Linear(2D, C)`` on the raw CLS features (no BN, no normalisation),
-Adam with a constant lr 1e-3, a *single pass* over the training set in batches of 256, top-1 on
-val. Features are extracted once (Resize 256 + CenterCrop 224, no augmentation), so the pass over
-the stored features is the same computation; the order is drawn from ``--seed``. See
-docs/probes.md.
+Details: docs/probes.md, "Linear classification".
 """
 import argparse
 import os.path as osp

@@ -1,18 +1,10 @@
 """Converged dense linear probe: a 1x1-conv classifier of frozen patch features fitted to
-convergence with full-batch L-BFGS on a labelled split, scored on another (docs/probes.md).
+convergence with full-batch L-BFGS on a labelled split, scored on another.
 
-    python tools/analysis/linear_segmentation.py CONFIG CHECKPOINT --data-root data/seg \
-        --num-classes 12 [--train-split train] [--split val] [--size 96] [--iters 200] \
-        [--weight-decay 1e-4] [--img-suffix .jpg] [--work-dir DIR] [--out F]
+    python tools/analysis/linear_segmentation.py CONFIG CHECKPOINT --data-root ROOT
+        --num-classes C [--train-split train] [--split val] [--size 448]
 
-The computation of an mmseg linear head (1x1 conv, logits upsampled bilinearly to the label
-size, cross-entropy with 255 ignored), but fitted without augmentation to the optimum of the
-(L2-regularised) loss rather than for a number of stochastic steps, so the score measures how
-linearly separable the features are, not how far an optimiser got on them: two backbones whose
-features differ in scale or width get the same treatment. Images are squashed to ``--size`` and
-labels resized nearest (as the segmentation validation); each feature channel is standardised
-with the train split's statistics. mIoU (NaN classes dropped) and pixel accuracy in %, mmseg
-``IoUMetric`` semantics.
+Details: docs/probes.md, "Converged linear segmentation (L-BFGS)".
 """
 import argparse
 import copy

@@ -1,23 +1,11 @@
 """Semantic concentration of frozen patch features on a labelled segmentation split: the mean
 cosine between patches of one class in different images (intra) against patches of two classes
-(inter), their gap and the normalised ratio (intra - inter) / (1 - inter) (docs/probes.md).
+(inter), their gap and the normalised ratio (intra - inter) / (1 - inter).
 
-    python tools/analysis/semantic_concentration.py CONFIG CHECKPOINT --data-root ROOT \
-        --num-classes C [--split val] [--size 448] [--img-dir img_dir] [--ann-dir ann_dir] \
-        [--img-suffix .jpg] [--seg-suffix .png] [--ann-file LIST] [--reduce-zero-label] \
-        [--ignore-index 255] [--min-purity 0.75] [--no-center] [--no-heatmap] \
-        [--feature-dtype float32] [--work-dir DIR] [--out F]
+    python tools/analysis/semantic_concentration.py CONFIG CHECKPOINT --data-root ROOT
+        --num-classes C [--split val] [--size 448] [--min-purity 0.75] [--no-center]
 
-Data and resolution as in cluster_segmentation.py: mmseg layout, each image squashed to
-``--size`` x ``--size`` and its label resized nearest to the same size. Features: the backbone's
-patch map (``out_type='featmap'``, 2D wide with the object-aware filter), raw: the measure
-centres them on the mean labelled patch and L2-normalises them (``--no-center`` skips the
-centring). Patch labels: the label map pooled to the feature grid, each patch taking the
-majority class of its pixels when that class covers at least ``--min-purity`` of them (ignored
-pixels count against it), else ignored. The measure is
-:func:`cotap_mm.evaluation.functional.semantic_concentration`; besides the table and the JSON,
-the class-by-class mean-cosine matrix is drawn as a heat map next to the JSON (``<out>.png``,
-when matplotlib is installed; ``--no-heatmap`` skips it).
+Details: docs/probes.md, "Semantic concentration".
 """
 import argparse
 import os.path as osp

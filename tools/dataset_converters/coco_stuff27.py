@@ -1,26 +1,9 @@
 """Convert COCO-Stuff stuffthingmaps to the 27 coarse classes of COCO-Stuff-27 (IIC/STEGO).
 
     python tools/dataset_converters/coco_stuff27.py data/cocostuff [-o OUT_DIR] [--nproc 8]
-        [--splits train2017 val2017] [--all-images]
 
-Input layout (COCO 2017 images, the COCO-Stuff ``stuffthingmaps_trainval2017.zip`` maps and the
-IIC/STEGO curated lists)::
-
-    data/cocostuff/
-    ├── images/{train2017,val2017}/<id>.jpg
-    ├── annotations/{train2017,val2017}/<id>.png   # raw stuffthingmaps: 0..181, 255 unlabeled
-    └── curated/train2017/Coco164kFull_Stuff_Coarse.txt
-        curated/val2017/Coco164kFull_Stuff_Coarse_7.txt
-
-Output: ``OUT_DIR/<split>/<id>.png`` (default ``OUT_DIR`` = ``data/cocostuff/annotations27``),
-uint8 0..26 with 255 = ignore, through STEGO's fine->coarse table
-(``cotap_mm.datasets.coco_stuff27.FINE_TO_COARSE``); read by ``COCOStuff27Dataset``. By default
-only the images of the curated lists are converted (49,629 train / 2,175 val); ``--all-images``
-converts every map in ``annotations/<split>``.
-
-mmseg's own COCO-Stuff converter writes ``*_labelTrainIds.png`` maps whose values 0..170 are
-already remapped; the table would give wrong classes on them, so such input is refused: by file
-name, and by content (raw maps never use the 11 unused COCO ids, train ids do).
+Input: the raw stuffthingmaps (0..181); mmseg's ``*_labelTrainIds.png`` maps are refused.
+Details (layout, curated lists, output): docs/data.md, "COCO-Stuff-27".
 """
 import argparse
 import os
@@ -64,13 +47,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     parser, args = parse_args(argv)
-    from mmengine.logging import MMLogger
+    from cotap_mm.utils.logger import tool_logger
     from mmengine.utils import track_parallel_progress, track_progress
 
     from cotap_mm.datasets.coco_stuff27 import fine_to_coarse_lut
     name = 'coco_stuff27_converter'
-    logger = (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
-              MMLogger.get_instance(name, log_level='INFO'))
+    logger = tool_logger(name)
     root = args.coco_root
     out_dir = args.out_dir or osp.join(root, 'annotations27')
     lut = fine_to_coarse_lut()

@@ -1,18 +1,11 @@
 """Convert a released self-supervised ViT checkpoint into an mmengine checkpoint for
 ``CoTAPVisionTransformer`` (``{'meta': {...}, 'state_dict': {'backbone.<key>': tensor}}``).
 
-    python tools/model_converters/convert.py \
-        --src-format {dino,ibot,mugs,leopart,cotap-official,timm} SRC DST
-        [--which teacher|student] [--arch small|base|tiny] [--num-heads N]
-        [--keep-final-norm] [--unsafe-pickle]
+    python tools/model_converters/convert.py --src-format FMT SRC DST [--which teacher|student]
+        [--arch small|base|tiny] [--keep-final-norm] [--unsafe-pickle]
 
-``--which`` defaults to the teacher for DINO / iBOT / Mugs (their released backbones are the EMA
-teacher), to the student for Leopart and the official CoTAP release (what their evaluations
-load; docs/method.md §4.1 / §6.1). The final ``norm.*`` and all heads are dropped (CoTAP has no final
-norm); ``--keep-final-norm`` keeps the norm as ``ln1.*``. The arch is inferred from the tensor
-shapes unless ``--arch`` is given. Lightning ``.ckpt`` files need ``--unsafe-pickle`` (see
-docs/converters.md). The result is written atomically. Load it with
-``init_cfg=dict(type='CoTAPPretrained', checkpoint=DST, prefix='backbone.')``.
+``--unsafe-pickle`` (Lightning ``.ckpt`` files) is for trusted files only. Details (formats,
+defaults, what is dropped, loading): docs/converters.md.
 """
 import argparse
 import os.path as osp

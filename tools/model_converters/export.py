@@ -1,22 +1,9 @@
 """Export the ViT trunk of a cotap_mm checkpoint for timm, as safetensors.
 
-    python tools/model_converters/export.py SRC DST.safetensors [--to timm]
-        [--which student|teacher] [--num-heads N] [--unsafe-pickle]
+    python tools/model_converters/export.py SRC DST.safetensors [--which student|teacher]
 
-SRC is a CoTAP pretraining checkpoint or a backbone checkpoint (extract_backbone.py /
-convert.py output). DST holds the trunk in timm's ``VisionTransformer`` layout, written
-atomically, with the model's arguments in its metadata (``timm_kwargs``, JSON); it loads with
-``strict=True`` and gives the backbone's ``out_type='raw'`` tokens:
-
-    import json, timm, safetensors.torch as st
-    from safetensors import safe_open
-    kwargs = json.loads(safe_open(DST, 'pt').metadata()['timm_kwargs'])
-    model = timm.models.vision_transformer.VisionTransformer(**kwargs)
-    model.load_state_dict(st.load_file(DST), strict=True)
-    tokens = model.forward_features(images)  # (B, 1 + N, D)
-
-The object-aware filter (``oaf.*``) has no timm counterpart and is left out (listed); to keep it,
-load the cotap_mm checkpoint into ``CoTAPVisionTransformer`` (docs/converters.md).
+DST loads into timm's ``VisionTransformer`` with ``strict=True`` (its arguments are in the
+file's metadata); the object-aware filter is left out. Details: docs/converters.md, "export.py".
 """
 import argparse
 import json

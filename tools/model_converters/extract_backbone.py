@@ -2,14 +2,8 @@
 
     python tools/model_converters/extract_backbone.py SRC DST [--which student|teacher]
 
-SRC is a checkpoint saved by the Runner during CoTAP pretraining (student backbone under
-``backbone.*``, EMA teacher under ``teacher.module.backbone.*``); DST gets
-``{'meta': {...}, 'state_dict': {'backbone.<key>': tensor}}`` (heads, queues, the prototype bank
-and the teacher are dropped), written atomically. Load it with
-``init_cfg=dict(type='CoTAPPretrained', checkpoint=DST, prefix='backbone.')``.
-
-``--which`` defaults to the student: the released CoTAP evaluation loads the student weights
-(its loader drops ``net_teacher.*``, docs/method.md §6.1), so the student reproduces the paper's numbers.
+Load DST with ``init_cfg=dict(type='CoTAPPretrained', checkpoint=DST, prefix='backbone.')``.
+Details (student by default, what is dropped): docs/converters.md, "extract_backbone.py".
 """
 import argparse
 import os.path as osp

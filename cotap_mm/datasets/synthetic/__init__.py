@@ -18,7 +18,7 @@ It does not import any model code (:mod:`.scenes` draws a scene, :mod:`.depth` g
 :mod:`.files` writes the dataset folders): ``tools/make_synthetic_scenes.py`` only needs numpy
 and cv2. Layout written on disk and class table: ``docs/synthetic.md``.
 """
-from .files import (colorize_label, pretraining_scene_classes, render_preview,
+from .files import (colorize_label, pretraining_scene_classes, render_preview, write_preview,
                     write_synthetic_dataset)
 from .depth import DEPTH_RANGE, scene_depth
 from .scenes import (CLASSES, COLOUR_MODES, GENERATOR_VERSION, IGNORE_INDEX, PALETTE,
@@ -27,5 +27,5 @@ from .scenes import (CLASSES, COLOUR_MODES, GENERATOR_VERSION, IGNORE_INDEX, PAL
 __all__ = [
     'CLASSES', 'PALETTE', 'THING_CLASSES', 'STUFF_CLASSES', 'IGNORE_INDEX', 'GENERATOR_VERSION',
     'COLOUR_MODES', 'DEPTH_RANGE', 'generate_scene', 'scene_depth', 'write_synthetic_dataset',
-    'render_preview', 'colorize_label', 'pretraining_scene_classes'
+    'render_preview', 'write_preview', 'colorize_label', 'pretraining_scene_classes'
 ]

@@ -37,6 +37,26 @@ def render_preview(seed: int = 0, size: int = 96, num: int = 3, scale: int = 2,
     return np.concatenate(rows, axis=0)
 
 
+
+def write_preview(path: str, seed: int = 0, size: int = 96, num: int = 3,
+                  colour_mode: str = 'per_instance') -> None:
+    """Write :func:`render_preview` (doubled up to 96 px scenes) to the PNG ``path``, atomically
+    and at the maximum zlib level: the picture is committed to the repository."""
+    if not path.lower().endswith('.png'):
+        raise ValueError(f'--preview {path!r}: the preview is written as PNG; use a .png name')
+    grid = render_preview(seed=seed, size=size, num=num, scale=2 if size <= 96 else 1,
+                          colour_mode=colour_mode)
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp.{os.getpid()}.png'
+    try:
+        if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+            raise OSError(f'cv2 could not write {tmp!r}')
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
 # --- writer ------------------------------------------------------------------------------------
 
 # One independent random stream per (seed, split, image index): the code of a split must never
