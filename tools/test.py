@@ -16,8 +16,6 @@ from mmengine.evaluator import DumpResults  # noqa: E402
 
 from cotap_mm.engine import launch as _launch  # noqa: E402
 
-_PICKLE_EXTS = ('.pkl', '.pickle')
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint (cotap_mm)')
@@ -44,25 +42,6 @@ def parse_args(argv=None):
     return _launch.parse_launcher_args(parser, argv)
 
 
-def merge_args(cfg, args, parser):
-    cfg.launcher = args.launcher
-    _launch.set_work_dir(cfg, args)
-    cfg.load_from = args.checkpoint
-    cfg.resume = False
-    if args.show or args.show_dir:
-        _launch.enable_visualization(cfg, args, parser)
-    if args.out is not None and args.out_item is None and _launch.is_mmseg(cfg) \
-            and not args.out.endswith(_PICKLE_EXTS):
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
-    _launch.set_dataloader_defaults(cfg, fields=('test_dataloader', ), persistent=False,
-                                   no_pin_memory=args.no_pin_memory)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    _launch.fix_persistent_workers(cfg, fields=('test_dataloader', ))
-    return cfg
-
-
 def main(argv=None):
     parser, args = parse_args(argv)
     if not osp.isfile(args.config):
@@ -77,12 +56,12 @@ def main(argv=None):
             parser.error(f'the config {args.config} has no `{key}`; tools/test.py needs '
                          'test_dataloader, test_cfg and test_evaluator')
     out_dir = (args.out is not None and args.out_item is None and _launch.is_mmseg(cfg)
-               and not args.out.endswith(_PICKLE_EXTS))
+               and not args.out.endswith(_launch.PICKLE_EXTS))
     dump_preds = args.out is not None and args.out_item != 'metrics' and not out_dir
-    if dump_preds and not args.out.endswith(_PICKLE_EXTS):
+    if dump_preds and not args.out.endswith(_launch.PICKLE_EXTS):
         parser.error(f'--out {args.out}: predictions are dumped as a pickle (.pkl/.pickle); '
                      'use --out-item metrics for a metrics file')
-    cfg = merge_args(cfg, args, parser)
+    cfg = _launch.apply_test_args(cfg, args, parser)
     _launch.setup_cpu_distributed(cfg, args.launcher)
     runner = _launch.build_runner(cfg)
     if dump_preds:

@@ -11,8 +11,10 @@ from mmengine.config import ConfigDict
 __all__ = ['accelerator_available', 'default_work_dir', 'set_work_dir',
            'set_dataloader_defaults', 'fix_persistent_workers', 'fall_back_to_fp32',
            'setup_cpu_distributed', 'build_runner', 'add_launcher_args', 'parse_launcher_args',
-           'is_mmseg', 'enable_visualization']
+           'is_mmseg', 'enable_visualization', 'check_amp', 'apply_train_args',
+           'apply_test_args', 'PICKLE_EXTS']
 
+PICKLE_EXTS = ('.pkl', '.pickle')  # tools/test.py --out: predictions or metrics as a pickle
 _DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _DDP_TYPES = ('MMDistributedDataParallel', 'mmengine.MMDistributedDataParallel')
 
@@ -190,3 +192,74 @@ def enable_visualization(cfg, args, parser):
         hook['wait_time'] = args.wait_time
         hook['out_dir'] = args.show_dir
         hook['interval'] = args.interval
+
+
+def check_amp(parser):
+    """Stop with a clear error where no accelerator is available for ``--amp``."""
+    if not accelerator_available():
+        parser.error(
+            '--amp needs a CUDA GPU: mmengine\'s AmpOptimWrapper asserts CUDA (or NPU/MLU/MUSA) '
+            'and none is available here. Train on CPU without --amp (fp32).')
+
+
+def apply_train_args(cfg, args, parser):
+    """Apply the command line of tools/train.py to ``cfg`` (``parser.error`` on bad input)."""
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args)
+
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+
+    if args.amp:
+        check_amp(parser)
+        if cfg.get('optim_wrapper', None) is None:
+            parser.error('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if '://' not in args.resume and not osp.isfile(args.resume):
+            parser.error(f'--resume: checkpoint file not found: {args.resume}')
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    if args.auto_scale_lr:
+        if cfg.get('auto_scale_lr', None) is None:
+            parser.error('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=N)` in '
+                         'the config')
+        cfg.auto_scale_lr.enable = True
+
+    set_dataloader_defaults(cfg, no_pin_memory=args.no_pin_memory,
+                            no_persistent_workers=args.no_persistent_workers)
+
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    fix_persistent_workers(cfg)
+    fall_back_to_fp32(cfg)
+    return cfg
+
+
+def apply_test_args(cfg, args, parser):
+    """Apply the command line of tools/test.py to ``cfg``: the checkpoint, visualization, where
+    mmseg writes its predicted maps, the dataloader defaults."""
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args, parser)
+    if args.out is not None and args.out_item is None and is_mmseg(cfg) \
+            and not args.out.endswith(PICKLE_EXTS):
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    set_dataloader_defaults(cfg, fields=('test_dataloader', ), persistent=False,
+                                   no_pin_memory=args.no_pin_memory)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    fix_persistent_workers(cfg, fields=('test_dataloader', ))
+    return cfg
