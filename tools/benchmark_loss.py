@@ -18,7 +18,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:  # allow running without an installed cotap_mm
     sys.path.insert(0, ROOT)
 
-from cotap_mm.benchmarking.loss_timing import (IMPLS, QUADRATIC, max_abs_diff,  # noqa: E402
+from cotap_mm.benchmarking.loss_timing import (IMPLS, QUADRATIC, add_diffs,  # noqa: E402
                                                render_table, time_case)
 from cotap_mm.utils.benchmark_report import machine_info, machine_line, write_section  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
@@ -48,9 +48,10 @@ def main(argv=None):
         print(json.dumps(time_case(args.worker[0], int(args.worker[1]), args.device,
                                    args.repeats)))
         return
-    from mmengine.logging import MMLogger
     from mmengine.utils import ProgressBar
-    logger = MMLogger.get_instance('benchmark_loss', log_level='INFO')
+
+    from cotap_mm.utils.logger import tool_logger
+    logger = tool_logger('benchmark_loss')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit('--device cuda given but CUDA is not available')
     cases = [(impl, n) for n in args.sizes for impl in args.impls
@@ -67,11 +68,7 @@ def main(argv=None):
         results[(impl, n)] = json.loads(proc.stdout.strip().splitlines()[-1])
         bar.update()
     print()
-    for n in args.sizes:
-        if ('dense', n) in results:
-            ran = [impl for impl in args.impls if (impl, n) in results]
-            for impl, diff in max_abs_diff(ran, n, args.device).items():
-                results[(impl, n)]['diff'] = diff
+    add_diffs(results, args.sizes, args.impls, args.device)
     machine = machine_info(args.device)
     section = '\n'.join([
         f'Command: `{" ".join(["python"] + sys.argv)}`', '',

@@ -21,9 +21,10 @@ if ROOT not in sys.path:  # allow running without an installed cotap_mm
 from cotap_mm.benchmarking.step_run import measure  # noqa: E402
 from cotap_mm.benchmarking.step_setup import build_benchmark_cfg  # noqa: E402
 from cotap_mm.benchmarking.train_report import (merge_runs, print_tables,  # noqa: E402
-                                                render_markdown)
-from cotap_mm.utils import benchmark_report as report_lib  # noqa: E402
+                                                read_section, render_markdown,
+                                                write_section)
 from cotap_mm.utils.benchmark_report import section_markers  # noqa: E402
+from cotap_mm.utils.cli_types import non_negative_int, positive_int  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument('--arch', choices=('tiny', 'small'), default='small',
                    help="'small': the config as is (ViT-S/16, 224/96 crops); 'tiny': the test "
                    'model with shrunk heads and 64/32 crops')
-    p.add_argument('--batch-size', type=int, default=None,
+    p.add_argument('--batch-size', type=positive_int, default=None,
                    help='items per step (each item = 2 kNN pairs x (G + L) crops); default: '
                    'the config\'s')
     p.add_argument('--world-size', type=int, default=None,
@@ -49,11 +50,11 @@ def parse_args(argv=None):
     p.add_argument('--device', default='cpu', help="'cpu' or 'cuda[:i]'")
     p.add_argument('--amp', action='store_true',
                    help='fp16 autocast + GradScaler (mmengine AmpOptimWrapper); needs CUDA')
-    p.add_argument('--threads', type=int, default=None,
+    p.add_argument('--threads', type=positive_int, default=None,
                    help='torch intra-op threads (default: the number of cores)')
-    p.add_argument('--warmup', type=int, default=2, help='untimed iterations of each step')
-    p.add_argument('--iters', type=int, default=5, help='timed iterations of each step')
-    p.add_argument('--breakdown-iters', type=int, default=1,
+    p.add_argument('--warmup', type=non_negative_int, default=2, help='untimed iterations of each step')
+    p.add_argument('--iters', type=positive_int, default=5, help='timed iterations of each step')
+    p.add_argument('--breakdown-iters', type=non_negative_int, default=1,
                    help='instrumented CoTAP and plain iterations for the breakdown (0: none)')
     p.add_argument('--profile-ops', type=int, default=0, metavar='N',
                    help='also print torch.profiler\'s top N ops of one CoTAP step')
@@ -65,8 +66,8 @@ def parse_args(argv=None):
                    'has no kNN files yet')
     p.add_argument('--image-size', type=int, default=256,
                    help='side of the generated synthetic scenes')
-    p.add_argument('--num-workers', type=int, default=2, help='dataloader workers')
-    p.add_argument('--loader-batches', type=int, default=10,
+    p.add_argument('--num-workers', type=non_negative_int, default=2, help='dataloader workers')
+    p.add_argument('--loader-batches', type=non_negative_int, default=10,
                    help='batches timed for the loader throughput (0: skip the loader)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
@@ -81,19 +82,10 @@ def parse_args(argv=None):
     p.add_argument('--docs', default=osp.join(ROOT, 'docs', 'benchmarks.md'),
                    help='the markdown file --update-docs writes')
     args = p.parse_args(argv)
-    for name in ('iters', 'warmup', 'breakdown_iters', 'loader_batches', 'num_workers'):
-        if getattr(args, name) < 0:
-            p.error(f'--{name.replace("_", "-")} must be >= 0')
-    if args.iters < 1:
-        p.error('--iters must be >= 1')
-    if args.batch_size is not None and args.batch_size < 1:
-        p.error('--batch-size must be >= 1')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         p.error(f'--device {args.device}: CUDA is not available on this machine')
     if args.amp and not args.device.startswith('cuda'):
         p.error('--amp needs --device cuda (mmengine\'s AmpOptimWrapper asserts a GPU)')
-    if args.threads is not None and args.threads < 1:
-        p.error('--threads must be >= 1')
     return args
 
 
@@ -121,15 +113,6 @@ def ensure_data(data_root: str, image_size: int, logger) -> None:
         if proc.returncode != 0:
             raise SystemExit(f'generating the benchmark data failed: {" ".join(cmd)}\n'
                              f'{proc.stderr[-2000:]}\nPass real data with --data-root instead.')
-
-
-def read_section(path: str) -> str:
-    return report_lib.read_section(path, 'benchmark_train')
-
-
-def write_section(path: str, body: str) -> None:
-    """Put the measured subsections between the benchmark_train markers of ``path``."""
-    report_lib.write_section(path, 'benchmark_train', body, 'Training step throughput')
 
 
 def main(argv=None):

@@ -16,6 +16,7 @@ from rich.console import Console  # noqa: E402
 
 from cotap_mm.benchmarking.demo_chain import DemoChain  # noqa: E402
 from cotap_mm.benchmarking.demo_presets import INITS, PRESETS, prepare_work_dir  # noqa: E402
+from cotap_mm.utils.cli_types import positive_int  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,13 +34,11 @@ def parse_args(argv=None):
     p.add_argument('--cotap-options', nargs='+', default=[], metavar='KEY=VALUE',
                    help='extra --cfg-options of the CoTAP stage (ablations), e.g. '
                         'model.loss_weights.cotap=0.')
-    p.add_argument('--cotap-iters', type=int, default=None,
+    p.add_argument('--cotap-iters', type=positive_int, default=None,
                    help="length of the CoTAP stage (default: the preset's); the LR, weight "
                         'decay and EMA schedules follow it')
     p.add_argument('--skip-pictures', action='store_true')
     args = p.parse_args(argv)
-    if args.cotap_iters is not None and args.cotap_iters < 1:
-        p.error('--cotap-iters must be >= 1')
     return args
 
 

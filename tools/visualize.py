@@ -22,6 +22,8 @@ import torch  # noqa: E402
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
+
+    from cotap_mm.utils.cli_types import float_in, positive_int
     p = argparse.ArgumentParser(
         description='Visualise a CoTAP backbone: PCA of patch features, OAF prototype '
         'assignments and the CLS-attention foreground mask.')
@@ -31,7 +33,7 @@ def parse_args(argv=None):
                    '(backbone.* keys)')
     p.add_argument('images', nargs='+', help='image files and/or folders of images')
     p.add_argument('--out-dir', required=True, help='folder for the PNGs')
-    p.add_argument('--size', type=int, default=448,
+    p.add_argument('--size', type=positive_int, default=448,
                    help='images are resized to SIZE x SIZE (a multiple of the patch size)')
     p.add_argument('--which', choices=('student', 'teacher'), default='student',
                    help='for a CoTAP pretraining checkpoint: the student (backbone.*) or the EMA '
@@ -42,29 +44,19 @@ def parse_args(argv=None):
     p.add_argument('--pca-interp', choices=('nearest', 'bilinear'), default='nearest',
                    help='upsampling of the PCA colours to the image (prototype ids and the mask '
                    'are always nearest)')
-    p.add_argument('--fg-mass', type=float, default=None,
+    p.add_argument('--fg-mass', type=float_in(0, 1, low_open=True), default=None,
                    help='attention mass kept by the foreground mask; defaults to the config\'s '
                    'model.fg_mass, else 0.6 (docs/method.md §4.4)')
-    p.add_argument('--alpha', type=float, default=0.5,
+    p.add_argument('--alpha', type=float_in(0, 1), default=0.5,
                    help='opacity of the prototype colours over the image')
-    p.add_argument('--tile-size', type=int, default=224, help='tile side in summary.png')
-    p.add_argument('--batch-size', type=int, default=4, help='images per forward pass')
+    p.add_argument('--tile-size', type=positive_int, default=224, help='tile side in summary.png')
+    p.add_argument('--batch-size', type=positive_int, default=4, help='images per forward pass')
     p.add_argument('--device', default=None, help='torch device (default: cuda if available)')
     p.add_argument('--save-arrays', action='store_true',
                    help='also write <stem>_maps.npz with the patch-level maps')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config settings, e.g. model.backbone.num_prototypes=32')
     args = p.parse_args(argv)
-    if args.size <= 0:
-        p.error(f'--size must be positive, got {args.size}')
-    if args.batch_size <= 0:
-        p.error(f'--batch-size must be positive, got {args.batch_size}')
-    if args.tile_size <= 0:
-        p.error(f'--tile-size must be positive, got {args.tile_size}')
-    if args.fg_mass is not None and not 0 < args.fg_mass <= 1:
-        p.error(f'--fg-mass must be in (0, 1], got {args.fg_mass}')
-    if not 0 <= args.alpha <= 1:
-        p.error(f'--alpha must be in [0, 1], got {args.alpha}')
     if not osp.isfile(args.config):
         p.error(f'config file not found: {args.config}')
     if not osp.isfile(args.checkpoint):
@@ -88,8 +80,7 @@ def main(argv=None) -> List[str]:
     from cotap_mm.models.utils.loading import load_backbone_weights
     from cotap_mm.visualization import fit_pca, label_palette, write_backbone_pictures
 
-    name = 'cotap_visualize'
-    logger = tool_logger(name)
+    logger = tool_logger('cotap_visualize')
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -14,7 +14,8 @@ import torch
 from ..models.losses import continuous_ap_loss, select_impl
 from ..utils.benchmark_report import fmt_bytes
 
-__all__ = ['IMPLS', 'QUADRATIC', 'make_inputs', 'time_case', 'max_abs_diff', 'render_table']
+__all__ = ['IMPLS', 'QUADRATIC', 'make_inputs', 'time_case', 'max_abs_diff', 'add_diffs',
+           'render_table']
 
 IMPLS = ('dense', 'chunked', 'sorted', 'auto')
 QUADRATIC = ('dense', 'chunked')  # O(n^2) time and memory
@@ -88,6 +89,16 @@ def max_abs_diff(impls: Sequence[str], n: int, device: str) -> Dict[str, float]:
         loss, grad = loss_and_grad(impl)
         diffs[impl] = max(abs(loss.item() - ref_loss.item()), (grad - ref_grad).abs().max().item())
     return diffs
+
+
+def add_diffs(results: Dict[Tuple[str, int], dict], sizes: Sequence[int],
+              impls: Sequence[str], device: str) -> None:
+    """Set ``results[(impl, n)]['diff']`` (:func:`max_abs_diff`) at every n where dense ran."""
+    for n in sizes:
+        if ('dense', n) in results:
+            ran = [impl for impl in impls if (impl, n) in results]
+            for impl, diff in max_abs_diff(ran, n, device).items():
+                results[(impl, n)]['diff'] = diff
 
 
 def render_table(results: Dict[Tuple[str, int], dict], sizes: Sequence[int],

@@ -3,10 +3,11 @@ tables: rows of strings, a markdown subsection for docs/benchmarks.md and rich t
 terminal."""
 from typing import Dict, List
 
+from ..utils import benchmark_report as report_lib
 from ..utils.benchmark_report import fmt_bytes, markdown_table
 
 __all__ = ['HEADERS', 'table_rows', 'describe', 'summary', 'heading', 'overhead',
-           'render_markdown', 'print_tables', 'merge_runs']
+           'render_markdown', 'print_tables', 'merge_runs', 'read_section', 'write_section']
 
 
 def table_rows(report: dict) -> Dict[str, List[List[str]]]:
@@ -166,3 +167,12 @@ def merge_runs(body_old: str, body_new: str) -> str:
     order += [h for h in new_order if h not in order]
     return '\n\n'.join(old[h] for h in order)
 
+
+def read_section(path: str) -> str:
+    """The body between the benchmark_train markers of ``path``."""
+    return report_lib.read_section(path, 'benchmark_train')
+
+
+def write_section(path: str, body: str) -> None:
+    """Put the measured subsections between the benchmark_train markers of ``path``."""
+    report_lib.write_section(path, 'benchmark_train', body, 'Training step throughput')

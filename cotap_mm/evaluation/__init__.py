@@ -3,6 +3,7 @@
 - :mod:`.functional`: pure functions: weighted kNN (chunked), the (k, T) grid, the single-pass
   linear probe, k-means + Hungarian / many-to-one cluster matching, confusion-matrix mIoU, the
   semantic concentration of patch features (intra- vs inter-class cosine across images).
+- :mod:`.knn_builder`: the kNN file of an image folder (``tools/precompute_knn.py``).
 - :mod:`.features`: feature extraction and caching, strict JSON output; :mod:`.cli`: the
   arguments and data plumbing the probe tools share (both used by
   ``tools/analysis/*``).

@@ -9,6 +9,7 @@ import torch
 from cotap_mm.datasets.folder_datasets import ImageFolderDataset, SegFolderDataset
 from cotap_mm.models.utils.loading import (build_backbone, get_normalization,
                                           load_backbone_weights)
+from cotap_mm.utils.cli_types import non_negative_int, positive_int
 from .features import cached_features, dump_json_atomic, extract_features, json_safe
 
 __all__ = ['add_common_args', 'setup_tool', 'write_results', 'make_loader', 'load_model_for_tool',
@@ -29,9 +30,9 @@ def add_common_args(parser, default_batch_size=64):
     parser.add_argument('--work-dir', help='where the log and the JSON go (default: '
                         './work_dirs/<config name>)')
     parser.add_argument('--out', help='JSON result file (default: WORK_DIR/<tool>.json)')
-    parser.add_argument('--batch-size', type=int, default=default_batch_size,
+    parser.add_argument('--batch-size', type=positive_int, default=default_batch_size,
                         help='images per forward pass')
-    parser.add_argument('--num-workers', type=int, default=4)
+    parser.add_argument('--num-workers', type=non_negative_int, default=4)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -137,7 +138,8 @@ def add_segmentation_args(parser):
     """Data arguments of the segmentation probes (mmseg-layout folders, see
     :class:`SegFolderDataset`)."""
     parser.add_argument('--data-root', required=True, help='mmseg-layout dataset root')
-    parser.add_argument('--num-classes', type=int, required=True, help='C (labels 0..C-1)')
+    parser.add_argument('--num-classes', type=positive_int, required=True,
+                        help='C (labels 0..C-1)')
     parser.add_argument('--split', default='val')
     parser.add_argument('--img-dir', default='img_dir')
     parser.add_argument('--ann-dir', default='ann_dir')
@@ -149,7 +151,8 @@ def add_segmentation_args(parser):
     parser.add_argument('--reduce-zero-label', action='store_true',
                         help='label 0 -> 255 and the others minus 1 (ADE20K)')
     parser.add_argument('--ignore-index', type=int, default=255)
-    parser.add_argument('--size', type=int, default=448, help='square input and label size')
+    parser.add_argument('--size', type=positive_int, default=448,
+                        help='square input and label size')
     parser.add_argument('--feature-dtype', default='float32', choices=['float32', 'float16'],
                         help='storage of the extracted patch features')
     return parser

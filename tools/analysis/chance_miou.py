@@ -18,22 +18,20 @@ import cv2  # noqa: E402
 
 from cotap_mm.evaluation.functional import (chance_segmentation_metrics,  # noqa: E402
                                             class_pixel_counts)
+from cotap_mm.utils.cli_types import positive_int  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description='mIoU of the train-frequency random predictor')
     p.add_argument('data_root', help='mmseg-layout dataset root')
-    p.add_argument('--num-classes', type=int, required=True)
+    p.add_argument('--num-classes', type=positive_int, required=True)
     p.add_argument('--train-ann', default='ann_dir/train', help='training labels, under ROOT')
     p.add_argument('--val-ann', default='ann_dir/val', help='evaluated labels, under ROOT')
     p.add_argument('--seg-suffix', default='.png')
     p.add_argument('--ignore-index', type=int, default=255)
     p.add_argument('--out', help='also write the metrics and counts to this JSON file')
-    args = p.parse_args(argv)
-    if args.num_classes < 1:
-        p.error('--num-classes must be >= 1')
-    return args
+    return p.parse_args(argv)
 
 
 def read_labels(folder: str, suffix: str):

@@ -21,6 +21,7 @@ from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # 
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (assign_clusters, confusion_matrix,  # noqa: E402
                                             faiss_kmeans, match_confusion)
+from cotap_mm.utils.cli_types import positive_int  # noqa: E402
 
 TOOL = 'cluster_segmentation'
 
@@ -29,21 +30,17 @@ def parse_args(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description='k-means cluster probe for unsupervised segmentation')
     add_common_args(p, default_batch_size=16)
     add_segmentation_args(p)
-    p.add_argument('--num-clusters', type=int, nargs='+',
+    p.add_argument('--num-clusters', type=positive_int, nargs='+',
                    help='K values; default: C (Hungarian). Overclustering: e.g. 100 300 500')
     p.add_argument('--match', default='auto', choices=['auto', 'hungarian', 'majority'],
                    help='auto: Hungarian if K <= C, else many-to-one majority')
-    p.add_argument('--niter', type=int, default=50, help='k-means iterations')
-    p.add_argument('--nredo', type=int, default=1, help='k-means restarts (best kept)')
+    p.add_argument('--niter', type=positive_int, default=50, help='k-means iterations')
+    p.add_argument('--nredo', type=positive_int, default=1, help='k-means restarts (best kept)')
     p.add_argument('--max-points-per-centroid', type=int, default=256,
                    help='faiss trains on at most K * this many random patches')
     p.add_argument('--eval-chunk', type=int, default=64, help='images per scoring block')
     args = p.parse_args(argv)
-    if args.num_classes < 1 or args.size < 1 or args.niter < 1 or args.nredo < 1:
-        p.error('--num-classes, --size, --niter and --nredo must be >= 1')
     args.num_clusters = args.num_clusters or [args.num_classes]
-    if any(k < 1 for k in args.num_clusters):
-        p.error('--num-clusters values must be >= 1')
     return args
 
 

@@ -24,6 +24,7 @@ from cotap_mm.evaluation.dense_retrieval import build_memory, retrieval_confusio
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import segmentation_metrics  # noqa: E402
 from cotap_mm.models.utils.loading import get_normalization  # noqa: E402
+from cotap_mm.utils.cli_types import non_negative_int, positive_float, positive_int  # noqa: E402
 
 TOOL = 'hummingbird'
 
@@ -34,25 +35,20 @@ def parse_args(argv: Optional[List[str]] = None):
     add_segmentation_args(p)
     p.set_defaults(size=512)  # the reference's 512 for /16 and /8 ViTs (504 for /14)
     p.add_argument('--train-split', default='train', help='split of the memory')
-    p.add_argument('--memory-size', type=int, default=10240000,
+    p.add_argument('--memory-size', type=non_negative_int, default=10240000,
                    help='patches in the memory (the reference\'s largest, 1024 x 10^4); 0: '
                    'every patch of every augmented image')
-    p.add_argument('--num-neighbors', type=int, default=30)
-    p.add_argument('--temperature', type=float, default=0.02)
-    p.add_argument('--augmentation-epochs', type=int, default=2)
+    p.add_argument('--num-neighbors', type=positive_int, default=30)
+    p.add_argument('--temperature', type=positive_float, default=0.02)
+    p.add_argument('--augmentation-epochs', type=positive_int, default=2)
     p.add_argument('--scale', type=float, nargs=2, default=(0.5, 2.0),
                    help='RandomResizedCrop area scale of the memory images')
     p.add_argument('--jitter', type=float, default=0.1, help='photometric jitter strength')
     p.add_argument('--ignore-as', default='0',
                    help="class that ignored pixels count as in the memory's soft labels ('0' "
                    "as the reference; 'none': no class)")
-    p.add_argument('--query-chunk', type=int, default=4096, help='val patches per search block')
+    p.add_argument('--query-chunk', type=positive_int, default=4096, help='val patches per search block')
     args = p.parse_args(argv)
-    for name in ('num_classes', 'size', 'num_neighbors', 'augmentation_epochs', 'query_chunk'):
-        if getattr(args, name) < 1:
-            p.error(f'--{name.replace("_", "-")} must be >= 1')
-    if args.memory_size < 0 or not args.temperature > 0:
-        p.error('--memory-size must be >= 0 and --temperature > 0')
     if args.ignore_as.lower() == 'none':
         args.ignore_as = None
     else:

@@ -18,6 +18,7 @@ from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  
                                      classification_features, setup_tool, write_results)
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import knn_grid_evaluate, l2_normalize_  # noqa: E402
+from cotap_mm.utils.cli_types import positive_float, positive_int  # noqa: E402
 
 TOOL = 'knn_classification'
 
@@ -26,22 +27,14 @@ def parse_args(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description='Weighted kNN classification probe (CLS token)')
     add_common_args(p)
     add_classification_args(p)
-    p.add_argument('--k', type=int, default=20, help='headline number of neighbours')
-    p.add_argument('--temperature', type=float, default=0.07, help='headline temperature T')
-    p.add_argument('--grid-k', type=int, nargs='+', default=[5, 10, 20, 50, 100])
-    p.add_argument('--grid-t', type=float, nargs='+', default=[0.05, 0.07, 0.1, 0.15, 0.2])
+    p.add_argument('--k', type=positive_int, default=20, help='headline number of neighbours')
+    p.add_argument('--temperature', type=positive_float, default=0.07, help='headline temperature T')
+    p.add_argument('--grid-k', type=positive_int, nargs='+', default=[5, 10, 20, 50, 100])
+    p.add_argument('--grid-t', type=positive_float, nargs='+', default=[0.05, 0.07, 0.1, 0.15, 0.2])
     p.add_argument('--no-grid', action='store_true', help='evaluate the headline (k, T) only')
-    p.add_argument('--test-chunk', type=int, default=1024, help='val queries per block')
-    p.add_argument('--train-chunk', type=int, default=65536, help='train rows per block')
-    args = p.parse_args(argv)
-    for name in ('k', 'batch_size', 'test_chunk', 'train_chunk'):
-        if getattr(args, name) < 1:
-            p.error(f'--{name.replace("_", "-")} must be >= 1')
-    if args.temperature <= 0 or any(t <= 0 for t in args.grid_t):
-        p.error('temperatures must be > 0')
-    if any(k < 1 for k in args.grid_k):
-        p.error('--grid-k values must be >= 1')
-    return args
+    p.add_argument('--test-chunk', type=positive_int, default=1024, help='val queries per block')
+    p.add_argument('--train-chunk', type=positive_int, default=65536, help='train rows per block')
+    return p.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:

@@ -19,6 +19,7 @@ from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (evaluate_linear_probe,  # noqa: E402
                                             train_linear_probe)
+from cotap_mm.utils.cli_types import positive_float, positive_int  # noqa: E402
 
 TOOL = 'linear_classification'
 
@@ -27,14 +28,11 @@ def parse_args(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description='Single-pass linear classification probe (CLS)')
     add_common_args(p)
     add_classification_args(p)
-    p.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate (constant)')
-    p.add_argument('--probe-batch-size', type=int, default=256, help='probe training batch')
-    p.add_argument('--epochs', type=int, default=1, help='passes over the train features')
+    p.add_argument('--lr', type=positive_float, default=1e-3, help='Adam learning rate (constant)')
+    p.add_argument('--probe-batch-size', type=positive_int, default=256, help='probe training batch')
+    p.add_argument('--epochs', type=positive_int, default=1, help='passes over the train features')
     p.add_argument('--save-head', help='save the trained nn.Linear state dict here (.pth)')
-    args = p.parse_args(argv)
-    if args.lr <= 0 or args.probe_batch_size < 1 or args.epochs < 1 or args.batch_size < 1:
-        p.error('--lr must be > 0 and --probe-batch-size, --epochs, --batch-size >= 1')
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:

@@ -22,6 +22,7 @@ from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # 
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (confusion_matrix,  # noqa: E402
                                             fit_dense_linear_probe, segmentation_metrics)
+from cotap_mm.utils.cli_types import non_negative_float, positive_int  # noqa: E402
 
 TOOL = 'linear_segmentation'
 
@@ -32,15 +33,10 @@ def parse_args(argv: Optional[List[str]] = None):
     add_segmentation_args(p)
     p.add_argument('--train-split', default='train', help='split the probe is fitted on '
                    '(--split is the one it is scored on)')
-    p.add_argument('--iters', type=int, default=200, help='L-BFGS iterations at most')
-    p.add_argument('--weight-decay', type=float, default=1e-4, help='L2 penalty on the weights')
-    p.add_argument('--chunk', type=int, default=32, help='images per loss/score block')
-    args = p.parse_args(argv)
-    if args.num_classes < 1 or args.size < 1 or args.iters < 1 or args.chunk < 1:
-        p.error('--num-classes, --size, --iters and --chunk must be >= 1')
-    if args.weight_decay < 0:
-        p.error('--weight-decay must be >= 0')
-    return args
+    p.add_argument('--iters', type=positive_int, default=200, help='L-BFGS iterations at most')
+    p.add_argument('--weight-decay', type=non_negative_float, default=1e-4, help='L2 penalty on the weights')
+    p.add_argument('--chunk', type=positive_int, default=32, help='images per loss/score block')
+    return p.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:

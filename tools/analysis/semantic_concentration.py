@@ -21,6 +21,7 @@ from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # 
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (concentration_per_class, patch_labels,  # noqa: E402
                                             semantic_concentration)
+from cotap_mm.utils.cli_types import float_in  # noqa: E402
 from cotap_mm.visualization import save_matrix_heatmap  # noqa: E402
 
 TOOL = 'semantic_concentration'
@@ -31,19 +32,14 @@ def parse_args(argv: Optional[List[str]] = None):
                                 'intra-class (across images) vs inter-class mean cosine')
     add_common_args(p, default_batch_size=16)
     add_segmentation_args(p)
-    p.add_argument('--min-purity', type=float, default=0.75,
+    p.add_argument('--min-purity', type=float_in(0, 1), default=0.75,
                    help='a patch is labelled with its majority class if that class covers at '
                    'least this fraction of its pixels, else ignored')
     p.add_argument('--no-center', action='store_true',
                    help='do not subtract the mean labelled patch feature before normalising')
     p.add_argument('--no-heatmap', action='store_true',
                    help='do not draw the class-by-class mean-cosine matrix (<out>.png)')
-    args = p.parse_args(argv)
-    if args.num_classes < 1 or args.size < 1:
-        p.error('--num-classes and --size must be >= 1')
-    if not 0.0 <= args.min_purity <= 1.0:
-        p.error(f'--min-purity must be in [0, 1], got {args.min_purity}')
-    return args
+    return p.parse_args(argv)
 
 
 def _fmt(v) -> str:

@@ -15,6 +15,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cotap_mm.datasets.coco_stuff27 import (DEFAULT_LISTS, TRAIN_IDS_SUFFIX,  # noqa: E402
                                             convert_one, read_ids, refuse_train_ids)
+from cotap_mm.utils.cli_types import positive_int  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -31,10 +32,8 @@ def parse_args(argv=None):
                         'curated lists); repeat for several splits')
     parser.add_argument('--all-images', action='store_true',
                         help='convert every map of the split, not only the listed ids')
-    parser.add_argument('--nproc', type=int, default=1, help='worker processes (default: 1)')
+    parser.add_argument('--nproc', type=positive_int, default=1, help='worker processes (default: 1)')
     args = parser.parse_args(argv)
-    if args.nproc < 1:
-        parser.error(f'--nproc must be >= 1, got {args.nproc}')
     lists = dict(DEFAULT_LISTS)
     for item in args.list:
         if '=' not in item:
@@ -47,12 +46,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     parser, args = parse_args(argv)
-    from cotap_mm.utils.logger import tool_logger
     from mmengine.utils import track_parallel_progress, track_progress
 
     from cotap_mm.datasets.coco_stuff27 import fine_to_coarse_lut
-    name = 'coco_stuff27_converter'
-    logger = tool_logger(name)
+    from cotap_mm.utils.logger import tool_logger
+    logger = tool_logger('coco_stuff27_converter')
     root = args.coco_root
     out_dir = args.out_dir or osp.join(root, 'annotations27')
     lut = fine_to_coarse_lut()
