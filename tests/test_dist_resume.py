@@ -58,9 +58,41 @@ def reference(workspace):
     return work_dir
 
 
+def _process_tree(pid):
+    """``pid`` and its descendants, parents first (read from /proc): torchrun starts each rank
+    in a session of its own, so killing the launcher's process group would leave the ranks (and
+    their loader workers) running, blocked, after the test."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or gone
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop(0))
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def _kill_job(proc):
+    """SIGKILL the whole job, as a crashed node: launcher, ranks, loader workers."""
+    for pid in _process_tree(proc.pid):  # the launcher first: it cannot restart a rank
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is already gone
+        pass
+
+
 def _kill_when_blocked(root, work_dir, block, ranks):
     """Start the 2-process run, wait until ``ranks`` are blocked at ``block``, SIGKILL the whole
-    process group (launcher, trainers, loader workers)."""
+    job (launcher, trainers, loader workers)."""
     work_dir.parent.mkdir(parents=True, exist_ok=True)
     ready = work_dir.parent / f'{work_dir.name}.ready'
     log = open(work_dir.parent / f'{work_dir.name}.log', 'w+')
@@ -71,11 +103,11 @@ def _kill_when_blocked(root, work_dir, block, ranks):
     deadline = time.monotonic() + 300
     while not all(f.exists() for f in files):
         if proc.poll() is not None or time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_job(proc)
             log.seek(0)
             pytest.fail(f'the run did not reach {block} (rc={proc.poll()}):\n' + log.read()[-4000:])
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
+    _kill_job(proc)
     proc.wait(timeout=60)
     log.close()
 
