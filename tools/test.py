@@ -55,9 +55,8 @@ def main(argv=None):
         if cfg.get(key, None) is None:
             parser.error(f'the config {args.config} has no `{key}`; tools/test.py needs '
                          'test_dataloader, test_cfg and test_evaluator')
-    out_dir = (args.out is not None and args.out_item is None and _launch.is_mmseg(cfg)
-               and not args.out.endswith(_launch.PICKLE_EXTS))
-    dump_preds = args.out is not None and args.out_item != 'metrics' and not out_dir
+    dump_preds = (args.out is not None and args.out_item != 'metrics'
+                  and not _launch.out_is_seg_map_dir(cfg, args))
     if dump_preds and not args.out.endswith(_launch.PICKLE_EXTS):
         parser.error(f'--out {args.out}: predictions are dumped as a pickle (.pkl/.pickle); '
                      'use --out-item metrics for a metrics file')

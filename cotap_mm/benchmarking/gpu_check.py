@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 from cotap_mm.utils.benchmark_report import machine_info
 from cotap_mm.utils.fileio import atomic_write_text
 from .gpu_goals import crossover, goals
+from .step_setup import benchmark_data_options
 
 __all__ = ['CROSSOVER_LINE', 'LOSS_MODULE', 'LOSS_SIZES', 'plan', 'run_step', 'write_patch',
            'run_check']
@@ -46,11 +47,8 @@ def plan(root: str, out: str, dry: bool) -> List[Step]:
                                  '--image-size', '320'])
     config = osp.join(root, 'configs', 'smoke/cotap_tiny_synthetic.py' if dry else
                       'cotap_vit-s16_coco.py')
-    options = ['model.backbone.init_cfg=None', 'default_hooks.logger.interval=10']
-    for name in ('coco', 'imagenet'):
-        options += [f'train_dataloader.dataset.{name}.dataset.data_root={data}/{name}',
-                    f'train_dataloader.dataset.{name}.nns_file={data}/nns/nns_{name}.npz',
-                    f'train_dataloader.dataset.{name}.num_neighbors=3']
+    options = ['model.backbone.init_cfg=None', 'default_hooks.logger.interval=10',
+               *(f'{k}={v}' for k, v in benchmark_data_options(data).items())]
     half, total = (1, 2) if dry else (100, 200)
     work = osp.join(out, 'train')
     common = [py, osp.join(tools, 'train.py'), config, '--work-dir', work] + \

@@ -11,8 +11,8 @@ import torch
 from ..models.algorithms import DINOBaseline
 from .step_timing import quiet_mmengine, to_steady_state
 
-__all__ = ['set_threads', 'warn_if_oversubscribed', 'build_benchmark_cfg', 'check_benchmark_data',
-           'build_loader', 'build_models']
+__all__ = ['set_threads', 'warn_if_oversubscribed', 'benchmark_data_options',
+           'build_benchmark_cfg', 'check_benchmark_data', 'build_loader', 'build_models']
 
 RELEASED_GLOBAL_BATCH = 112
 
@@ -61,6 +61,18 @@ def warn_if_oversubscribed(threads: int, device: str, logger) -> bool:
     return busy
 
 
+def benchmark_data_options(data_root: str) -> dict:
+    """Config overrides that point a CoTAP training config at ``data_root`` (coco/, imagenet/
+    and nns/nns_{coco,imagenet}.npz, as generated for the benchmarks), 3 neighbours each."""
+    options = {}
+    for name in ('coco', 'imagenet'):
+        options[f'train_dataloader.dataset.{name}.dataset.data_root'] = osp.join(data_root, name)
+        options[f'train_dataloader.dataset.{name}.nns_file'] = osp.join(data_root, 'nns',
+                                                                        f'nns_{name}.npz')
+        options[f'train_dataloader.dataset.{name}.num_neighbors'] = 3
+    return options
+
+
 def build_benchmark_cfg(config: str, data_root: str, arch: str = 'small',
                         batch_size: Optional[int] = None, cfg_options=(),
                         world_size: Optional[int] = None, amp: bool = False):
@@ -76,16 +88,7 @@ def build_benchmark_cfg(config: str, data_root: str, arch: str = 'small',
     if cfg.get('model', {}).get('type') != 'CoTAP':
         raise SystemExit(f'--config {config}: model.type must be CoTAP, got '
                          f'{cfg.get("model", {}).get("type")!r}')
-    options = {
-        'model.backbone.init_cfg': None,
-        'train_dataloader.dataset.coco.dataset.data_root': osp.join(data_root, 'coco'),
-        'train_dataloader.dataset.coco.nns_file': osp.join(data_root, 'nns', 'nns_coco.npz'),
-        'train_dataloader.dataset.imagenet.dataset.data_root': osp.join(data_root, 'imagenet'),
-        'train_dataloader.dataset.imagenet.nns_file': osp.join(data_root, 'nns',
-                                                               'nns_imagenet.npz'),
-        'train_dataloader.dataset.coco.num_neighbors': 3,
-        'train_dataloader.dataset.imagenet.num_neighbors': 3,
-    }
+    options = {'model.backbone.init_cfg': None, **benchmark_data_options(data_root)}
     if arch == 'tiny':
         options.update(TINY_OPTIONS)
     if batch_size:

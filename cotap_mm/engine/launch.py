@@ -11,8 +11,8 @@ from mmengine.config import ConfigDict
 __all__ = ['accelerator_available', 'default_work_dir', 'set_work_dir',
            'set_dataloader_defaults', 'fix_persistent_workers', 'fall_back_to_fp32',
            'setup_cpu_distributed', 'build_runner', 'add_launcher_args', 'parse_launcher_args',
-           'is_mmseg', 'enable_visualization', 'check_amp', 'apply_train_args',
-           'apply_test_args', 'PICKLE_EXTS']
+           'is_mmseg', 'out_is_seg_map_dir', 'enable_visualization', 'check_amp',
+           'apply_train_args', 'apply_test_args', 'PICKLE_EXTS']
 
 PICKLE_EXTS = ('.pkl', '.pickle')  # tools/test.py --out: predictions or metrics as a pickle
 _DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -165,6 +165,13 @@ def is_mmseg(cfg):
     return str(cfg.get('default_scope', '')).startswith('mmseg')
 
 
+def out_is_seg_map_dir(cfg, args):
+    """Whether tools/test.py's ``--out`` is a folder for mmseg's predicted maps: an mmseg config,
+    no ``--out-item`` and not a pickle file name."""
+    return (args.out is not None and args.out_item is None and is_mmseg(cfg)
+            and not args.out.endswith(PICKLE_EXTS))
+
+
 def enable_visualization(cfg, args, parser):
     """Turn on the config's visualization hook for tools/test.py's ``--show``/``--show-dir``
     (mmseg's SegVisualizationHook or mmpretrain's VisualizationHook)."""
@@ -253,12 +260,11 @@ def apply_test_args(cfg, args, parser):
     cfg.resume = False
     if args.show or args.show_dir:
         enable_visualization(cfg, args, parser)
-    if args.out is not None and args.out_item is None and is_mmseg(cfg) \
-            and not args.out.endswith(PICKLE_EXTS):
+    if out_is_seg_map_dir(cfg, args):
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     set_dataloader_defaults(cfg, fields=('test_dataloader', ), persistent=False,
-                                   no_pin_memory=args.no_pin_memory)
+                            no_pin_memory=args.no_pin_memory)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     fix_persistent_workers(cfg, fields=('test_dataloader', ))
