@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from cotap_mm.models.heads import CorrespondenceHead, draw_negative_maps, select_regions
 from cotap_mm.models.losses import continuous_ap_loss
+from cotap_mm.models.utils.crop_layout import split_halves
 from cotap_mm.registry import MODELS
 
 
@@ -141,7 +142,7 @@ def test_region_selection_follows_the_own_mask():
     masks = torch.zeros(2 * G * B, 1, h, h)
     masks[1 * B + 0, 0, 2, 3] = 1  # u image 0, crop 1, cell (2, 3)
     head = CorrespondenceHead(pool_sizes=(4, ), topk=1, topk_tie_break='lowest_index')
-    maps = torch.stack([head._split_halves(student), head._split_halves(teacher)])
+    maps = torch.stack([split_halves(student, G), split_halves(teacher, G)])
     _, index = head._regions(maps, head._masks_per_image(masks), 4)
     assert index[0, 0, 0] == 16 + 2 * 4 + 3  # crop 1's cells follow crop 0's 16 cells
 

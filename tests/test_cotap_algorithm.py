@@ -230,3 +230,18 @@ def test_crop_count_is_set_once_and_checked():
     model = tiny_cotap(num_crops=(G, L + 1))
     with pytest.raises(ValueError, match=rf'num_crops=\({G}, {L + 1}\).*gives {G + L:g} crops'):
         model.loss(inputs, samples)
+
+
+def test_profiler_sees_the_step_sections():
+    """Each part of the step runs under a 'cotap::' record_function: the seam profilers and the
+    step benchmark measure the algorithm through."""
+    from torch.profiler import ProfilerActivity, profile
+    model = tiny_cotap()
+    model.update_teacher()
+    model.loss(*synthetic_batch())  # fills the queues: the next step has every part
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.loss(*synthetic_batch(seed=1))
+    names = {e.name for e in prof.events() if e.name.startswith('cotap::')}
+    assert names == {f'cotap::{part}' for part in (
+        'teacher forward', 'foreground mask', 'student forward', 'prototypes', 'sinkhorn',
+        'inner patch loss', 'cls losses', 'ranking loss', 'entropy loss', 'queues')}

@@ -104,12 +104,17 @@ def test_scores_and_separable_probe():
 
 def test_to_feature_map():
     tokens = torch.randn(2, 1 + 16, 8)
-    fmap = DenseProbeHook.to_feature_map((tokens, ))
+    fmap = DenseProbeHook.to_feature_map((tokens, ), (64, 64))
     assert fmap.shape == (2, 8, 4, 4)
     assert torch.equal(fmap[:, :, 0, 1], tokens[:, 2])
-    assert DenseProbeHook.to_feature_map(torch.randn(2, 8, 3, 3)).shape == (2, 8, 3, 3)
-    assert DenseProbeHook.to_feature_map([[torch.randn(2, 8, 3, 3), torch.randn(2, 8)]]).shape \
-        == (2, 8, 3, 3)
+    # a non-square grid, with and without a CLS token
+    tokens = torch.randn(2, 1 + 4 * 6, 8)
+    fmap = DenseProbeHook.to_feature_map((tokens, ), (64, 96))
+    assert fmap.shape == (2, 8, 4, 6) and torch.equal(fmap[:, :, 1, 0], tokens[:, 7])
+    assert torch.equal(DenseProbeHook.to_feature_map(tokens[:, 1:], (64, 96)), fmap)
+    assert DenseProbeHook.to_feature_map(torch.randn(2, 8, 3, 3), (48, 48)).shape == (2, 8, 3, 3)
+    assert DenseProbeHook.to_feature_map([[torch.randn(2, 8, 3, 3), torch.randn(2, 8)]],
+                                         (48, 48)).shape == (2, 8, 3, 3)
 
 
 def test_which_backbone():
@@ -127,6 +132,29 @@ def test_which_backbone():
 def test_off_without_dataset():
     hook = HOOKS.build(dict(type='DenseProbeHook'))
     assert not hook.enabled and hook.evaluate(object()) is None
+
+
+def test_images_use_the_config_normalisation(tmp_path):
+    """The probe reads images as the evaluation tools do and normalises them with the config's
+    model.data_preprocessor mean/std (ImageNet's when it has none)."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MMLogger
+
+    from cotap_mm.utils.images import load_squashed
+    _make_dataset(str(tmp_path), n=3)
+    mean, std = (10., 20., 30.), (2., 4., 8.)
+    hook = DenseProbeHook(dataset=_dataset_cfg(tmp_path), img_size=(32, 48), num_images=3)
+    cfg = dict(model=dict(data_preprocessor=dict(type='CoTAPDataPreprocessor', mean=mean,
+                                                 std=std)))
+    hook._prepare(SimpleNamespace(cfg=cfg), MMLogger.get_current_instance())
+    fit_imgs, fit_labels = hook._data[:2]
+    path = sorted(glob.glob(str(tmp_path / 'img_dir/train/*.jpg')))[0]
+    torch.testing.assert_close(fit_imgs[0], load_squashed(path, (32, 48), mean, std)[1])
+    assert fit_imgs.shape == (2, 3, 32, 48) and fit_labels.shape == (2, 32, 48)
+    hook = DenseProbeHook(dataset=_dataset_cfg(tmp_path), img_size=32, num_images=3)
+    hook._prepare(SimpleNamespace(cfg=dict()), MMLogger.get_current_instance())
+    torch.testing.assert_close(hook._data[0][0], load_squashed(path, 32)[1])
 
 
 def test_runner_logs_probe_and_saves_best(tmp_path):

@@ -151,17 +151,22 @@ def test_bad_inputs():
     oaf = ObjectAwareFilter(embed_dims=D, num_heads=HEADS, feedforward_channels=FFN)
     with pytest.raises(ValueError, match='hw'):
         oaf(torch.randn(1, 1 + 6, D))
-    with pytest.raises(ValueError, match='hw'):
+    with pytest.raises(ValueError, match='6 tokens do not fill the 2 x 2 grid'):
         oaf(torch.randn(1, 1 + 6, D), hw=(2, 2))
-    with pytest.raises(ValueError, match='channels'):
-        oaf(torch.randn(1, 1 + 4, D + 1))
-    with pytest.raises(TypeError, match='x must be'):
-        oaf('tokens')
     with pytest.raises(ValueError, match='no transformer layer'):
         ObjectAwareFilter(embed_dims=D)(torch.randn(1, 5, D))
+
+
+def test_bad_args():
     with pytest.raises(ValueError, match='embed_dims'):
         ObjectAwareFilter()
-    with pytest.raises(ValueError, match='kernel_size'):
-        ObjectAwareFilter(embed_dims=D, kernel_size=5)
+    with pytest.raises(ValueError, match='`num_prototypes` must be > 0'):
+        ObjectAwareFilter(embed_dims=D, num_prototypes=0)
+    with pytest.raises(ValueError, match='`out_type`'):
+        ObjectAwareFilter(embed_dims=D, out_type='featmap')
     with pytest.raises(TypeError, match='TransformerEncoderLayer'):
         ObjectAwareFilter(layer=torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match='layer= sets embed_dims=16.*embed_dims=17'):
+        ObjectAwareFilter(layer=_layer(), embed_dims=D + 1)
+    with pytest.raises(ValueError, match='needs num_heads dividing embed_dims=16'):
+        ObjectAwareFilter(embed_dims=D, feedforward_channels=FFN)

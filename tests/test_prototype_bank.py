@@ -1,4 +1,6 @@
-"""PrototypeBank: FIFO filling, checkpointing, one-time k-means broadcast, teacher kernel sync."""
+"""PrototypeBank: FIFO filling, checkpointing, one-time k-means broadcast, the prototypes' load
+into the filters (teacher kernel sync)."""
+import copy
 import io
 import os
 import socket
@@ -81,15 +83,26 @@ def test_cluster_only_once_when_full_and_sets_kernel():
     torch.testing.assert_close(oaf.kernel.detach(), kernel)
 
 
-def test_sync_teacher_kernel():
+@pytest.mark.parametrize('teacher_sync', [False, True])
+def test_prototypes_load_the_kmeans_once_and_sync_the_teacher(teacher_sync):
+    bank = PrototypeBank(D, capacity=4, num_prototypes=3, teacher_sync=teacher_sync)
     student = ObjectAwareFilter(embed_dims=D, num_prototypes=3)
-    teacher = torch.nn.Sequential(ObjectAwareFilter(embed_dims=D, num_prototypes=3))
-    teacher[0].copy_prototypes_from(student)
-    torch.testing.assert_close(teacher[0].kernel, student.kernel)
-    with pytest.raises(TypeError, match='expected an ObjectAwareFilter'):
-        teacher[0].copy_prototypes_from(torch.nn.Linear(2, 2))
-    with pytest.raises(ValueError, match='differ in shape'):
-        teacher[0].copy_prototypes_from(ObjectAwareFilter(embed_dims=D, num_prototypes=4))
+    teacher = copy.deepcopy(student)
+    initial = student.kernel.detach().clone()
+    bank.update(torch.randn(2, D, 4, 4))
+    kernel, samples = bank.prototypes(student, teacher)  # not full yet: nothing loaded
+    assert kernel is student.kernel and samples.shape == (2, D, 3, 3)
+    assert torch.equal(student.kernel, initial) and not bool(bank.initialized)
+    bank.update(torch.randn(2, D, 4, 4))
+    kernel, samples = bank.prototypes(student, teacher)  # full: the k-means centres
+    assert kernel is student.kernel and samples.shape == (4, D, 3, 3) and bool(bank.initialized)
+    torch.testing.assert_close(kernel.detach().flatten(1).norm(dim=1), torch.ones(3))
+    assert torch.equal(teacher.kernel, student.kernel) == teacher_sync
+    assert torch.equal(teacher.kernel, initial) != teacher_sync
+    loaded = student.kernel.detach().clone()
+    bank.update(torch.randn(2, D, 4, 4))
+    bank.prototypes(student, teacher)  # once only
+    assert torch.equal(student.kernel, loaded)
 
 
 def test_bad_args():
@@ -97,8 +110,6 @@ def test_bad_args():
         PrototypeBank(D, capacity=0)
     with pytest.raises(ValueError, match='num_prototypes'):
         PrototypeBank(D, capacity=4, num_prototypes=8)
-    with pytest.raises(ValueError, match='feats'):
-        PrototypeBank(D, capacity=4, num_prototypes=2).update(torch.randn(2, D + 1, 3, 3))
 
 
 def _worker(rank, world_size, port, out_dir):

@@ -7,7 +7,7 @@ data preprocessor); these helpers serve the offline tools.
 """
 import os
 import os.path as osp
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -71,14 +71,16 @@ def to_normalized_tensor(img, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Ten
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
-def load_squashed(path: str, size: int, mean=IMAGENET_MEAN,
+def load_squashed(path: str, size: Union[int, Sequence[int]], mean=IMAGENET_MEAN,
                   std=IMAGENET_STD) -> Tuple[np.ndarray, torch.Tensor]:
-    """An image squashed to ``size`` x ``size`` (bilinear; the segmentation validation resize).
+    """An image squashed to ``size`` (h, w), or ``size`` x ``size`` for an int (bilinear; the
+    segmentation validation resize).
 
     Returns:
-        tuple: uint8 RGB (size, size, 3) and the normalised float32 tensor (3, size, size).
+        tuple: uint8 RGB (h, w, 3) and the normalised float32 tensor (3, h, w).
     """
-    img = read_rgb(path).resize((size, size), Image.BILINEAR)
+    h, w = (size, size) if isinstance(size, int) else size
+    img = read_rgb(path).resize((w, h), Image.BILINEAR)
     return np.asarray(img), to_normalized_tensor(img, mean, std)
 
 

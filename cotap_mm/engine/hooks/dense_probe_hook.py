@@ -18,11 +18,12 @@ Example (pretraining config, ``default_scope='mmpretrain'``)::
     default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1600,
                                          save_best='probe/mIoU', rule='greater'))
 
-The dataset config is built in mmsegmentation's scope; its ``pipeline`` is ignored: the hook loads
-each sample with mmcv's ``LoadImageFromFile`` and mmseg's ``LoadAnnotations`` (so ``label_map``
-and ``reduce_zero_label`` of the dataset apply), resizes images (bilinear) and labels (nearest) to
-``img_size`` and normalises with the ImageNet mean/std (BGR->RGB), independently of the
-algorithm's data preprocessor.
+The dataset config is built in mmsegmentation's scope; its ``pipeline`` is ignored: the hook reads
+each image as the evaluation tools do (:func:`cotap_mm.utils.images.load_squashed`: RGB, squashed
+to ``img_size``, bilinear) and normalises it with the config's normalisation
+(``model.data_preprocessor``'s mean/std, :func:`cotap_mm.models.utils.get_normalization`); labels
+come from mmseg's ``LoadAnnotations`` (so ``label_map`` and ``reduce_zero_label`` of the dataset
+apply), resized (nearest) to ``img_size``.
 
 Best-checkpoint selection: there is no validation loop in iteration-based pretraining, so the hook
 hands its metrics to every :class:`~mmengine.hooks.CheckpointHook` whose ``save_best`` keys are
@@ -49,9 +50,10 @@ from mmengine.registry import DefaultScope
 
 from cotap_mm.evaluation.functional import (confusion_matrix, fit_dense_linear_probe,
                                             segmentation_metrics)
+from cotap_mm.models.utils import get_normalization, tokens_to_map
 from cotap_mm.registry import HOOKS
 from cotap_mm.utils.checks import check_choice
-from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
+from cotap_mm.utils.images import load_squashed
 
 __all__ = ['DenseProbeHook']
 
@@ -133,7 +135,7 @@ class DenseProbeHook(Hook):
         self.seed = seed
         self.save_best = save_best
         self.prefix = prefix
-        self._data = None  # (fit_imgs, fit_labels, val_imgs, val_labels), uint8/long on CPU
+        self._data = None  # (fit_imgs, fit_labels, val_imgs, val_labels), normalised, on CPU
         self._start_iter = 0
         self._last_probed = None
         self.enabled = dataset is not None
@@ -149,25 +151,21 @@ class DenseProbeHook(Hook):
         with DefaultScope.overwrite_default_scope('mmseg'):
             return DATASETS.build(cfg)
 
-    def _load(self, dataset, indices):
-        from mmcv.transforms import LoadImageFromFile
+    def _load(self, dataset, indices, mean, std):
         from mmseg.datasets.transforms import LoadAnnotations
-        load_img, load_ann = LoadImageFromFile(), LoadAnnotations()
+        load_ann = LoadAnnotations()
         imgs, labels = [], []
         for i in indices:
             info = dataset.get_data_info(i)
             info.setdefault('seg_fields', [])
             info.setdefault('reduce_zero_label', False)
-            results = load_ann(load_img(info))
-            img = torch.from_numpy(np.ascontiguousarray(results['img'][..., ::-1]))  # BGR->RGB
-            img = img.permute(2, 0, 1)[None].float()
-            img = F.interpolate(img, size=self.img_size, mode='bilinear', align_corners=False)
-            imgs.append(img.round().clamp(0, 255).to(torch.uint8))
-            seg = torch.from_numpy(results['gt_seg_map'].astype(np.int64))[None, None].float()
+            imgs.append(load_squashed(info['img_path'], self.img_size, mean, std)[1])
+            seg = torch.from_numpy(load_ann(info)['gt_seg_map'].astype(np.float32))[None, None]
             labels.append(F.interpolate(seg, size=self.img_size, mode='nearest').long()[:, 0])
-        return torch.cat(imgs), torch.cat(labels)
+        return torch.stack(imgs), torch.cat(labels)
 
-    def _prepare(self, logger):
+    def _prepare(self, runner, logger):
+        mean, std = get_normalization(runner.cfg)
         dataset = self._build_dataset(self.dataset_cfg)
         if self.num_classes is None:
             self.num_classes = len(dataset.metainfo['classes'])
@@ -176,14 +174,14 @@ class DenseProbeHook(Hook):
             val_dataset = self._build_dataset(self.val_dataset_cfg)
             vcap = (len(val_dataset) if self.num_images is None else
                     min(self.num_images, len(val_dataset)))
-            fit = self._load(dataset, range(cap))
-            val = self._load(val_dataset, range(vcap))
+            fit = self._load(dataset, range(cap), mean, std)
+            val = self._load(val_dataset, range(vcap), mean, std)
         else:
             if cap < 2:
                 raise ValueError('DenseProbeHook: need at least 2 images to split into fit/eval '
                                  f'parts, got {cap}')
             n_fit = min(cap - 1, max(1, int(round(self.fit_ratio * cap))))
-            imgs, labels = self._load(dataset, range(cap))
+            imgs, labels = self._load(dataset, range(cap), mean, std)
             fit, val = (imgs[:n_fit], labels[:n_fit]), (imgs[n_fit:], labels[n_fit:])
         self._data = (*fit, *val)
         logger.info(f'DenseProbeHook: {len(fit[0])} fit / {len(val[0])} eval images at '
@@ -198,36 +196,28 @@ class DenseProbeHook(Hook):
         return model.backbone
 
     @staticmethod
-    def to_feature_map(out):
-        """Backbone output -> (B, C, h, w): a map as is; tokens (B, [1+]N, C) on a square grid."""
+    def to_feature_map(out, img_hw):
+        """Backbone output -> (B, C, h, w): a map as is; tokens (B, [1+]N, C), with or without a
+        CLS token first, on the patch grid of an ``img_hw`` image (its aspect ratio)."""
         if isinstance(out, (tuple, list)):  # one output per out_index: take the last
             out = out[-1]
         if isinstance(out, (tuple, list)):  # e.g. mmseg's ViT [patch_map, cls_token]
             out = out[0]
         if out.dim() == 4:
             return out
-        if out.dim() != 3:
-            raise ValueError(f'DenseProbeHook: cannot read a feature map from a backbone output '
-                             f'of shape {tuple(out.shape)}')
-        B, T, C = out.shape
-        side = math.isqrt(T)
-        if side * side != T:  # CLS first
-            out, T = out[:, 1:], T - 1
-            side = math.isqrt(T)
-            if side * side != T:
-                raise ValueError(f'DenseProbeHook: {T + 1} tokens are neither a square grid nor '
-                                 'CLS + a square grid')
-        return out.transpose(1, 2).reshape(B, C, side, side)
+        T = out.shape[1]
+        for n in (T, T - 1):  # all tokens are patches, or the first is a CLS token
+            h = max(1, round(math.sqrt(n * img_hw[0] / img_hw[1])))
+            if n % h == 0:
+                return tokens_to_map(out[:, T - n:], (h, n // h))
+        raise ValueError(f'DenseProbeHook: {T} tokens are not the patch grid of a {img_hw} image '
+                         '(with or without a CLS token)')
 
     def _extract(self, backbone, imgs):
         device = next(backbone.parameters()).device
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-        feats = []
-        for start in range(0, len(imgs), self.batch_size):
-            x = (imgs[start:start + self.batch_size].to(device).float() - mean) / std
-            feats.append(self.to_feature_map(backbone(x)).float())
-        return torch.cat(feats)
+        return torch.cat([self.to_feature_map(backbone(imgs[s:s + self.batch_size].to(device)),
+                                              self.img_size).float()
+                          for s in range(0, len(imgs), self.batch_size)])
 
     # ------------------------------------------------------------------ probe
     def evaluate(self, runner):
@@ -236,7 +226,7 @@ class DenseProbeHook(Hook):
             return None
         logger = MMLogger.get_current_instance()
         if self._data is None:
-            self._prepare(logger)
+            self._prepare(runner, logger)
         fit_imgs, fit_labels, val_imgs, val_labels = self._data
         backbone = self._backbone(runner)
         modes = {m: m.training for m in backbone.modules()}

@@ -10,10 +10,11 @@ from mmengine.logging import MessageHub
 from mmpretrain.models import BaseSelfSupervisor
 from mmpretrain.structures import DataSample
 from torch import Tensor
+from torch.profiler import record_function
 
 from cotap_mm.registry import MODELS
 from ..utils import (CoTAPTeacherEMA, FeatureQueue, attention_foreground_mask, check_num_crops,
-                     code_entropy, per_crop, sinkhorn_knopp)
+                     code_entropy, per_crop, select_crops, sinkhorn_knopp, tokens_to_map)
 
 __all__ = ['CoTAP']
 
@@ -32,8 +33,18 @@ class CoTAP(BaseSelfSupervisor):
 
     One step (docs/method.md §4.2): teacher on COCO globals (patch scores, foreground mask) and ImageNet
     globals (CLS scores); student on all crops, the ImageNet globals also filling the prototype
-    bank; the one-time k-means; Sinkhorn codes against the queues; the five losses; queue updates.
-    The teacher's EMA update runs after the optimiser step in :class:`TeacherEMAHook`.
+    bank; the bank's prototypes (the one-time k-means into the filters); Sinkhorn codes against
+    the queues; the five losses; queue updates. The teacher's EMA update runs after the optimiser
+    step in :class:`TeacherEMAHook`.
+
+    Each part of :meth:`loss` runs inside ``torch.profiler.record_function`` with one of these
+    names (a part may open its name more than once; the parts do not nest), so a profiler
+    measures the step without touching the code: ``'cotap::teacher forward'``,
+    ``'cotap::foreground mask'``, ``'cotap::student forward'``, ``'cotap::prototypes'`` (bank
+    update, k-means, kernel load), ``'cotap::sinkhorn'`` (codes and their logged entropy),
+    ``'cotap::inner patch loss'``, ``'cotap::cls losses'`` (inner and intra CLS),
+    ``'cotap::ranking loss'`` (the correspondence head), ``'cotap::entropy loss'``,
+    ``'cotap::queues'``.
 
     Args:
         backbone (dict): a ``CoTAPVisionTransformer`` config (``out_type`` is set to
@@ -46,7 +57,8 @@ class CoTAP(BaseSelfSupervisor):
         inner_patch_loss, inner_cls_loss, intra_cls_loss, entropy_loss (dict): loss configs.
         loss_weights (dict): weight per term of ``LOSS_TERMS``; all 1 by default.
         num_crops (tuple[int, int]): (G, L). Defaults to (2, 4).
-        bank (dict): ``PrototypeBank`` arguments (embed_dims is filled in).
+        bank (dict): ``PrototypeBank`` arguments (embed_dims, num_prototypes and teacher_sync
+            are filled in).
         queue_sizes (tuple[int, int]): global patch / CLS queue lengths, divided by the world
             size (docs/method.md §3.2). Defaults to (262144, 32768).
         queue_inserts (tuple[int, int]): rows inserted per step (patch: a random subset of the
@@ -57,7 +69,8 @@ class CoTAP(BaseSelfSupervisor):
         fg_mass (float): attention mass kept by the foreground mask. Defaults to 0.6.
         teacher_momentum (tuple[float, float]): DINO-convention EMA momentum start/end.
         teacher_kernel_sync (bool): copy the k-means kernel into the teacher at once
-            (docs/method.md §2.4b); False reproduces the released EMA-only lag.
+            (docs/method.md §2.4b); False reproduces the released EMA-only lag. The bank's
+            ``teacher_sync``.
         heads_warmup_iters (int): for this many first iterations the student backbone gets no
             gradient, so that the randomly initialised heads (and the OAF prototypes, trained by
             the entropy term) fit the init's features before they move it. 0 (default) as
@@ -117,10 +130,11 @@ class CoTAP(BaseSelfSupervisor):
         self.inner_cls_loss = MODELS.build(inner_cls_loss)
         self.intra_cls_loss = MODELS.build(intra_cls_loss)
         self.entropy_loss = MODELS.build(entropy_loss)
-        # the prototype bank feeds the OAF's k-means and entropy loss: only with an OAF
+        # the prototype life cycle of the OAF (bank, k-means, kernel load): only with an OAF
         self.bank = MODELS.build(dict(
             dict(type='PrototypeBank', embed_dims=self.backbone.embed_dims,
-                 num_prototypes=self.backbone.oaf.num_prototypes),
+                 num_prototypes=self.backbone.oaf.num_prototypes,
+                 teacher_sync=teacher_kernel_sync),
             **bank)) if self.backbone.with_oaf else None
         world = get_world_size()
         self.patch_queue = FeatureQueue(max(1, queue_sizes[0] // world),
@@ -131,7 +145,6 @@ class CoTAP(BaseSelfSupervisor):
         self.sinkhorn_temperatures = tuple(float(t) for t in sinkhorn_temperatures)
         self.sinkhorn_iters, self.sinkhorn_scope = sinkhorn_iters, sinkhorn_scope
         self.fg_mass = fg_mass
-        self.teacher_kernel_sync = teacher_kernel_sync
         if int(heads_warmup_iters) < 0:
             raise ValueError(f'CoTAP: `heads_warmup_iters` must be >= 0, got {heads_warmup_iters}')
         self.heads_warmup_iters = int(heads_warmup_iters)
@@ -185,17 +198,14 @@ class CoTAP(BaseSelfSupervisor):
     # -- layout helpers ------------------------------------------------------------------------
 
     def _crops(self, views: List[Tensor], subset: int, kind: str) -> Tensor:
-        """Concatenate [u crops..., v crops...] of one subset: (2 n B, 3, S, S), n crops each."""
-        V = self.num_global + self.num_local
-        crops = range(self.num_global) if kind == 'global' else range(self.num_global, V)
-        return torch.cat([views[subset * 2 * V + half * V + c] for half in (0, 1) for c in crops])
+        """[u crops..., v crops...] of one subset: (2 n B, 3, S, S), n crops each."""
+        return select_crops(views, (self.num_global, self.num_local), (2 * subset, 2 * subset + 1),
+                            kind)
 
-    @staticmethod
-    def _maps(tokens: Tensor, head: nn.Module) -> Tensor:
-        """Patch-head scores of (n, 1+N, C) tokens as (n, K, h, w) maps (square grids)."""
-        scores = head(tokens[:, 1:])
-        side = int(round(scores.shape[1]**0.5))
-        return scores.transpose(1, 2).reshape(scores.shape[0], -1, side, side)
+    def _maps(self, tokens: Tensor, head: nn.Module, crops: Tensor) -> Tensor:
+        """Patch-head scores of the (n, 1+N, C) tokens of ``crops`` as (n, K, h, w) maps."""
+        grid = [-(-size // self.backbone.patch_size) for size in crops.shape[-2:]]  # padded
+        return tokens_to_map(head(tokens[:, 1:]), grid)
 
     def _boxes(self, data_samples: List[DataSample], key: str) -> Tensor:
         """COCO crop boxes per image (2B, ...) with [u's; v's], from each sample's ``key``."""
@@ -208,40 +218,45 @@ class CoTAP(BaseSelfSupervisor):
              **kwargs) -> Dict[str, Tensor]:
         student_in, teacher_in = inputs['student'], inputs['teacher']
         check_num_crops((self.num_global, self.num_local), len(student_in))
+        teacher = self.teacher.module
         with torch.no_grad():
-            teacher = self.teacher.module
-            tokens, extras = teacher.backbone(self._crops(teacher_in, 0, 'global'),
-                                              return_attn=True)
-            t_patch = self._maps(tokens[0], teacher.patch_head)  # (2GB, K, h, w)
-            fg_mask = attention_foreground_mask(extras['attn'], t_patch.shape[-2:],
-                                                mass=self.fg_mass)  # (2GB, 1, h, w)
-            t_cls = teacher.cls_head(teacher.backbone(self._crops(teacher_in, 1,
-                                                                  'global'))[0][:, 0])
+            with record_function('cotap::teacher forward'):
+                crops = self._crops(teacher_in, 0, 'global')
+                tokens, extras = teacher.backbone(crops, return_attn=True)
+                t_patch = self._maps(tokens[0], teacher.patch_head, crops)  # (2GB, K, h, w)
+            with record_function('cotap::foreground mask'):
+                fg_mask = attention_foreground_mask(extras['attn'], t_patch.shape[-2:],
+                                                    mass=self.fg_mass)  # (2GB, 1, h, w)
+            with record_function('cotap::teacher forward'):
+                t_cls = teacher.cls_head(teacher.backbone(self._crops(teacher_in, 1,
+                                                                      'global'))[0][:, 0])
 
         student = self._student_backbone
-        s_patch = self._maps(student(self._crops(student_in, 0, 'global'))[0], self.patch_head)
-        if self.bank is not None:
+        with record_function('cotap::student forward'):
+            crops = self._crops(student_in, 0, 'global')
+            s_patch = self._maps(student(crops)[0], self.patch_head, crops)
             tokens, extras = student(self._crops(student_in, 1, 'global'),
                                      return_block_input=True)
-            self.bank.update(extras['block_input'])
-        else:
-            tokens = student(self._crops(student_in, 1, 'global'))
-        s_cls = self.cls_head(tokens[0][:, 0])
+            s_cls = self.cls_head(tokens[0][:, 0])
+        if self.bank is not None:
+            with record_function('cotap::prototypes'):
+                self.bank.update(extras['block_input'])
         s_patch_local = s_cls_local = None
         if self.num_local:
-            s_patch_local = self._maps(student(self._crops(student_in, 0, 'local'))[0],
-                                       self.patch_head)
-            s_cls_local = self.cls_head(student(self._crops(student_in, 1, 'local'))[0][:, 0])
+            with record_function('cotap::student forward'):
+                crops = self._crops(student_in, 0, 'local')
+                s_patch_local = self._maps(student(crops)[0], self.patch_head, crops)
+                s_cls_local = self.cls_head(student(self._crops(student_in, 1,
+                                                                'local'))[0][:, 0])
 
         # a diverged model: stop here, before the losses fail on NaN inputs without context
         self._check_finite('output', dict(teacher_patch_scores=t_patch, teacher_cls_scores=t_cls,
                                           student_patch_scores=s_patch,
                                           student_cls_scores=s_cls))
-        kernel = None if self.bank is None else self.bank.maybe_cluster()
-        if kernel is not None:
-            self.backbone.oaf.load_prototypes(kernel)
-            if self.teacher_kernel_sync:
-                self.teacher.module.backbone.oaf.copy_prototypes_from(self.backbone.oaf)
+        if self.bank is not None:
+            with record_function('cotap::prototypes'):
+                kernel, bank_samples = self.bank.prototypes(self.backbone.oaf,
+                                                            teacher.backbone.oaf)
 
         losses = {}
         t_rows = t_patch.permute(0, 2, 3, 1).reshape(-1, t_patch.shape[1])
@@ -252,50 +267,58 @@ class CoTAP(BaseSelfSupervisor):
         else:
             losses.update(self._code_losses(t_patch, t_rows, t_cls, s_patch, s_patch_local,
                                             s_cls, s_cls_local, fg_mask, data_samples))
-        losses['cotap'] = self.correspondence_head.loss(s_patch, t_patch, fg_mask)
-        if self.bank is not None:
-            losses['entropy'] = self.entropy_loss(self.backbone.oaf.kernel, self.bank.samples)
-        else:
-            losses['entropy'] = s_cls.new_zeros(())
+        with record_function('cotap::ranking loss'):
+            losses['cotap'] = self.correspondence_head.loss(s_patch, t_patch, fg_mask)
+        with record_function('cotap::entropy loss'):
+            losses['entropy'] = (s_cls.new_zeros(()) if self.bank is None else
+                                 self.entropy_loss(kernel, bank_samples))
 
-        self.patch_queue.push(t_rows[fg_mask.flatten() > 0], max_insert=self.queue_inserts[0])
-        self.cls_queue.push(t_cls, max_insert=None if self.cls_queue.is_empty else
-                            self.queue_inserts[1])
+        with record_function('cotap::queues'):
+            self.patch_queue.push(t_rows[fg_mask.flatten() > 0],
+                                  max_insert=self.queue_inserts[0])
+            self.cls_queue.push(t_cls, max_insert=None if self.cls_queue.is_empty else
+                                self.queue_inserts[1])
         return self._weighted(losses)
 
     def _code_losses(self, t_patch, t_rows, t_cls, s_patch, s_patch_local, s_cls, s_cls_local,
                      fg_mask, data_samples) -> Dict[str, Tensor]:
         G, L = self.num_global, self.num_local
         t_patch_temp, t_cls_temp = self.sinkhorn_temperatures
-        codes = sinkhorn_knopp(torch.cat([self.patch_queue.rows, t_rows]), t_patch_temp,
-                               self.sinkhorn_iters, self.sinkhorn_scope)[-t_rows.shape[0]:]
-        codes = codes.reshape(t_patch.shape[0], *t_patch.shape[2:], -1).permute(0, 3, 1, 2)
-        cls_codes = sinkhorn_knopp(torch.cat([self.cls_queue.rows, t_cls]), t_cls_temp,
-                                   self.sinkhorn_iters, self.sinkhorn_scope)[-t_cls.shape[0]:]
-        # logged, not optimised: codes near log K (uniform) mean the code losses teach nothing
-        entropies = torch.stack([code_entropy(codes.movedim(1, -1)), code_entropy(cls_codes)])
-        patch_entropy, cls_entropy = entropies.tolist()  # one device sync for both
+        with record_function('cotap::sinkhorn'):
+            codes = sinkhorn_knopp(torch.cat([self.patch_queue.rows, t_rows]), t_patch_temp,
+                                   self.sinkhorn_iters, self.sinkhorn_scope)[-t_rows.shape[0]:]
+            codes = tokens_to_map(codes.view(t_patch.shape[0], -1, codes.shape[-1]),
+                                  t_patch.shape[2:])
+            cls_codes = sinkhorn_knopp(torch.cat([self.cls_queue.rows, t_cls]), t_cls_temp,
+                                       self.sinkhorn_iters, self.sinkhorn_scope)[-t_cls.shape[0]:]
+            # logged, not optimised: codes near log K (uniform) mean the code losses teach nothing
+            entropies = torch.stack([code_entropy(codes.movedim(1, -1)), code_entropy(cls_codes)])
+            patch_entropy, cls_entropy = entropies.tolist()  # one device sync for both
         hub = MessageHub.get_current_instance()
         hub.update_scalar('train/code_entropy_patch', patch_entropy)
         hub.update_scalar('train/code_entropy_cls', cls_entropy)
-        cls_codes = per_crop(cls_codes, G)  # (G, 2B, K)
-        s_cls_all = per_crop(s_cls, G)
-        if s_cls_local is not None:
-            s_cls_all = torch.cat([s_cls_all, per_crop(s_cls_local, L)])
-        return dict(
-            inner_patch=self.inner_patch_loss(
+        with record_function('cotap::inner patch loss'):
+            inner_patch = self.inner_patch_loss(
                 per_crop(codes, G), per_crop(s_patch, G),
                 None if s_patch_local is None else per_crop(s_patch_local, L),
                 self._boxes(data_samples, 'bbox_gc'), self._boxes(data_samples, 'bbox_all'),
-                per_crop(fg_mask, G)),
-            inner_cls=self.inner_cls_loss(cls_codes, s_cls_all),
-            intra_cls=self.intra_cls_loss(cls_codes, per_crop(s_cls, G)))
+                per_crop(fg_mask, G))
+        with record_function('cotap::cls losses'):
+            cls_codes = per_crop(cls_codes, G)  # (G, 2B, K)
+            s_cls_all = per_crop(s_cls, G)
+            if s_cls_local is not None:
+                s_cls_all = torch.cat([s_cls_all, per_crop(s_cls_local, L)])
+            return dict(inner_patch=inner_patch,
+                        inner_cls=self.inner_cls_loss(cls_codes, s_cls_all),
+                        intra_cls=self.intra_cls_loss(cls_codes, per_crop(s_cls, G)))
 
     def _check_finite(self, what: str, tensors: Dict[str, Tensor]) -> None:
         """Stop on a non-finite tensor, naming it and the iteration (one sync for all).
 
-        Raised inside the forward pass, so the optimiser step and ``CheckpointHook`` never see
-        this iteration: the checkpoints on disk all come from finite steps.
+        The model's one finite check (the losses and heads do not repeat it): it runs on the
+        network outputs and on the loss terms. Raised inside the forward pass, so the optimiser
+        step and ``CheckpointHook`` never see this iteration: the checkpoints on disk all come
+        from finite steps.
         """
         finite = torch.stack([torch.isfinite(t.detach()).all() for t in tensors.values()])
         if bool(finite.all()):

@@ -7,9 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModel
+from torch.profiler import record_function
 
 from cotap_mm.registry import MODELS
-from ..utils import CoTAPTeacherEMA
+from ..utils import CoTAPTeacherEMA, select_crops
 
 __all__ = ['DINOBaseline']
 
@@ -22,7 +23,10 @@ class DINOBaseline(BaseModel):
     Every one of the 4 images of an item (2 subsets x the kNN pair) is an independent DINO
     sample with G global and L local crops: the EMA teacher sees the clean globals, the student
     all crops; the loss is DINO's cross-entropy between the teacher's centred, sharpened softmax
-    of global crop i and the student's softmax of every other crop j != i.
+    of global crop i and the student's softmax of every other crop j != i. The step's parts run
+    inside ``torch.profiler.record_function`` under the names :class:`CoTAP` uses for the same
+    parts: ``'cotap::teacher forward'``, ``'cotap::student forward'`` and ``'cotap::cls losses'``
+    (the DINO loss and the centre update).
 
     Args:
         backbone (dict): backbone config (built with out_type 'oaf_raw' if it has the OAF,
@@ -59,31 +63,32 @@ class DINOBaseline(BaseModel):
 
     def _crops(self, views: List[torch.Tensor], kind: str) -> torch.Tensor:
         """All 4 images' crops of one kind, crop-major: (n * 4B, 3, S, S)."""
-        V = self.num_global + self.num_local
-        crops = range(self.num_global) if kind == 'global' else range(self.num_global, V)
-        return torch.cat([views[img * V + c] for c in crops for img in range(4)])
+        return select_crops(views, (self.num_global, self.num_local), range(4), kind,
+                            crop_major=True)
 
     def forward(self, inputs, data_samples=None, mode='loss'):
         if mode != 'loss':
             raise ValueError(f'DINOBaseline: only mode="loss", got {mode!r}')
         s_in, t_in = inputs['student'], inputs['teacher']
         G = self.num_global
-        with torch.no_grad():
+        with torch.no_grad(), record_function('cotap::teacher forward'):
             teacher = self.teacher.module
             t_out = teacher.cls_head(teacher.backbone(self._crops(t_in, 'global'))[0][:, 0])
+        with record_function('cotap::student forward'):
+            s_out = [self.cls_head(self.backbone(self._crops(s_in, 'global'))[0][:, 0])]
+            if self.num_local:
+                s_out.append(self.cls_head(self.backbone(self._crops(s_in, 'local'))[0][:, 0]))
+        with record_function('cotap::cls losses'):
             t_prob = F.softmax((t_out - self.center) / self.teacher_temp, dim=-1).chunk(G)
-        s_out = [self.cls_head(self.backbone(self._crops(s_in, 'global'))[0][:, 0])]
-        if self.num_local:
-            s_out.append(self.cls_head(self.backbone(self._crops(s_in, 'local'))[0][:, 0]))
-        s_logp = F.log_softmax(torch.cat(s_out).float() / self.student_temp,
-                               dim=-1).chunk(G + self.num_local)
-        loss, terms = 0., 0
-        for i, q in enumerate(t_prob):
-            for j, logp in enumerate(s_logp):
-                if i != j:
-                    loss = loss + torch.sum(-q.float() * logp, dim=-1).mean()
-                    terms += 1
-        with torch.no_grad():
-            self.center.mul_(self.center_momentum).add_(
-                t_out.float().mean(0, keepdim=True), alpha=1 - self.center_momentum)
+            s_logp = F.log_softmax(torch.cat(s_out).float() / self.student_temp,
+                                   dim=-1).chunk(G + self.num_local)
+            loss, terms = 0., 0
+            for i, q in enumerate(t_prob):
+                for j, logp in enumerate(s_logp):
+                    if i != j:
+                        loss = loss + torch.sum(-q.float() * logp, dim=-1).mean()
+                        terms += 1
+            with torch.no_grad():
+                self.center.mul_(self.center_momentum).add_(
+                    t_out.float().mean(0, keepdim=True), alpha=1 - self.center_momentum)
         return dict(loss_dino=loss / terms)

@@ -8,6 +8,7 @@ from mmpretrain.models.utils import resize_pos_embed
 
 from cotap_mm.models.necks.object_aware_filter import ObjectAwareFilter
 from cotap_mm.registry import MODELS, register_in_mmseg
+from ..utils.token_map import tokens_to_map
 
 __all__ = ['CoTAPVisionTransformer']
 
@@ -222,8 +223,7 @@ class CoTAPVisionTransformer(VisionTransformer):
         for i, layer in enumerate(self.layers):
             if i == last:
                 if return_block_input:
-                    extras['block_input'] = x[:, skip:].reshape(
-                        B, *hw, -1).permute(0, 3, 1, 2)
+                    extras['block_input'] = tokens_to_map(x[:, skip:], hw)
                 if return_attn:
                     extras['attn'] = self._last_cls_attn(layer, x)
             x = layer(x)
@@ -256,7 +256,7 @@ class CoTAPVisionTransformer(VisionTransformer):
             return self.oaf(x, hw, layer=layer)
         patch = self.oaf.forward_patch(x[:, self.num_extra_tokens:], hw, layer)  # (B, N, 2D)
         if self.out_type == 'featmap':
-            return patch.reshape(x.shape[0], *hw, -1).permute(0, 3, 1, 2)
+            return tokens_to_map(patch, hw)
         return self.ln2(patch.mean(dim=1))  # 'avg_featmap'
     def train(self, mode=True):
         """Set train/eval mode, keeping the first ``frozen_stages`` stages frozen and in eval."""

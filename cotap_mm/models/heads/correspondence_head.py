@@ -34,6 +34,7 @@ from mmengine.dist import broadcast, get_dist_info
 from torch import Tensor
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_choice
 from ..utils.crop_layout import MASK_ALIGNMENTS, as_coded_region_masks, split_halves
 
 __all__ = ['CorrespondenceHead', 'draw_negative_maps', 'select_regions']
@@ -42,11 +43,6 @@ NEG_SAMPLERS = ('derangement', 'super_perm')
 TIE_BREAKS = ('lowest_index', 'random')
 LIST_SCOPES = ('local', 'global')
 SIMILARITY_DTYPES = ('float32', 'float16')
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f'CorrespondenceHead: `{name}` must be one of {choices}, got {value!r}')
 
 
 def draw_negative_maps(batch_size: int, num_draws: int, sampler: str,
@@ -58,7 +54,7 @@ def draw_negative_maps(batch_size: int, num_draws: int, sampler: str,
     mod B; it has no fixed point for B >= 2 but may hit an item twice. For B = 1 both return the
     identity (there is no other item).
     """
-    _check_choice('neg_sampler', sampler, NEG_SAMPLERS)
+    check_choice('draw_negative_maps', 'sampler', sampler, NEG_SAMPLERS)
     arange = torch.arange(batch_size)
     perms = torch.rand(num_draws, batch_size, generator=generator).argsort(-1)
     if batch_size < 2:
@@ -79,7 +75,7 @@ def select_regions(mask_cells: Tensor, k: int, tie_break: str,
 
     Ties go to the lowest index ('lowest_index', as CUDA's top-k does) or at random ('random').
     """
-    _check_choice('topk_tie_break', tie_break, TIE_BREAKS)
+    check_choice('select_regions', 'tie_break', tie_break, TIE_BREAKS)
     key = mask_cells.float()
     if tie_break == 'random':
         # a random order among equal values only: the noise is below any gap of pooled masks
@@ -122,11 +118,11 @@ class CorrespondenceHead(nn.Module):
                  seed: Optional[int] = None,
                  similarity_dtype: str = 'float32') -> None:
         super().__init__()
-        _check_choice('mask_alignment', mask_alignment, MASK_ALIGNMENTS)
-        _check_choice('neg_sampler', neg_sampler, NEG_SAMPLERS)
-        _check_choice('topk_tie_break', topk_tie_break, TIE_BREAKS)
-        _check_choice('list_scope', list_scope, LIST_SCOPES)
-        _check_choice('similarity_dtype', similarity_dtype, SIMILARITY_DTYPES)
+        check_choice('CorrespondenceHead', 'mask_alignment', mask_alignment, MASK_ALIGNMENTS)
+        check_choice('CorrespondenceHead', 'neg_sampler', neg_sampler, NEG_SAMPLERS)
+        check_choice('CorrespondenceHead', 'topk_tie_break', topk_tie_break, TIE_BREAKS)
+        check_choice('CorrespondenceHead', 'list_scope', list_scope, LIST_SCOPES)
+        check_choice('CorrespondenceHead', 'similarity_dtype', similarity_dtype, SIMILARITY_DTYPES)
         if not pool_sizes or any(int(k) < 1 for k in pool_sizes):
             raise ValueError(f'CorrespondenceHead: `pool_sizes` must be positive ints, got '
                              f'{pool_sizes!r}')
@@ -146,13 +142,9 @@ class CorrespondenceHead(nn.Module):
 
     # -- layout ----------------------------------------------------------------------------
 
-    def _split_halves(self, x: Tensor) -> Tensor:
-        """(2 G B, ...) in the crop-major flat order [u c0, u c1, v c0, v c1] -> (2, B, G, ...)."""
-        return split_halves(x, self.num_crops)
-
     def _masks_per_image(self, masks: Tensor) -> Tensor:
         """Foreground masks (2 G B, 1, h, w) -> (2, B, G, h, w) as used for region selection."""
-        halves = self._split_halves(masks[:, 0])
+        halves = split_halves(masks[:, 0], self.num_crops)
         return halves if self.mask_alignment == 'aligned' else as_coded_region_masks(halves)
 
     # -- lists -----------------------------------------------------------------------------
@@ -196,8 +188,8 @@ class CorrespondenceHead(nn.Module):
         n = B * (1 + num_neg_draws) * k * k, ordered (item, block, u region, v region) with the
         positive block first.
         """
-        maps = torch.stack([self._split_halves(student_maps),
-                            self._split_halves(teacher_maps.detach())])
+        maps = torch.stack([split_halves(student_maps, self.num_crops),
+                            split_halves(teacher_maps.detach(), self.num_crops)])
         feats, _ = self._regions(maps, self._masks_per_image(fg_masks), ks)
         feats = self._gather_global(feats)
         # the precision is the switch's, not autocast's: under AMP the einsum would run in fp16

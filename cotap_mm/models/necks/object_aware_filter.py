@@ -11,6 +11,8 @@ from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_choice, check_positive
+from ..utils.token_map import tokens_to_map
 
 __all__ = ['ObjectAwareFilter']
 
@@ -50,13 +52,12 @@ class ObjectAwareFilter(BaseModule):
 
     Args:
         embed_dims (int, optional): D. Taken from ``layer`` when it is given.
-        num_heads (int, optional): Heads of the standalone layer (or, when borrowing, checked
-            against the borrowed layer). Defaults to None.
+        num_heads (int, optional): Heads of the standalone layer (when borrowing, the layer's
+            own). Defaults to None.
         feedforward_channels (int, optional): FFN width of the standalone layer; when given
             (with ``num_heads``) the standalone layer is built. Defaults to None.
         layer (TransformerEncoderLayer, optional): Layer to borrow. Defaults to None.
-        num_prototypes (int): M. Defaults to 64.
-        kernel_size (int): Template size; only 3 (the paper's) is supported. Defaults to 3.
+        num_prototypes (int): M. Defaults to 64. The templates are 3x3 (the paper's size).
         norm_cfg (dict): Config of the three OAF LayerNorms (and of the standalone layer).
             Defaults to ``dict(type='LN', eps=1e-6)`` (DINO's).
         layer_cfg (dict): Extra arguments of the standalone ``TransformerEncoderLayer``
@@ -70,7 +71,7 @@ class ObjectAwareFilter(BaseModule):
 
     - ``x`` (B, 1+N, D) tokens with the CLS token first -> (B, 1+N, 2D); ``hw = (H, W)`` with
       ``H*W = N`` (non-square allowed); when ``hw`` is None, N must be a perfect square.
-    - ``x`` (B, D, H, W) patch map (no CLS token) -> (B, 2D, H, W).
+    - ``x`` (B, D, H, W) patch map (no CLS token) -> (B, 2D, H, W); ``hw`` is not used.
     - ``x`` a tuple/list (mmpretrain neck convention): the last element is filtered as above and
       a 1-tuple is returned.
 
@@ -86,78 +87,52 @@ class ObjectAwareFilter(BaseModule):
                  feedforward_channels=None,
                  layer=None,
                  num_prototypes=64,
-                 kernel_size=3,
                  norm_cfg=dict(type='LN', eps=1e-6),
                  layer_cfg=dict(),
                  out_type='tokens',
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        if out_type not in ('tokens', 'cls_token'):
-            raise ValueError(f"ObjectAwareFilter: out_type must be 'tokens' or 'cls_token', got "
-                             f'{out_type!r}')
-        self.out_type = out_type
+        check_choice('ObjectAwareFilter', 'out_type', out_type, ('tokens', 'cls_token'))
+        check_positive('ObjectAwareFilter', 'num_prototypes', num_prototypes)
         if layer is not None:
-            self._check_layer(layer, 'layer')
-            if embed_dims is not None and embed_dims != layer.embed_dims:
-                raise ValueError(f'ObjectAwareFilter: embed_dims={embed_dims} does not match the '
-                                 f'borrowed layer (embed_dims={layer.embed_dims})')
-            if num_heads is not None and num_heads != layer.attn.num_heads:
-                raise ValueError(f'ObjectAwareFilter: num_heads={num_heads} does not match the '
-                                 f'borrowed layer (num_heads={layer.attn.num_heads})')
-            if feedforward_channels is not None:
-                raise ValueError('ObjectAwareFilter: give either layer= (borrow) or '
-                                 'feedforward_channels= (standalone), not both')
-            embed_dims = layer.embed_dims
+            if not all(hasattr(layer, a) for a in ('ln1', 'attn', 'ln2', 'ffn')):
+                raise TypeError(f'ObjectAwareFilter: layer must be an mmpretrain '
+                                f'TransformerEncoderLayer (ln1, attn, ln2, ffn), got '
+                                f'{type(layer).__name__}')
+            if (embed_dims not in (None, layer.embed_dims) or feedforward_channels is not None
+                    or num_heads not in (None, layer.attn.num_heads)):
+                raise ValueError(
+                    f'ObjectAwareFilter: layer= sets embed_dims={layer.embed_dims} and num_heads='
+                    f'{layer.attn.num_heads}, got embed_dims={embed_dims}, num_heads={num_heads}, '
+                    f'feedforward_channels={feedforward_channels}; leave them out when borrowing '
+                    f'(feedforward_channels builds a standalone filter instead)')
+            embed_dims, num_heads = layer.embed_dims, layer.attn.num_heads
         if isinstance(embed_dims, bool) or not isinstance(embed_dims, int) or embed_dims <= 0:
             raise ValueError(f'ObjectAwareFilter: embed_dims must be a positive int (or pass '
                              f'layer=), got {embed_dims!r}')
-        if (isinstance(num_prototypes, bool) or not isinstance(num_prototypes, int)
-                or num_prototypes <= 0):
-            raise ValueError(f'ObjectAwareFilter: num_prototypes must be a positive int, got '
-                             f'{num_prototypes!r}')
-        if kernel_size != 3:
-            # the 9-position mean and padding=1 below assume 3x3 templates (the paper's only size)
-            raise ValueError(f'ObjectAwareFilter: kernel_size must be 3, got {kernel_size!r}')
-        if feedforward_channels is not None and num_heads is None:
-            raise ValueError('ObjectAwareFilter: a standalone filter (feedforward_channels=...) '
-                             'needs num_heads too')
-
+        self.out_type = out_type
         self.embed_dims = embed_dims
-        # without a standalone layer, num_heads (if given) is checked against the borrowed layer
-        self.num_heads = layer.attn.num_heads if layer is not None else num_heads
+        self.num_heads = num_heads
         self.num_prototypes = num_prototypes
-        self.kernel_size = kernel_size
         # Not a submodule (plain __dict__ entry): the borrowed weights belong to the backbone.
         self.__dict__['_borrowed_layer'] = layer
+        self.layer = None
         if layer is None and feedforward_channels is not None:
-            if embed_dims % num_heads:
-                raise ValueError(f'ObjectAwareFilter: embed_dims={embed_dims} is not divisible '
-                                 f'by num_heads={num_heads}')
-            cfg = dict(qkv_bias=True, norm_cfg=norm_cfg)
-            cfg.update(layer_cfg)
+            if num_heads is None or embed_dims % num_heads:
+                raise ValueError(f'ObjectAwareFilter: a standalone filter (feedforward_channels='
+                                 f'{feedforward_channels}) needs num_heads dividing embed_dims='
+                                 f'{embed_dims}, got num_heads={num_heads}')
             self.layer = TransformerEncoderLayer(
                 embed_dims=embed_dims,
                 num_heads=num_heads,
                 feedforward_channels=feedforward_channels,
-                **cfg)
-        else:
-            self.layer = None
+                **dict(dict(qkv_bias=True, norm_cfg=norm_cfg), **layer_cfg))
 
-        self.kernel = nn.Parameter(torch.empty(num_prototypes, embed_dims, kernel_size,
-                                               kernel_size))
+        self.kernel = nn.Parameter(torch.empty(num_prototypes, embed_dims, 3, 3))
         self.norm_in = build_norm_layer(norm_cfg, embed_dims)[1]
         self.norm_out_patch = build_norm_layer(norm_cfg, 2 * embed_dims)[1]
         self.norm_out_cls = build_norm_layer(norm_cfg, 2 * embed_dims)[1]
         self.reset_kernel()
-
-    @staticmethod
-    def _check_layer(layer, name):
-        if not (hasattr(layer, 'ln1') and hasattr(layer, 'attn') and hasattr(layer.attn, 'qkv')
-                and hasattr(layer.attn, 'proj') and hasattr(layer, 'ln2')
-                and hasattr(layer, 'ffn')):
-            raise TypeError(f'ObjectAwareFilter: {name} must be an mmpretrain '
-                            f'TransformerEncoderLayer (with ln1, attn.qkv, attn.proj, ln2, ffn), '
-                            f'got {type(layer).__name__}')
 
     def reset_kernel(self):
         """Truncated normal init of the prototypes: std 1, cut at +-2 (docs/method.md §2.1)."""
@@ -179,14 +154,7 @@ class ObjectAwareFilter(BaseModule):
     @torch.no_grad()
     def copy_prototypes_from(self, other: 'ObjectAwareFilter'):
         """Copy ``other``'s prototypes into this filter in place: the EMA teacher's filter takes
-        the student's k-means kernel at once (``CoTAP(teacher_kernel_sync=True)``, §2.4b)."""
-        if not isinstance(other, ObjectAwareFilter):
-            raise TypeError(f'ObjectAwareFilter.copy_prototypes_from: expected an '
-                            f'ObjectAwareFilter, got {type(other).__name__}')
-        if other.kernel.shape != self.kernel.shape:
-            raise ValueError(f'ObjectAwareFilter.copy_prototypes_from: prototypes '
-                             f'{tuple(other.kernel.shape)} and {tuple(self.kernel.shape)} differ '
-                             f'in shape')
+        the student's k-means kernel at once (``PrototypeBank(teacher_sync=True)``, §2.4b)."""
         self.kernel.copy_(other.kernel)
         return self.kernel
 
@@ -196,20 +164,13 @@ class ObjectAwareFilter(BaseModule):
             self.reset_kernel()
 
     def _get_layer(self, layer):
-        if layer is None:
-            layer = self.layer if self.layer is not None else self._borrowed_layer
-        if layer is None:
-            raise ValueError('ObjectAwareFilter: no transformer layer to run with; pass layer= '
-                             '(at construction or call time) or build a standalone filter with '
-                             'num_heads and feedforward_channels')
-        self._check_layer(layer, 'layer')
-        if layer.embed_dims != self.embed_dims:
-            raise ValueError(f'ObjectAwareFilter: layer.embed_dims={layer.embed_dims} != '
-                             f'embed_dims={self.embed_dims}')
-        if self.num_heads is not None and layer.attn.num_heads != self.num_heads:
-            raise ValueError(f'ObjectAwareFilter: layer has {layer.attn.num_heads} heads, '
-                             f'expected num_heads={self.num_heads}')
-        return layer
+        """The layer to run with: the call's, else the standalone or the borrowed one."""
+        for candidate in (layer, self.layer, self._borrowed_layer):
+            if candidate is not None:
+                return candidate
+        raise ValueError('ObjectAwareFilter: no transformer layer to run with; pass layer= '
+                         '(at construction or call time) or build a standalone filter with '
+                         'num_heads and feedforward_channels')
 
     def _prototype_kv(self, layer):
         """Keys and values of the (detached, ``norm_in``-ed) templates.
@@ -235,14 +196,13 @@ class ObjectAwareFilter(BaseModule):
     def _patch_attn(self, x_p, hw, layer, k):
         """Patch-branch attention over the prototypes, (B, heads, M, N), softmax over M."""
         B, N, D = x_p.shape
-        H, W = hw
         heads = layer.attn.num_heads
         M = self.num_prototypes
         w, b = layer.attn.qkv.weight, layer.attn.qkv.bias
         q = F.linear(layer.ln1(x_p), w[:D], None if b is None else b[:D])  # (B, N, D)
         # channel c = h * d_h + j (head-major, as in qkv.reshape(..., heads, d_h)), so a grouped
         # conv with groups=heads correlates each head's query map with its own key templates.
-        q_map = q.transpose(1, 2).reshape(B, D, H, W)
+        q_map = tokens_to_map(q, hw)
         # (M, 3, 3, heads, d_h) -> (heads * M, d_h, 3, 3): output channel h * M + m
         weight = k.permute(3, 0, 4, 1, 2).reshape(heads * M, D // heads, 3, 3)
         # conv2d is a cross-correlation (no flip); padding=1 zero-pads the queries outside the grid
@@ -264,11 +224,8 @@ class ObjectAwareFilter(BaseModule):
             Tensor: α of shape (B, heads, N, M); sums to 1 over M.
         """
         layer = self._get_layer(layer)
-        if x_p.dim() != 3 or len(hw) != 2 or hw[0] * hw[1] != x_p.shape[1]:
-            raise ValueError(f'ObjectAwareFilter.prototype_attention: x_p must be (B, N, D) '
-                             f'with N = H * W, got shape {tuple(x_p.shape)} and hw={tuple(hw)}')
         k, _ = self._prototype_kv(layer)
-        return self._patch_attn(x_p, tuple(int(s) for s in hw), layer, k).transpose(2, 3)
+        return self._patch_attn(x_p, hw, layer, k).transpose(2, 3)
 
     def forward_patch(self, x_p, hw, layer=None):
         """Patch branch.
@@ -317,44 +274,20 @@ class ObjectAwareFilter(BaseModule):
 
     def forward(self, x, hw=None, layer=None):
         """Filter tokens or a patch map; see the class docstring for the shapes."""
-        if isinstance(x, (tuple, list)):
-            if len(x) == 0:
-                raise ValueError('ObjectAwareFilter: got an empty tuple of inputs')
+        if isinstance(x, (tuple, list)):  # mmpretrain's neck convention: filter the last one
             return (self.forward(x[-1], hw=hw, layer=layer), )
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f'ObjectAwareFilter: x must be a Tensor or a tuple of Tensors, got '
-                            f'{type(x).__name__}')
         if x.dim() == 4:
             if self.out_type == 'cls_token':
                 raise ValueError("ObjectAwareFilter(out_type='cls_token') needs (B, 1+N, D) "
                                  'tokens with a CLS token, got a (B, D, H, W) map')
-            B, D, H, W = x.shape
-            if D != self.embed_dims:
-                raise ValueError(f'ObjectAwareFilter: x has {D} channels, expected '
-                                 f'embed_dims={self.embed_dims}')
-            if hw is not None and tuple(hw) != (H, W):
-                raise ValueError(f'ObjectAwareFilter: hw={tuple(hw)} does not match the map '
-                                 f'x of shape {tuple(x.shape)}')
-            out = self.forward_patch(x.flatten(2).transpose(1, 2), (H, W), layer)
-            return out.transpose(1, 2).reshape(B, 2 * D, H, W)
-        if x.dim() != 3:
-            raise ValueError(f'ObjectAwareFilter: x must be (B, 1+N, D) tokens or a (B, D, H, W) '
-                             f'map, got shape {tuple(x.shape)}')
-        B, T, D = x.shape
-        if D != self.embed_dims:
-            raise ValueError(f'ObjectAwareFilter: x has {D} channels, expected '
-                             f'embed_dims={self.embed_dims}')
-        N = T - 1
+            out = self.forward_patch(x.flatten(2).transpose(1, 2), x.shape[-2:], layer)
+            return tokens_to_map(out, x.shape[-2:])
         if hw is None:
-            side = math.isqrt(max(N, 0))
-            if N <= 0 or side * side != N:
+            side = math.isqrt(x.shape[1] - 1)
+            if side * side != x.shape[1] - 1:
                 raise ValueError(f'ObjectAwareFilter: hw=None needs a square grid, but x has '
-                                 f'{N} patch tokens; pass hw=(H, W)')
+                                 f'{x.shape[1] - 1} patch tokens; pass hw=(H, W)')
             hw = (side, side)
-        hw = tuple(int(s) for s in hw)
-        if len(hw) != 2 or hw[0] * hw[1] != N:
-            raise ValueError(f'ObjectAwareFilter: hw={hw} does not match the {N} patch tokens '
-                             f'of x (shape {tuple(x.shape)}, CLS token first)')
         layer = self._get_layer(layer)
         cls_out = self.forward_cls(x[:, :1], layer)
         if self.out_type == 'cls_token':

@@ -6,5 +6,6 @@ from .crop_layout import *  # noqa: F401,F403
 from .kmeans import *  # noqa: F401,F403
 from .sinkhorn import *  # noqa: F401,F403
 from .teacher_ema import *  # noqa: F401,F403
+from .token_map import *  # noqa: F401,F403
 from .loading import *  # noqa: F401,F403
 from .pretrained_init import *  # noqa: F401,F403

@@ -6,11 +6,12 @@ B images). The algorithm, the correspondence head and the inner patch loss all r
 the helpers below, and the released code's two mask misalignments (§1.2, §3.4) are re-created
 here from aligned masks when ``mask_alignment='as_coded'``.
 """
-from typing import Sequence
+from typing import List, Sequence
 
+import torch
 from torch import Tensor
 
-__all__ = ['MASK_ALIGNMENTS', 'check_num_crops', 'per_crop', 'split_halves',
+__all__ = ['MASK_ALIGNMENTS', 'check_num_crops', 'select_crops', 'per_crop', 'split_halves',
            'as_coded_region_masks', 'as_coded_inner_masks']
 
 # 'aligned': each crop's own foreground mask (default); 'as_coded': the released misalignment
@@ -27,6 +28,20 @@ def check_num_crops(num_crops: Sequence[int], num_views: int, num_subsets: int =
             f'CoTAP: `model.num_crops=({G}, {L})` but the data pipeline gives {got:g} crops per '
             f'image; set `train_dataloader.dataset.view_pipeline` CoTAPMultiCrop '
             f'`nmb_crops=({G}, {L})` or change `model.num_crops` to match it')
+
+
+def select_crops(views: List[Tensor], num_crops: Sequence[int], images: Sequence[int],
+                 kind: str, crop_major: bool = False) -> Tensor:
+    """The ``kind`` (``'global'`` or ``'local'``) crops of the image slots ``images`` as one
+    batch. A batch's view list holds, per slot ``2 * subset + half`` (subset 0 = COCO,
+    1 = ImageNet; half 0 = u, 1 = its neighbour v), G global then L local crops: view
+    ``slot * (G + L) + crop``. The result is slot-major ``[slot crops..., next slot crops...]``,
+    or with ``crop_major`` ``[crop 0 of every slot, crop 1 of every slot, ...]``."""
+    G, L = num_crops
+    crops = range(G) if kind == 'global' else range(G, G + L)
+    pairs = ([(i, c) for c in crops for i in images] if crop_major else
+             [(i, c) for i in images for c in crops])
+    return torch.cat([views[i * (G + L) + c] for i, c in pairs])
 
 
 def per_crop(x: Tensor, num_crops: int) -> Tensor:

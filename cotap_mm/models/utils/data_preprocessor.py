@@ -6,7 +6,7 @@ import torch
 from mmpretrain.models.utils.data_preprocessor import SelfSupDataPreprocessor
 
 from cotap_mm.registry import MODELS
-from cotap_mm.utils.checks import check_choice
+from cotap_mm.utils.checks import check_choice, check_positive
 from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from .gaussian_blur import gaussian_blur
 
@@ -96,6 +96,7 @@ class BatchPhotometricAug:
 
     def __init__(self, jitter=(0.8, 0.8, 0.8, 0.2), p_jitter=0.8, p_gray=0.2,
                  blur_kernel=7, blur_sigma=(0.1, 2.0), p_blur=0.5):
+        check_positive('BatchPhotometricAug', 'blur_sigma[0]', blur_sigma[0])
         b, c, s, h = jitter
         self.ranges = [(max(0., 1 - b), 1 + b), (max(0., 1 - c), 1 + c),
                        (max(0., 1 - s), 1 + s), (-h, h)]

@@ -65,12 +65,6 @@ class FeatureQueue(nn.Module):
                 rows (in random order) is inserted instead.
             generator: random generator for the subset (on the rows' device), for reproducibility.
         """
-        if not isinstance(rows, Tensor):
-            raise TypeError(f'FeatureQueue.push: `rows` must be a torch.Tensor, '
-                            f'got {type(rows).__name__}')
-        if rows.dim() != 2 or rows.shape[1] != self.dim:
-            raise ValueError(f'FeatureQueue.push: `rows` must be (n, {self.dim}), '
-                             f'got shape {tuple(rows.shape)}')
         if max_insert is not None and (not isinstance(max_insert, int) or max_insert < 0):
             raise ValueError(f'FeatureQueue.push: `max_insert` must be None or an int >= 0, '
                              f'got {max_insert!r}')

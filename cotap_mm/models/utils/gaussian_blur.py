@@ -9,7 +9,7 @@ __all__ = ['gaussian_blur']
 
 
 def gaussian_blur(x: Tensor, kernel_size: int, sigma: Union[float, Tensor]) -> Tensor:
-    """Blur (N, H, W) or (N, C, H, W) maps; ``sigma`` is a float or one value per map (N,).
+    """Blur (N, H, W) or (N, C, H, W) maps; ``sigma`` (> 0) is a float or one value per map (N,).
 
     Reflect padding needs H, W > kernel_size // 2.
     """
@@ -17,8 +17,6 @@ def gaussian_blur(x: Tensor, kernel_size: int, sigma: Union[float, Tensor]) -> T
         raise ValueError(f'gaussian_blur: `kernel_size` must be a positive odd int, '
                          f'got {kernel_size}')
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-    if not bool((sigma > 0).all()):
-        raise ValueError(f'gaussian_blur: `sigma` must be > 0, got {sigma}')
     pad = kernel_size // 2
     h, w = x.shape[-2:]
     if pad >= h or pad >= w:
