@@ -179,7 +179,7 @@ def test_precompute_knn_lists_all_unreadable_images(workspace, tmp_path):
 def test_precompute_knn_write_is_atomic(tmp_path, monkeypatch):
     """An interrupted write of the kNN file (the writer precompute_knn uses) keeps the old file
     and leaves no temporary file."""
-    from cotap_mm.datasets import knn_file
+    from cotap_mm.datasets import knn_pairs as knn_file
     out = tmp_path / 'out' / 'nns.npz'
     paths = [str(tmp_path / 'a.jpg'), str(tmp_path / 'b.jpg')]
     knn_file.write_knn_file(str(out), np.zeros((2, 2), np.int64), paths, str(tmp_path))
@@ -243,7 +243,7 @@ def test_bad_knn_file(workspace, monkeypatch, case):
 def test_knn_metadata_and_stego_files(workspace, tmp_path, monkeypatch):
     """precompute_knn records the image list; a STEGO file (no metadata) still loads, with a
     logged warning that its order cannot be verified."""
-    from cotap_mm.datasets import KNNPairDataset, knn_file
+    from cotap_mm.datasets import KNNPairDataset, knn_pairs as knn_file
     from cotap_mm.datasets.image_list import image_list_digest, list_images
     with np.load(workspace / COCO_NNS) as f:
         assert int(f['num_images']) == 6

@@ -8,7 +8,7 @@ import torch
 from mmengine.dataset import default_collate
 
 from cotap_mm.datasets.image_list import ImageList, list_images
-from cotap_mm.datasets.knn_pair_dataset import CoTAPDualDataset, KNNPairDataset
+from cotap_mm.datasets.knn_pairs import CoTAPDualDataset, KNNPairDataset
 from cotap_mm.datasets.transforms.multicrop import CoTAPMultiCrop  # noqa: F401 (registers)
 from cotap_mm.registry import DATASETS
 

@@ -1,9 +1,9 @@
-"""cotap_mm/evaluation/functional/knn_pairs.py: the classes an image shares with its kNN
+"""cotap_mm/evaluation/knn_agreement.py: the classes an image shares with its kNN
 neighbours, against random pairs."""
 import numpy as np
 import pytest
 
-from cotap_mm.evaluation.functional import neighbour_class_agreement, oracle_neighbours
+from cotap_mm.evaluation.knn_agreement import neighbour_class_agreement, oracle_neighbours
 
 
 def test_neighbours_of_the_same_classes_agree_fully():
@@ -61,7 +61,7 @@ def test_tool_on_generated_scenes(tmp_path, capsys):
 
     from cotap_mm.datasets import synthetic
     from cotap_mm.datasets.image_list import list_images
-    from cotap_mm.datasets.knn_file import write_knn_file
+    from cotap_mm.datasets.knn_pairs import write_knn_file
     data = str(tmp_path / 'data')
     synthetic.write_synthetic_dataset(data, seed=1, size=32, num_coco=6, num_imagenet=16,
                                       num_seg_train=0, num_seg_val=0)
@@ -84,7 +84,7 @@ def test_tool_on_generated_scenes(tmp_path, capsys):
     assert out['imagenet']['things']['knn'] > out['imagenet']['things']['random']
     # the oracle files: loadable for the same image list, at least as good as the given pairs
     from cotap_mm.datasets.image_list import image_list_digest
-    from cotap_mm.datasets.knn_file import load_nns
+    from cotap_mm.datasets.knn_pairs import load_nns
     out = tool.main([data, '--write-oracle', '3'])
     for subset, folder in (('coco', 'coco/train2017'), ('imagenet', 'imagenet/train')):
         paths = list_images(osp.join(data, folder))

@@ -17,11 +17,11 @@ from mmengine.logging import MessageHub
 
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
 from cotap_mm.converters import (CheckpointConversionError, convert_checkpoint,
-                                 convert_state_dict, detect_layout,
-                                 extract_backbone, format_summary)
+                                 convert_state_dict, detect_layout, extract_backbone)
 from cotap_mm.utils.fileio import atomic_save
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+format_summary = load_tool('model_converters/_common').format_summary
 D, L, HEADS, P, IMG, FFN, M = 64, 2, 2, 16, 48, 256, 4  # arch 'tiny', a 3x3 patch grid
 N = (IMG // P)**2
 

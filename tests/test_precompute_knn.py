@@ -11,7 +11,7 @@ from conftest import load_tool
 import torch
 
 from cotap_mm.datasets.image_list import list_images
-from cotap_mm.datasets.knn_file import force_self_first
+from cotap_mm.evaluation.knn_builder import force_self_first
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 pk = load_tool('precompute_knn')
@@ -64,7 +64,7 @@ def test_knn_search_without_faiss_equals_faiss(monkeypatch):
     """The torch fallback (no faiss installed) finds the same exact neighbours as faiss."""
     import sys
 
-    from cotap_mm.datasets.knn_file import knn_search
+    from cotap_mm.evaluation.knn_builder import knn_search
     gen = np.random.default_rng(0)
     feats = gen.standard_normal((300, 24)).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)

@@ -6,7 +6,8 @@ import torch
 from mmengine.registry import WEIGHT_INITIALIZERS
 
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
-from cotap_mm.models.utils import CoTAPPretrained, PretrainedLoadError, pretrained_init
+from cotap_mm.models.utils import BackboneWeightsError as PretrainedLoadError
+from cotap_mm.models.utils import CoTAPPretrained, pretrained_init
 from cotap_mm.registry import MODELS
 from cotap_mm.converters import convert_state_dict
 

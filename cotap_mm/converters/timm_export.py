@@ -1,24 +1,21 @@
-"""A ``CoTAPVisionTransformer`` trunk in timm's ``VisionTransformer`` layout, the inverse of the
-DINO/timm rules of :mod:`.dino_layout` (docs/converters.md, "Export to timm").
+"""A ``CoTAPVisionTransformer`` trunk in timm's ``VisionTransformer`` layout: the DINO / DINOv2
+key tables read backwards, with timm's names of the registers and the final norm
+(docs/converters.md, "export.py").
 
 The object-aware filter has no timm counterpart: its ``oaf.*`` tensors are left out and listed,
 so the export holds the ViT trunk, whose tokens equal the backbone's ``out_type='raw'`` output
 (keep the OAF by loading the cotap_mm checkpoint into ``CoTAPVisionTransformer``, e.g. as the
 mmseg backbone)."""
-import re
-from collections import OrderedDict
 from typing import Dict, Tuple
 
 from cotap_mm.utils.checkpoint_loading import CheckpointConversionError
-from .backbone_meta import BACKBONE_PREFIX
-from .vit_keys import VIT_KEYS, key_rules
+from . import dino, dinov2
+from .backbone import BACKBONE_PREFIX, rename
 
-__all__ = ['to_timm_state_dict', 'timm_model_kwargs', 'TIMM_NAMES']
+__all__ = ['KEYS', 'TIMM_NAMES', 'to_timm_state_dict', 'timm_model_kwargs']
 
-_TO_TIMM = key_rules(VIT_KEYS + (
-    ('reg_token', 'register_tokens'),  # timm's name of the registers
-    ('norm.{w}', 'ln1.{w}'),  # the final norm, when the backbone has one
-), to_ours=False)
+# (timm name, CoTAPVisionTransformer name); the first match wins
+KEYS = (('reg_token', 'register_tokens'), dino.FINAL_NORM) + dinov2.KEYS
 # (embed_dims, num_layers, num_heads, patch_size) -> timm's registered name at 224 px
 TIMM_NAMES = {
     (384, 12, 6, 16): 'vit_small_patch16_224', (384, 12, 6, 8): 'vit_small_patch8_224',
@@ -27,23 +24,15 @@ TIMM_NAMES = {
 }
 
 
-def to_timm_state_dict(state_dict: Dict, path: str = 'checkpoint') -> Tuple[OrderedDict, list]:
+def to_timm_state_dict(state_dict: Dict, path: str = 'checkpoint') -> Tuple[Dict, list]:
     """``CoTAPVisionTransformer`` keys (with or without ``backbone.``) -> timm keys.
 
     Returns:
         tuple: the timm state dict (tensors contiguous) and the ``oaf.*`` keys left out.
     """
-    out, left_out, unmatched = OrderedDict(), [], []
-    for key, value in state_dict.items():
-        key = key[len(BACKBONE_PREFIX):] if key.startswith(BACKBONE_PREFIX) else key
-        if key.startswith('oaf.'):
-            left_out.append(key)
-            continue
-        new = next((re.sub(p, r, key) for p, r in _TO_TIMM if re.match(p, key)), None)
-        if new is None:
-            unmatched.append(key)
-            continue
-        out[new] = value.detach().contiguous()
+    state = {k[len(BACKBONE_PREFIX):] if k.startswith(BACKBONE_PREFIX) else k: v.detach()
+             for k, v in state_dict.items()}
+    out, dropped, unmatched = rename(state, KEYS, [(r'^oaf\.', 'oaf')], reverse=True)
     if unmatched:
         raise CheckpointConversionError(
             f'{path}: {len(unmatched)} key(s) have no timm counterpart: {unmatched[:10]}; '
@@ -54,13 +43,13 @@ def to_timm_state_dict(state_dict: Dict, path: str = 'checkpoint') -> Tuple[Orde
     if 'reg_token' in out:
         # timm's registers come with no_embed_class: the CLS position moves into cls_token
         out['cls_token'] = out['cls_token'] + out['pos_embed'][:, :1]
-        out['pos_embed'] = out['pos_embed'][:, 1:].contiguous()
-    return out, left_out
+        out['pos_embed'] = out['pos_embed'][:, 1:]
+    return {k: v.contiguous() for k, v in out.items()}, dropped.get('oaf', [])
 
 
 def timm_model_kwargs(meta: Dict) -> Dict:
     """The ``timm.models.vision_transformer.VisionTransformer`` arguments of a backbone
-    checkpoint's ``meta`` (as :mod:`.backbone_meta` writes it): the trunk only (no head, CLS
+    checkpoint's ``meta`` (as :mod:`.backbone` writes it): the trunk only (no head, CLS
     pooling), the final norm only when the backbone has one, any input size (``dynamic_img_size``:
     the position embedding is interpolated as ours is); DINOv2's LayerScale and registers
     (``no_embed_class``, as timm's DINOv2 with registers) where the backbone has them."""
@@ -70,9 +59,7 @@ def timm_model_kwargs(meta: Dict) -> Dict:
         extra['init_values'] = float(cfg['layer_scale_init_value'])
     if cfg.get('num_register_tokens'):
         extra.update(reg_tokens=int(cfg['num_register_tokens']), no_embed_class=True)
-    img_size = cfg.get('img_size') or 224
-    img_size = img_size if isinstance(img_size, int) else int(img_size[0])
-    return dict(img_size=img_size, patch_size=int(meta['patch_size']),
+    return dict(img_size=int(cfg['img_size']), patch_size=int(meta['patch_size']),
                 embed_dim=int(arch['embed_dims']), depth=int(arch['num_layers']),
                 num_heads=int(arch['num_heads']),
                 mlp_ratio=arch['feedforward_channels'] / arch['embed_dims'], qkv_bias=True,

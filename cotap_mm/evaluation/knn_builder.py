@@ -1,22 +1,64 @@
 """The kNN file of an image folder (``tools/precompute_knn.py``; docs/data.md): image embeddings
 of a plain ViT (mean of the last layer's patch tokens, L2-normalised), their exact cosine top-k,
-written by :func:`cotap_mm.datasets.knn_file.write_knn_file` with what ``KNNPairDataset`` checks."""
+written by :func:`cotap_mm.datasets.knn_pairs.write_knn_file` with what ``KNNPairDataset``
+checks."""
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 
 from cotap_mm.datasets.image_list import list_images
-from cotap_mm.datasets.knn_file import knn_search, write_knn_file
+from cotap_mm.datasets.knn_pairs import write_knn_file
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
 from cotap_mm.models.utils.loading import load_backbone_weights, read_checkpoint
 from cotap_mm.utils.images import IMG_EXTENSIONS
 from .features import image_embeddings
 
-__all__ = ['build_knn_file']
+__all__ = ['force_self_first', 'knn_search', 'build_knn_file']
 
 RANDOM_WEIGHTS_WARNING = ('!' * 78 + '\nprecompute_knn: NO --checkpoint given: the features '
                           'come from a RANDOMLY INITIALISED ViT, so the neighbours are '
                           'meaningless. Use this for tests only.\n' + '!' * 78)
+
+
+def force_self_first(nns: np.ndarray) -> np.ndarray:
+    """Make column 0 of row i equal i (ties between duplicates may put another image first).
+
+    If i is in the row it is moved to the front (the others keep their order); otherwise it is
+    prepended and the last neighbour dropped.
+    """
+    n, k = nns.shape
+    rows = np.arange(n)[:, None]
+    is_self = nns == rows                                          # (N, k)
+    has_self = is_self.any(axis=1)
+    # Position of self, or k-1 (the dropped last column) when absent.
+    pos = np.where(has_self, is_self.argmax(axis=1), k - 1)
+    cols = np.arange(k)[None]
+    # New row: [i, old[0..pos-1], old[pos+1..k-1]].
+    src = np.where(cols <= pos[:, None], cols - 1, cols)          # (N, k); -1 at column 0
+    out = np.take_along_axis(nns, np.clip(src, 0, k - 1), axis=1)
+    out[:, 0] = np.arange(n)
+    return out
+
+
+def knn_search(features: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+    """Top-k cosine neighbours (features L2-normalised): (N, k) int64, self in column 0.
+
+    Exact inner-product search: faiss's ``IndexFlatIP`` when faiss is installed, else the same
+    search with torch matrix products in row chunks (the pretraining-only environments)."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    try:
+        import faiss
+    except ImportError:
+        feats = torch.from_numpy(features)
+        nns = torch.cat([torch.topk(feats[i:i + chunk] @ feats.T, k, dim=1).indices
+                         for i in range(0, len(feats), chunk)]).numpy()
+    else:
+        index = faiss.IndexFlatIP(features.shape[1])
+        index.add(features)
+        _, nns = index.search(features, k)
+    return force_self_first(nns.astype(np.int64))
+
 
 
 def build_knn_file(image_dir: str, out: str, logger, checkpoint: Optional[str] = None,

@@ -1,43 +1,89 @@
-"""Which layout a checkpoint has (DINO, iBOT, Mugs, Leopart, timm, official CoTAP, ours), and
-the converter command that turns it into a ``CoTAPVisionTransformer`` checkpoint.
+"""Checkpoint layouts (DINO, iBOT, Mugs, Leopart, timm, DINOv2, official CoTAP, ours): where
+each keeps its networks, which one a file has, and the converter command for it.
 
 Pure inspection of dict keys, so the strict loader (:class:`~cotap_mm.models.utils.CoTAPPretrained`)
-can name the right command in its error without importing the converters.
+can name the right command in its error without importing the converters; the converters
+(``cotap_mm/converters/``) know the key names inside one network.
 """
-import re
+from collections import OrderedDict
 
-from .checkpoint_loading import flat_state_dict
+from .checkpoint_loading import CheckpointConversionError, first_keys, flat_state_dict
 
-__all__ = ['SRC_FORMATS', 'DEFAULT_WHICH', 'OAF_NORM_KEY', 'NETWORK_PREFIXES', 'detect_layout',
-           'suggest_command', 'layout_hint']
+__all__ = ['SRC_FORMATS', 'DEFAULT_WHICH', 'NETWORK_PREFIXES', 'ROOTS', 'select_network',
+           'network_state', 'detect_layout', 'suggest_command', 'layout_hint']
 
 SRC_FORMATS = ('dino', 'ibot', 'mugs', 'leopart', 'cotap-official', 'timm', 'dinov2')
-
-# Which network of a student/teacher checkpoint to convert when --which is not given:
-# - DINO / iBOT / Mugs publish (and evaluate) the EMA teacher backbone;
-# - Leopart's own evaluation and CoTAP's loader (which drops keys prefixed `teacher.`) use the
-#   student (`model.`);
-# - the official CoTAP evaluation loads the student (`net.`; it drops `net_teacher.*`,
-#   docs/method.md §6.1).
-DEFAULT_WHICH = {
-    'dino': 'teacher',
-    'ibot': 'teacher',
-    'mugs': 'teacher',
-    'leopart': 'student',
-    'cotap-official': 'student',
-    'timm': None,  # a single network
-    'dinov2': None,  # the torch.hub / timm releases hold one network (the teacher)
-}
-
 # where a checkpoint of our own CoTAP pretraining keeps each network's backbone
 NETWORK_PREFIXES = dict(student='backbone.', teacher='teacher.module.backbone.')
 
-# per-block OAF norms of the official CoTAP ViT (only those of the last block are used)
-OAF_NORM_KEY = r'^blocks\.(\d+)\.(norm_in|norm_out_patch|norm_out_cls)\.(weight|bias)$'
+# Prefixes under which a layout keeps each network's ViT (tried in order: the first one holding
+# a `cls_token` wins; '' is a bare backbone). The first network is the one converted without
+# --which (None: the file holds one network):
+# - DINO / iBOT / Mugs publish (and evaluate) the EMA teacher backbone;
+# - Leopart's own evaluation and CoTAP's loader (which drops keys prefixed `teacher.`) use the
+#   student (`model.`); Leopart is a Lightning module with `self.model` and `self.teacher`;
+# - the official CoTAP evaluation loads the student (`net.`; it drops `net_teacher.*`,
+#   docs/method.md §6.1): a Lightning module with `self.net = DinoFeaturizer(...)` (whose ViT is
+#   `.model`) and `self.net_teacher`; '' / 'model.' accept an extracted ViT / DinoFeaturizer;
+# - our own pretraining: the student is `backbone.`, the EMA teacher `teacher.module.backbone.`.
+_DINO = ('', 'module.', 'backbone.', 'module.backbone.')
+ROOTS = {
+    'dino': dict(teacher=_DINO, student=_DINO),
+    'ibot': dict(teacher=_DINO, student=_DINO),
+    'mugs': dict(teacher=_DINO, student=_DINO),
+    'leopart': dict(student=('model.', 'module.model.'), teacher=('teacher.', 'module.teacher.')),
+    'cotap-official': dict(student=('net.model.', 'model.', ''), teacher=('net_teacher.model.', )),
+    'timm': {None: ('', 'module.')},
+    'dinov2': {None: ('', 'module.', 'backbone.')},
+    'cotap-mm': {w: (p, 'module.' + p) for w, p in NETWORK_PREFIXES.items()},
+}
+DEFAULT_WHICH = {fmt: next(iter(ROOTS[fmt])) for fmt in SRC_FORMATS}
 
 
-def _has(keys, *names):
-    return all(n in keys for n in names)
+def select_network(obj, fmt, which, explicit, path):
+    """The flat state dict of a loaded checkpoint that holds network ``which`` of layout
+    ``fmt``, and where it was found (``'student'`` / ``'teacher'`` of a DINO-style full
+    checkpoint, ``'state_dict'``, ``'model'`` or ``'<top level>'``)."""
+    if not isinstance(obj, dict):
+        raise CheckpointConversionError(
+            f'{path}: expected a dict checkpoint, got a {type(obj).__name__}. {layout_hint(obj)}')
+    full = fmt in ('dino', 'ibot', 'mugs')
+    if full and ('student' in obj or 'teacher' in obj):
+        if not isinstance(obj.get(which), dict):
+            have = [k for k in ('student', 'teacher') if isinstance(obj.get(k), dict)]
+            raise CheckpointConversionError(
+                f'{path}: --which {which} asked for, but this full checkpoint holds only '
+                f'{have}; pass --which {have[0] if have else "teacher"}')
+        return obj[which], which
+    if explicit and (None in ROOTS[fmt] or (full and which == 'student')):
+        kind = 'a single network' if None in ROOTS[fmt] else \
+            'a single backbone (the released teacher)'
+        raise CheckpointConversionError(
+            f'{path}: --which {which} asked for, but this {fmt} file holds {kind}, not '
+            'student/teacher networks; drop --which (or use the *_full_checkpoint.pth / '
+            'checkpoint.pth release, which has both)')
+    sd = flat_state_dict(obj)
+    return sd, next((k for k in ('state_dict', 'model') if obj.get(k) is sd), '<top level>')
+
+
+def network_state(state, fmt, which, path):
+    """``(root, state of the network under root, keys outside it)`` for network ``which``
+    (None for one-network layouts) of a flat state dict of layout ``fmt``."""
+    roots = ROOTS[fmt].get(None if None in ROOTS[fmt] else which)
+    if roots is None:
+        raise CheckpointConversionError(f'--which must be student or teacher, got {which!r}')
+    root = next((r for r in roots if r + 'cls_token' in state), None)
+    if root is None:
+        have = [w for w, rs in ROOTS[fmt].items()
+                if w != which and any(r + 'cls_token' in state for r in rs)]
+        label = ' '.join(x for x in ('CoTAP' if fmt == 'cotap-mm' else fmt, which) if x)
+        raise CheckpointConversionError(
+            f'{path}: no {label} backbone found: expected a `cls_token` under one of the '
+            f'prefixes {list(roots)}; keys that did not match: {first_keys(state)}. ' +
+            (f'This checkpoint has the {have[0]} backbone; pass --which {have[0]}.' if have
+             else layout_hint(state)))
+    sub = OrderedDict((k[len(root):], v) for k, v in state.items() if k.startswith(root))
+    return root, sub, [k for k in state if not k.startswith(root)]
 
 
 def _dino_style_flavour(keys, root):
@@ -72,24 +118,20 @@ def detect_layout(obj):
     nets = [n for n in ('student', 'teacher') if isinstance(obj.get(n), dict)]
     if nets:
         keys = set(obj[nets[-1]])
-        for root in ('module.backbone.', 'backbone.', 'module.', ''):
-            if root + 'cls_token' in keys:
-                fmt = _dino_style_flavour(keys, root)
-                if fmt == 'timm':
-                    fmt = 'dino'
-                if fmt == 'dino' and any(k.startswith(('instance_head.', 'module.instance_head.',
-                                                       'group_head.', 'module.group_head.'))
-                                         for k in keys):
-                    fmt = 'mugs'
-                return dict(format=fmt, which=nets,
-                            description=f'{fmt}-style full checkpoint with {"/".join(nets)} '
-                            f'networks (backbone under {root!r})')
+        root = next((r for r in reversed(_DINO) if r + 'cls_token' in keys), None)
+        if root is not None:
+            fmt = _dino_style_flavour(keys, root)
+            fmt = 'dino' if fmt == 'timm' else fmt
+            if fmt == 'dino' and any(k.startswith(('instance_head.', 'module.instance_head.',
+                                                   'group_head.', 'module.group_head.'))
+                                     for k in keys):
+                fmt = 'mugs'
+            return dict(format=fmt, which=nets,
+                        description=f'{fmt}-style full checkpoint with {"/".join(nets)} '
+                        f'networks (backbone under {root!r})')
     sd = flat_state_dict(obj)
-    if not isinstance(sd, dict):
-        return None
     keys = set(sd)
-    if any(k.startswith('net.model.') for k in keys) or any(
-            k.startswith('net_teacher.model.') for k in keys):
+    if any(k.startswith(('net.model.', 'net_teacher.model.')) for k in keys):
         which = [w for w, p in (('student', 'net.model.'), ('teacher', 'net_teacher.model.'))
                  if p + 'cls_token' in keys]
         return dict(format='cotap-official', which=which,
@@ -97,7 +139,7 @@ def detect_layout(obj):
     if 'model.kernel' in keys and 'model.cls_token' in keys:
         return dict(format='cotap-official', which=['student'],
                     description='official CoTAP DinoFeaturizer state dict (model.)')
-    if 'kernel' in keys and any(re.match(OAF_NORM_KEY, k) for k in keys):
+    if 'kernel' in keys and 'blocks.0.norm_in.weight' in keys:
         return dict(format='cotap-official', which=['student'],
                     description='bare official CoTAP ViT (kernel + per-block OAF norms)')
     if any(k.startswith(NETWORK_PREFIXES['teacher']) for k in keys) or (
@@ -107,16 +149,16 @@ def detect_layout(obj):
                     description='checkpoint of cotap_mm CoTAP pretraining '
                     '(use tools/model_converters/extract_backbone.py)')
     for root in ('backbone.', ''):
-        if _has(keys, root + 'cls_token', root + 'layers.0.ln1.weight'):
+        if root + 'cls_token' in keys and root + 'layers.0.ln1.weight' in keys:
             return dict(format='mmpretrain', which=[],
                         description=f'already in mmpretrain VisionTransformer layout (prefix '
                         f'{root!r})')
     if 'model.cls_token' in keys:
-        which = ['student'] + (['teacher'] if 'teacher.cls_token' in keys else [])
+        which = ['student', 'teacher'] if 'teacher.cls_token' in keys else ['student']
         return dict(format='leopart', which=which,
                     description='Leopart Lightning checkpoint (model. / teacher.)')
-    for root in ('', 'module.', 'backbone.', 'module.backbone.'):
-        if _has(keys, root + 'cls_token', root + 'blocks.0.norm1.weight'):
+    for root in _DINO:
+        if root + 'cls_token' in keys and root + 'blocks.0.norm1.weight' in keys:
             fmt = _dino_style_flavour(keys, root)
             return dict(format=fmt, which=[] if fmt in ('timm', 'dinov2') else ['teacher'],
                         description=f'{fmt}-style ViT state dict (prefix {root!r})')
@@ -125,17 +167,16 @@ def detect_layout(obj):
 
 def suggest_command(layout, src='SRC', dst='DST'):
     """The converter command line for a :func:`detect_layout` result (or None)."""
-    if layout is None:
-        return None
-    fmt = layout['format']
+    fmt = layout and layout['format']
     if fmt == 'cotap-mm':
         return f'python tools/model_converters/extract_backbone.py {src} {dst}'
-    if fmt not in SRC_FORMATS:
-        return None
-    return f'python tools/model_converters/convert.py --src-format {fmt} {src} {dst}'
+    if fmt in SRC_FORMATS:
+        return f'python tools/model_converters/convert.py --src-format {fmt} {src} {dst}'
+    return None
 
 
 def layout_hint(obj):
+    """One sentence for an error message: which layout ``obj`` looks like and what to run."""
     layout = detect_layout(obj)
     if layout is None:
         return ('It does not look like any supported ViT layout (no `cls_token` / '
@@ -150,4 +191,3 @@ def layout_hint(obj):
     elif layout['format'] == 'mmpretrain':
         hint += '; it needs no conversion (load it with prefix="backbone." or prefix=None)'
     return hint + '.'
-

@@ -4,16 +4,16 @@ Used by every path that opens a checkpoint (the strict backbone loader, the conv
 tools), so a file that pickles Python objects is refused the same way everywhere, with the same
 message naming ``--unsafe-pickle``.
 """
-import argparse
+import contextlib
 import os
 import os.path as osp
-import pickle
 import zipfile
+from argparse import Namespace  # what DINO / iBOT / Mugs pickle their `args` as
 
 import torch
 
-__all__ = ['CheckpointConversionError', 'first_keys', 'load_source', 'is_tensor_dict',
-           'flat_state_dict']
+__all__ = ['CheckpointConversionError', 'first_keys', 'mismatch_lines', 'load_source',
+           'is_tensor_dict', 'flat_state_dict']
 
 FIRST = 8  # keys shown in error messages
 
@@ -29,14 +29,23 @@ def first_keys(keys, n=FIRST):
     more = f', ... ({len(keys)} in total)' if len(keys) > n else f' ({len(keys)} in total)'
     return '[' + shown + ']' + more if keys else '[] (0 in total)'
 
+
+def mismatch_lines(unexpected, missing, mismatched, missing_note=''):
+    """The lines of a "does not fit" message: unexpected keys, missing keys and shape mismatches
+    (``'key: checkpoint (..) vs model (..)'``); empty when all three are empty."""
+    lines = [f'  unexpected keys: {first_keys(unexpected)}'] if unexpected else []
+    if missing:
+        lines.append(f'  missing keys{missing_note}: {first_keys(missing)}')
+    if mismatched:
+        lines.append(f'  shape mismatches ({len(mismatched)}): {"; ".join(mismatched[:FIRST])}')
+    return lines
+
+
 def _unsafe_globals(path):
-    getter = getattr(torch.serialization, 'get_unsafe_globals_in_checkpoint', None)
-    if getter is None:
-        return None
-    try:
-        return getter(path)
-    except Exception:  # noqa: BLE001  (only used to improve an error message)
-        return None
+    try:  # only improves a message; a legacy (non-zip) file cannot be listed
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001
+        return 'not listed'
 
 
 def _looks_like_torch_file(path):
@@ -81,38 +90,26 @@ def load_source(path, unsafe_pickle=False):
             f'{path}: not a readable torch checkpoint (neither a torch.save zip archive nor a '
             'legacy pickle); is it a file of another format?')
     import cotap_mm.utils.compat  # noqa: F401  (allow-lists mmengine's checkpoint types)
-    safe = [argparse.Namespace]
+    # torch < 2.5 (a GPU machine's torch 2.1) has weights_only but no allow-lists
+    allow = getattr(torch.serialization, 'safe_globals', contextlib.nullcontext)
     try:
-        ctx = getattr(torch.serialization, 'safe_globals', None)
-        if ctx is not None:
-            with ctx(safe):
-                obj = torch.load(path, map_location='cpu', weights_only=True)
-        else:  # torch < 2.5: weights_only still exists (>= 1.13) but without allow-lists
+        with allow([Namespace]):
             obj = torch.load(path, map_location='cpu', weights_only=True)
         return obj, 'torch.load(weights_only=True)'
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
-        msg = str(e)
-        low = msg.lower()
-        weights_only_refusal = ('weights only load failed' in low or 'weights_only' in low
-                                or 'unsupported global' in low)
-        if not weights_only_refusal:
-            raise CheckpointConversionError(
-                f'{path}: not a readable torch checkpoint ({type(e).__name__}: {msg.strip()[:300]})'
-            ) from e
-        if not unsafe_pickle:
-            unsafe = _unsafe_globals(path)
-            listed = f' It references these non-tensor Python objects: {unsafe}.' if unsafe else ''
-            raise CheckpointConversionError(
-                f'{path}: torch.load(weights_only=True) refused this file.{listed} This is '
-                'normal for PyTorch-Lightning .ckpt files (Leopart, the official CoTAP release), '
-                'which pickle hyper-parameters and callback/loop states next to the weights. '
-                'Loading them needs weights_only=False, which can run arbitrary code stored in '
-                'the file: if you trust it, re-run with --unsafe-pickle.') from e
-    except Exception as e:  # noqa: BLE001  (zip/format errors of a non-checkpoint file)
-        if not unsafe_pickle:
+    except Exception as e:  # noqa: BLE001  (also zip/format errors of a non-checkpoint file)
+        low = str(e).lower()
+        if 'weights only load failed' not in low and 'unsupported global' not in low:
             raise CheckpointConversionError(
                 f'{path}: not a readable torch checkpoint ({type(e).__name__}: '
                 f'{str(e).strip()[:300]})') from e
+        if not unsafe_pickle:
+            raise CheckpointConversionError(
+                f'{path}: torch.load(weights_only=True) refused this file. It references these '
+                f'non-tensor Python objects: {_unsafe_globals(path)}. '
+                'This is normal for PyTorch-Lightning .ckpt files (Leopart, the official CoTAP '
+                'release), which pickle hyper-parameters and callback/loop states next to the '
+                'weights. Loading them needs weights_only=False, which can run arbitrary code '
+                'stored in the file: if you trust it, re-run with --unsafe-pickle.') from e
     try:
         obj = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # noqa: BLE001
@@ -120,7 +117,6 @@ def load_source(path, unsafe_pickle=False):
             f'{path}: could not be loaded even with weights_only=False ({type(e).__name__}: '
             f'{str(e).strip()[:300]}); a missing module of the training code can cause this') from e
     return obj, 'torch.load(weights_only=False) (--unsafe-pickle)'
-
 
 
 def is_tensor_dict(d):

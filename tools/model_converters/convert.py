@@ -15,7 +15,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cotap_mm.converters import (DEFAULT_WHICH, SRC_FORMATS,  # noqa: E402
                                  convert_checkpoint)
-from cotap_mm.converters.cli import add_converter_args, run_conversion  # noqa: E402
+from tools.model_converters._common import add_converter_args, run_conversion  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -12,11 +12,10 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from cotap_mm.converters import extract_backbone  # noqa: E402
-from cotap_mm.converters.cli import add_converter_args, run_conversion  # noqa: E402
-from cotap_mm.converters.timm_export import (TIMM_NAMES, timm_model_kwargs,  # noqa: E402
-                                             to_timm_state_dict)
+from cotap_mm.converters import (TIMM_NAMES, extract_backbone, timm_model_kwargs,  # noqa: E402
+                                 to_timm_state_dict)
 from cotap_mm.utils.fileio import atomic_write_bytes  # noqa: E402
+from tools.model_converters._common import add_converter_args, run_conversion  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cotap_mm.converters import extract_backbone  # noqa: E402
-from cotap_mm.converters.cli import add_converter_args, run_conversion  # noqa: E402
+from tools.model_converters._common import add_converter_args, run_conversion  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -10,7 +10,6 @@ from .hummingbird import (patch_label_fractions, retrieve_label_distributions,
                           sample_memory_patches, upsample_argmax)
 from .knn import (knn_grid_evaluate, knn_topk, knn_vote_scores, l2_normalize_,
                   topk_accuracy, weighted_knn_classify)
-from .knn_pairs import neighbour_class_agreement, oracle_neighbours
 from .linear_probe import evaluate_linear_probe, train_linear_probe
 
 __all__ = [
@@ -22,5 +21,5 @@ __all__ = [
     'class_pixel_counts',
     'chance_confusion', 'chance_segmentation_metrics', 'chance_miou', 'fit_dense_linear_probe',
     'patch_label_fractions', 'sample_memory_patches', 'retrieve_label_distributions',
-    'upsample_argmax', 'neighbour_class_agreement', 'oracle_neighbours'
+    'upsample_argmax'
 ]

@@ -26,16 +26,14 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from cotap_mm.utils.checkpoint_layout import NETWORK_PREFIXES, detect_layout, suggest_command
-from cotap_mm.utils.checkpoint_loading import first_keys, load_source
+from cotap_mm.utils.checkpoint_loading import first_keys, load_source, mismatch_lines
 from cotap_mm.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
-    'NETWORK_PREFIXES', 'BackboneWeightsError', 'load_config', 'backbone_cfg', 'build_backbone',
+    'BackboneWeightsError', 'load_config', 'backbone_cfg', 'build_backbone',
     'get_normalization', 'read_checkpoint', 'select_backbone_state', 'check_backbone_state',
     'load_backbone_weights', 'load_checkpoint_backbone'
 ]
-
-_UNUSED_WITHOUT_OAF = 'oaf.'
 
 
 class BackboneWeightsError(KeyError):
@@ -125,7 +123,6 @@ def get_normalization(cfg) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-
 # -- weights --------------------------------------------------------------------------------
 
 
@@ -210,8 +207,8 @@ def check_backbone_state(module: torch.nn.Module,
     allow_missing = tuple(allow_missing or ())
     own = module.state_dict()
     sd = dict(state)
-    if not any(k.startswith(_UNUSED_WITHOUT_OAF) for k in own):
-        unused = sorted(k for k in sd if k.startswith(_UNUSED_WITHOUT_OAF))
+    if not any(k.startswith('oaf.') for k in own):
+        unused = sorted(k for k in sd if k.startswith('oaf.'))
         for k in unused:
             sd.pop(k)
         if unused:
@@ -230,15 +227,10 @@ def check_backbone_state(module: torch.nn.Module,
                 and v.shape[-1] == own[k].shape[-1]):
             continue  # resized to the module's grid by the load hook
         mismatched.append(f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}')
-    if unexpected or missing or mismatched:
-        lines = [f'{checkpoint} does not fit {type(module).__name__}:']
-        if unexpected:
-            lines.append(f'  unexpected keys: {first_keys(unexpected)}')
-        if missing:
-            under = f', not under allow_missing={allow_missing}' if allow_missing else ''
-            lines.append(f'  missing keys (not in the checkpoint{under}): {first_keys(missing)}')
-        if mismatched:
-            lines.append(f'  shape mismatches ({len(mismatched)}): {"; ".join(mismatched[:8])}')
+    under = f', not under allow_missing={allow_missing}' if allow_missing else ''
+    lines = mismatch_lines(unexpected, missing, mismatched, f' (not in the checkpoint{under})')
+    if lines:
+        lines.insert(0, f'{checkpoint} does not fit {type(module).__name__}:')
         hint = _convert_hint(ckpt, checkpoint) if ckpt is not None else ''
         if hint:
             lines.append(hint)

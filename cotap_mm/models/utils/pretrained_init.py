@@ -9,10 +9,7 @@ from mmengine.registry import WEIGHT_INITIALIZERS
 from cotap_mm.utils.checkpoint_loading import CheckpointConversionError, first_keys
 from .loading import BackboneWeightsError, load_backbone_weights, read_checkpoint
 
-__all__ = ['CoTAPPretrained', 'PretrainedLoadError']
-
-# the error of every strict backbone loader (models/utils/loading.py), under its historic name
-PretrainedLoadError = BackboneWeightsError
+__all__ = ['CoTAPPretrained']
 
 
 @WEIGHT_INITIALIZERS.register_module(name='CoTAPPretrained')
@@ -20,7 +17,7 @@ class CoTAPPretrained(PretrainedInit):
     """Load a pretrained checkpoint like mmengine's ``Pretrained``, but strictly.
 
     ``init_cfg=dict(type='CoTAPPretrained', checkpoint=..., prefix='backbone.')`` loads like
-    ``type='Pretrained'`` (same arguments) and raises :class:`PretrainedLoadError` instead of
+    ``type='Pretrained'`` (same arguments) and raises :class:`BackboneWeightsError` instead of
     logging a warning when
 
     - the checkpoint has keys the module does not have (unexpected keys);
@@ -67,8 +64,8 @@ class CoTAPPretrained(PretrainedInit):
             return read_checkpoint(self.checkpoint)
         except CheckpointConversionError as e:
             if '--unsafe-pickle' not in str(e):
-                raise PretrainedLoadError(f'CoTAPPretrained: {e}') from e
-            raise PretrainedLoadError(
+                raise BackboneWeightsError(f'CoTAPPretrained: {e}') from e
+            raise BackboneWeightsError(
                 f'CoTAPPretrained: torch.load(weights_only=True) refused {self.checkpoint} '
                 '(it pickles non-tensor Python objects). Lightning .ckpt releases (Leopart, '
                 'official CoTAP) must be converted first, e.g.\n    python '
@@ -95,7 +92,7 @@ class CoTAPPretrained(PretrainedInit):
             info = load_backbone_weights(module, self.checkpoint, prefix=self.prefix or '',
                                          allow_missing=self.allow_missing, ckpt=ckpt)
         except BackboneWeightsError as e:
-            raise PretrainedLoadError(f'CoTAPPretrained (prefix={self.prefix!r}): {e}') from e
+            raise BackboneWeightsError(f'CoTAPPretrained (prefix={self.prefix!r}): {e}') from e
         allowed = info['allowed_missing']
         if allowed:
             print_log(f'CoTAPPretrained: {len(allowed)} key(s) not in the checkpoint keep their '

@@ -1,18 +1,124 @@
-"""kNN pairing of images (docs/method.md §5.1) and the CoTAP COCO + ImageNet item
-(docs/method.md §0, §5); the neighbour files: :mod:`.knn_file`."""
+"""kNN pairs of images (docs/method.md §5.1): the neighbour file of an image folder and the
+datasets that draw the pairs from it, with the CoTAP COCO + ImageNet item (docs/method.md §0, §5).
+
+The file (STEGO ``precompute_knns.py`` format; ``tools/precompute_knn.py`` writes it): an ``.npz``
+with ``nns``, int64 (N, k): row i holds the neighbours of image i (in
+:func:`~cotap_mm.datasets.image_list.list_images` order), the image itself in column 0. Files
+written here also record what they were computed on (``num_images``, ``image_list_sha1``,
+``image_dir``), so that a file of another image list is refused; the released STEGO files hold
+only ``nns``.
+"""
 import contextlib
 import copy
+import logging
+import os
+import os.path as osp
 from typing import Optional, Sequence, Union
 
 import numpy as np
 from mmengine.dataset import Compose
+from mmengine.logging import print_log
 
 from cotap_mm.registry import DATASETS, TRANSFORMS
+from cotap_mm.utils.fileio import atomic_open
 from cotap_mm.utils.rng import seeded_generators
-from .knn_file import load_nns
+from .image_list import image_list_digest
 from .samplers import split_item_key
 
-__all__ = ['KNNPairDataset', 'CoTAPDualDataset']
+__all__ = ['META_KEYS', 'load_nns', 'write_knn_file', 'KNNPairDataset', 'CoTAPDualDataset']
+
+# Metadata written by write_knn_file next to `nns` (absent from the released files).
+META_KEYS = ('num_images', 'image_list_sha1', 'image_dir')
+
+
+def load_nns(nns_file: str, num_images: int, min_columns: int = 1,
+             list_digest: Optional[str] = None, image_dir: Optional[str] = None) -> np.ndarray:
+    """Load and check a neighbour file (the format: the module docstring).
+
+    A file that records its image list (``image_list_sha1``: :func:`image_list_digest` of the
+    sorted relative image list) is refused for another image list even when the image count
+    matches. A file with only ``nns`` (the released ones) is checked by its row count and the
+    image itself in column 0 of at least 90% of the rows (duplicate images may swap), with a
+    logged warning.
+
+    Args:
+        nns_file (str): The ``.npz``.
+        num_images (int): Expected N (the dataset length).
+        min_columns (int): Columns needed.
+        list_digest (str, optional): The dataset's image-list digest, compared with the file's.
+        image_dir (str, optional): The dataset's image folder (for the messages).
+
+    Returns:
+        np.ndarray: (N, C) int64.
+    """
+    make = f'python tools/precompute_knn.py IMAGE_DIR {nns_file}'
+    where = f'IMAGE_DIR = {image_dir}' if image_dir else ('IMAGE_DIR = the folder the dataset '
+                                                          'lists, e.g. data/coco/train2017')
+    if not osp.isfile(nns_file):
+        raise FileNotFoundError(
+            f'KNNPairDataset: neighbour file {nns_file!r} not found. Download the released '
+            f'nns.zip (see docs/data.md) or compute it with `{make}` ({where}).')
+    with np.load(nns_file) as npz:
+        if 'nns' not in npz.files:
+            raise KeyError(f'KNNPairDataset: {nns_file!r} has no array \'nns\' (found '
+                           f'{npz.files}); expected the STEGO format written by `{make}`.')
+        nns = np.asarray(npz['nns'])
+        meta = {k: npz[k].item() for k in META_KEYS if k in npz.files}
+    if list_digest is not None and 'image_list_sha1' in meta:
+        if (meta['image_list_sha1'] != list_digest
+                or meta.get('num_images', num_images) != num_images):
+            raise ValueError(
+                f'KNNPairDataset: {nns_file!r} was computed on another image list: '
+                f'{meta.get("num_images")} images under {meta.get("image_dir", "?")!r} '
+                f'(list sha1 {meta["image_list_sha1"][:12]}), but the dataset lists '
+                f'{num_images} images under {image_dir!r} (list sha1 {list_digest[:12]}); '
+                'its rows would pair the wrong images. Use the kNN file of this folder, or '
+                f'regenerate it with `{make}` ({where}; also after adding, removing or '
+                'renaming images).')
+    elif list_digest is not None:
+        print_log(f'KNNPairDataset: {nns_file!r} records no image list (STEGO format, e.g. '
+                  'the released files): its row order cannot be verified beyond the row '
+                  'count and the image itself in column 0. Make sure it was computed on '
+                  f'{image_dir or "this folder"} as listed by list_images (sorted relative '
+                  'paths).', logger='current', level=logging.WARNING)
+    if nns.ndim != 2 or not np.issubdtype(nns.dtype, np.integer):
+        raise ValueError(f'KNNPairDataset: {nns_file!r}[\'nns\'] must be a 2-D integer array '
+                         f'(N, k), got shape {nns.shape} dtype {nns.dtype}.')
+    if nns.shape[1] < min_columns:
+        raise ValueError(f'KNNPairDataset: {nns_file!r} has {nns.shape[1]} neighbour columns '
+                         f'but {min_columns} are needed (num_neighbors / nn_column_range); '
+                         f'regenerate with `{make} --k {max(min_columns, 30)}`.')
+    if nns.shape[0] != num_images:
+        raise ValueError(
+            f'KNNPairDataset: {nns_file!r} has {nns.shape[0]} rows but the dataset has '
+            f'{num_images} images: the file belongs to another image set or order. '
+            f'Regenerate it with `{make}` on the same folder and extensions.')
+    if nns.min() < 0 or nns.max() >= num_images:
+        bad = np.argwhere((nns < 0) | (nns >= num_images))[0]
+        raise ValueError(f'KNNPairDataset: {nns_file!r} has neighbour indices outside '
+                         f'[0, {num_images}) (min {nns.min()}, max {nns.max()}; first at '
+                         f'row {bad[0]}, column {bad[1]}): it is corrupt or belongs to '
+                         f'another image set. Regenerate it with `{make}`.')
+    ratio = float((nns[:, 0] == np.arange(num_images)).mean())
+    if ratio < 0.9:
+        raise ValueError(
+            f'KNNPairDataset: in {nns_file!r} only {ratio:.1%} of the rows have the image '
+            'itself in column 0 (expected almost all): the rows are not in the order of '
+            'the dataset (list_images: sorted relative paths). Regenerate it with '
+            f'`{make}`.')
+    return nns.astype(np.int64, copy=False)
+
+
+def write_knn_file(path: str, nns: np.ndarray, paths: Sequence[str], image_dir: str) -> None:
+    """Write ``nns`` (N, k) and what it was computed on (the image list of ``image_dir``)
+    atomically: an interrupted run leaves neither a partial ``path`` nor a temporary file (an
+    old ``path`` is kept)."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_open(path) as f:
+        np.savez(f, nns=np.asarray(nns, dtype=np.int64), num_images=np.int64(len(paths)),
+                 image_list_sha1=np.str_(image_list_digest(paths, image_dir)),
+                 image_dir=np.str_(osp.abspath(image_dir)))
+
 
 NN_COLUMN_RANGES = ('exclude_self', 'with_self')
 
