@@ -5,8 +5,9 @@ from cotap_mm.utils.checkpoint_layout import DEFAULT_WHICH, SRC_FORMATS, detect_
 from cotap_mm.utils.checkpoint_loading import CheckpointConversionError
 from .cotap import extract_backbone
 from .released import CONVERTERS, convert_checkpoint, convert_state_dict
-from .timm_export import TIMM_NAMES, timm_model_kwargs, to_timm_state_dict
+from .hf_export import to_hf
+from .timm_export import TIMM_NAMES, timm_model_kwargs, timm_model_name, to_timm_state_dict
 
 __all__ = ['SRC_FORMATS', 'DEFAULT_WHICH', 'CheckpointConversionError', 'detect_layout',
            'CONVERTERS', 'convert_state_dict', 'convert_checkpoint', 'extract_backbone',
-           'TIMM_NAMES', 'timm_model_kwargs', 'to_timm_state_dict']
+           'TIMM_NAMES', 'timm_model_kwargs', 'timm_model_name', 'to_timm_state_dict', 'to_hf']

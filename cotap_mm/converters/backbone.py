@@ -20,9 +20,11 @@ import torch
 from cotap_mm.models.backbones.cotap_vit import CoTAPVisionTransformer
 from cotap_mm.utils.checkpoint_loading import CheckpointConversionError, mismatch_lines
 
-__all__ = ['BACKBONE_PREFIX', 'rename', 'backbone_checkpoint']
+__all__ = ['BACKBONE_PREFIX', 'ROPE_CFG', 'rename', 'stack', 'unstack', 'backbone_checkpoint']
 
 BACKBONE_PREFIX = 'backbone.'
+# A ViT without absolute positions is a DINOv3 one: RoPE with base 100, LayerNorm eps 1e-5.
+ROPE_CFG = dict(rope_base=100., norm_cfg=dict(type='LN', eps=1e-5))
 _FIELDS = {'{i}': r'(?P<i>\d+)', '{w}': r'(?P<w>weight|bias)'}
 
 
@@ -60,10 +62,43 @@ def rename(state, keys, drops=(), reverse=False):
     return out, dropped, unmatched
 
 
+def _blocks(state, prefix='layers'):
+    """The block indices of the keys ``<prefix>.<i>.*`` of ``state``, sorted."""
+    pattern = re.compile(rf'^{re.escape(prefix)}\.(\d+)\.')
+    return sorted({int(m.group(1)) for m in map(pattern.match, state) if m})
+
+
+def stack(state, pieces, fused):
+    """``state`` with, in every block ``i``, the tensors ``pieces`` (key templates over
+    ``{i}``) replaced by their concatenation (dim 0) under ``fused``; a piece missing from a
+    block that has the others is zeros (e.g. the masked k bias). Blocks are ``layers.<i>``."""
+    out = dict(state)
+    for i in _blocks(state):
+        names = [p.format(i=i) for p in pieces]
+        ref = next((out[n] for n in names if n in out), None)
+        if ref is not None:
+            out[fused.format(i=i)] = torch.cat(
+                [out.pop(n) if n in out else torch.zeros_like(ref) for n in names])
+    return out
+
+
+def unstack(state, fused, pieces):
+    """The inverse of :func:`stack`: ``fused`` split into equal ``pieces`` (None: left out)."""
+    out = dict(state)
+    for i in _blocks(state):
+        if fused.format(i=i) in out:
+            for p, t in zip(pieces, out.pop(fused.format(i=i)).chunk(len(pieces))):
+                if p is not None:
+                    out[p.format(i=i)] = t
+    return out
+
+
 def _shapes(state):
-    layers = [int(m.group(1)) for m in map(re.compile(r'^layers\.(\d+)\.').match, state) if m]
-    return dict(embed_dims=int(state['cls_token'].shape[-1]), num_layers=max(layers) + 1,
-                feedforward_channels=int(state['layers.0.ffn.layers.0.0.weight'].shape[0]))
+    fc1 = state.get('layers.0.ffn.layers.0.0.weight')
+    # SwiGLU: w12 stacks gate and value, each 2/3 of the width DINOv3 (and mmpretrain) counts
+    ffn = fc1.shape[0] if fc1 is not None else state['layers.0.ffn.w12.weight'].shape[0] * 3 // 4
+    return dict(embed_dims=int(state['cls_token'].shape[-1]), num_layers=_blocks(state)[-1] + 1,
+                feedforward_channels=int(ffn))
 
 
 def _arch(state, arch, num_heads, path):
@@ -98,7 +133,8 @@ def backbone_checkpoint(state, *, converter, source, dropped, outside, final_nor
                         arch=None, num_heads=None):
     """The converted checkpoint: ``meta`` with the ``backbone_cfg`` read from the shapes of
     ``state`` (patch size, image size from the ``pos_embed`` grid, OAF prototypes, LayerScale,
-    registers) and the ``backbone.*`` state dict, after checking every key and shape against a
+    registers, qkv bias, SwiGLU; no ``pos_embed``: DINOv3's RoPE, :data:`ROPE_CFG`) and the
+    ``backbone.*`` state dict, after checking every key and shape against a
     ``CoTAPVisionTransformer`` built from that config on the meta device.
 
     Args:
@@ -110,21 +146,31 @@ def backbone_checkpoint(state, *, converter, source, dropped, outside, final_nor
         arch (str | dict, optional): Target arch; by default inferred from the shapes.
         num_heads (int, optional): Number of heads when it cannot be inferred.
     """
-    for key in ('cls_token', 'pos_embed', 'patch_embed.projection.weight',
-                'layers.0.ffn.layers.0.0.weight'):
+    swiglu = 'layers.0.ffn.w12.weight' in state
+    for key in ('cls_token', 'patch_embed.projection.weight',
+                'layers.0.ffn.' + ('w12' if swiglu else 'layers.0.0') + '.weight'):
         if key not in state:
             raise CheckpointConversionError(f'{path}: the backbone has no {key!r} (named as in '
                                             'CoTAPVisionTransformer)')
     arch_settings, heads_how = _arch(state, arch, num_heads, path)
     patch_size = int(state['patch_embed.projection.weight'].shape[-1])
-    grid = math.isqrt(state['pos_embed'].shape[1] - 1)
-    if grid * grid != state['pos_embed'].shape[1] - 1:
-        raise CheckpointConversionError(f'{path}: pos_embed {tuple(state["pos_embed"].shape)} is '
-                                        'not 1 CLS + a square grid of patch positions')
+    img_size = None
+    if 'pos_embed' in state:
+        grid = math.isqrt(state['pos_embed'].shape[1] - 1)
+        if grid * grid != state['pos_embed'].shape[1] - 1:
+            raise CheckpointConversionError(
+                f'{path}: pos_embed {tuple(state["pos_embed"].shape)} is not 1 CLS + a square '
+                'grid of patch positions')
+        img_size = grid * patch_size
     with_oaf = 'oaf.kernel' in state
     num_prototypes = int(state['oaf.kernel'].shape[0]) if with_oaf else None
     cfg = dict(type='CoTAPVisionTransformer', arch=arch_settings, patch_size=patch_size,
-               img_size=grid * patch_size, with_oaf=with_oaf, final_norm=final_norm)
+               with_oaf=with_oaf, final_norm=final_norm)
+    cfg.update(dict(img_size=img_size) if img_size else ROPE_CFG)
+    if 'layers.0.attn.qkv.bias' not in state:
+        cfg['qkv_bias'] = False
+    if swiglu:
+        cfg['layer_cfgs'] = dict(ffn_type='swiglu_fused')
     if 'layers.0.attn.gamma1.weight' in state:  # DINOv2's LayerScale: the weights replace it
         cfg['layer_scale_init_value'] = 1e-5
     if 'register_tokens' in state:
@@ -150,7 +196,7 @@ def backbone_checkpoint(state, *, converter, source, dropped, outside, final_nor
              (f'; the checkpoint looks like {shapes}, drop --arch to use it' if shapes else '') +
              '):'] + lines))
     meta = dict(converter=converter, source=source, arch=arch_settings,
-                num_heads_source=heads_how, patch_size=patch_size, img_size=grid * patch_size,
+                num_heads_source=heads_how, patch_size=patch_size, img_size=img_size,
                 with_oaf=with_oaf, num_prototypes=num_prototypes, final_norm=final_norm,
                 backbone_cfg=cfg, dropped={why: keys for why, keys in dropped.items() if keys},
                 ignored_outside_prefix=dict(count=len(outside), first=list(outside)[:20]),

@@ -11,13 +11,14 @@ from cotap_mm.utils.checkpoint_layout import (DEFAULT_WHICH, SRC_FORMATS, layout
                                               network_state, select_network)
 from cotap_mm.utils.checkpoint_loading import (CheckpointConversionError, first_keys,
                                                is_tensor_dict, load_source)
-from . import dino, dinov2
+from . import dino, dinov2, dinov3
 from .backbone import backbone_checkpoint
 
 __all__ = ['CONVERTERS', 'convert_state_dict', 'convert_checkpoint']
 
 # --src-format -> convert(state, src_format, keep_final_norm, path): (state, dropped, unmatched)
-CONVERTERS = {**dict.fromkeys(dino.FORMATS, dino.convert), 'dinov2': dinov2.convert}
+CONVERTERS = {**dict.fromkeys(dino.FORMATS, dino.convert), 'dinov2': dinov2.convert,
+              'dinov3': dinov3.convert}
 
 
 def _check_format(src_format, which):

@@ -1,4 +1,4 @@
-"""Checkpoint layouts (DINO, iBOT, Mugs, Leopart, timm, DINOv2, official CoTAP, ours): where
+"""Checkpoint layouts (DINO, iBOT, Mugs, Leopart, timm, DINOv2, DINOv3, official CoTAP, ours): where
 each keeps its networks, which one a file has, and the converter command for it.
 
 Pure inspection of dict keys, so the strict loader (:class:`~cotap_mm.models.utils.CoTAPPretrained`)
@@ -12,13 +12,13 @@ from .checkpoint_loading import CheckpointConversionError, first_keys, flat_stat
 __all__ = ['SRC_FORMATS', 'DEFAULT_WHICH', 'NETWORK_PREFIXES', 'ROOTS', 'select_network',
            'network_state', 'detect_layout', 'suggest_command', 'layout_hint']
 
-SRC_FORMATS = ('dino', 'ibot', 'mugs', 'leopart', 'cotap-official', 'timm', 'dinov2')
+SRC_FORMATS = ('dino', 'ibot', 'mugs', 'leopart', 'cotap-official', 'timm', 'dinov2', 'dinov3')
 # where a checkpoint of our own CoTAP pretraining keeps each network's backbone
 NETWORK_PREFIXES = dict(student='backbone.', teacher='teacher.module.backbone.')
 
 # Prefixes under which a layout keeps each network's ViT (tried in order: the first one holding
-# a `cls_token` wins; '' is a bare backbone). The first network is the one converted without
-# --which (None: the file holds one network):
+# a `cls_token`, or Hugging Face's `embeddings.cls_token`, wins; '' is a bare backbone). The
+# first network is the one converted without --which (None: the file holds one network):
 # - DINO / iBOT / Mugs publish (and evaluate) the EMA teacher backbone;
 # - Leopart's own evaluation and CoTAP's loader (which drops keys prefixed `teacher.`) use the
 #   student (`model.`); Leopart is a Lightning module with `self.model` and `self.teacher`;
@@ -35,6 +35,7 @@ ROOTS = {
     'cotap-official': dict(student=('net.model.', 'model.', ''), teacher=('net_teacher.model.', )),
     'timm': {None: ('', 'module.')},
     'dinov2': {None: ('', 'module.', 'backbone.')},
+    'dinov3': {None: ('', 'module.', 'backbone.')},
     'cotap-mm': {w: (p, 'module.' + p) for w, p in NETWORK_PREFIXES.items()},
 }
 DEFAULT_WHICH = {fmt: next(iter(ROOTS[fmt])) for fmt in SRC_FORMATS}
@@ -72,7 +73,8 @@ def network_state(state, fmt, which, path):
     roots = ROOTS[fmt].get(None if None in ROOTS[fmt] else which)
     if roots is None:
         raise CheckpointConversionError(f'--which must be student or teacher, got {which!r}')
-    root = next((r for r in roots if r + 'cls_token' in state), None)
+    root = next((r for r in roots if r + 'cls_token' in state or
+                 r + 'embeddings.cls_token' in state), None)
     if root is None:
         have = [w for w, rs in ROOTS[fmt].items()
                 if w != which and any(r + 'cls_token' in state for r in rs)]
@@ -87,7 +89,10 @@ def network_state(state, fmt, which, path):
 
 
 def _dino_style_flavour(keys, root):
-    """dino / ibot / mugs / timm / dinov2 for a DINO-layout ViT whose keys start with ``root``."""
+    """dino / ibot / mugs / timm / dinov2 / dinov3 for a DINO-layout ViT whose keys start with
+    ``root``."""
+    if root + 'pos_embed' not in keys:
+        return 'dinov3'  # RoPE, no absolute positions (official or timm layout)
     if any(k.startswith(root) and k.endswith('.ls1.gamma') for k in keys) or \
             root + 'register_tokens' in keys or root + 'reg_token' in keys:
         return 'dinov2'  # LayerScale and/or registers (torch.hub or timm layout)
@@ -158,9 +163,14 @@ def detect_layout(obj):
         return dict(format='leopart', which=which,
                     description='Leopart Lightning checkpoint (model. / teacher.)')
     for root in _DINO:
+        if root + 'embeddings.register_tokens' in keys and \
+                root + 'embeddings.position_embeddings' not in keys:
+            return dict(format='dinov3', which=[], description='Hugging Face DINOv3ViTModel '
+                        f'state dict (prefix {root!r})')
         if root + 'cls_token' in keys and root + 'blocks.0.norm1.weight' in keys:
             fmt = _dino_style_flavour(keys, root)
-            return dict(format=fmt, which=[] if fmt in ('timm', 'dinov2') else ['teacher'],
+            one = fmt in ('timm', 'dinov2', 'dinov3')
+            return dict(format=fmt, which=[] if one else ['teacher'],
                         description=f'{fmt}-style ViT state dict (prefix {root!r})')
     return None
 

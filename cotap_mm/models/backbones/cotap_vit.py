@@ -1,19 +1,23 @@
 """The CoTAP ViT backbone: mmpretrain's ``VisionTransformer`` in the DINO layout, emitting dense
 patch feature maps, buildable from mmpretrain *and* mmsegmentation configs."""
+import numpy as np
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
+from mmengine.model import ModuleList
 from mmpretrain.models.backbones.vision_transformer import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
 from cotap_mm.models.necks.object_aware_filter import ObjectAwareFilter
 from cotap_mm.registry import MODELS, register_in_mmseg
 from ..utils.token_map import tokens_to_map
+from .rope_attention import RopePositionEmbedding, RopeTransformerEncoderLayer
 
 __all__ = ['CoTAPVisionTransformer']
 
 _VIT_S = dict(embed_dims=384, num_layers=12, num_heads=6, feedforward_channels=1536)
 _VIT_B = dict(embed_dims=768, num_layers=12, num_heads=12, feedforward_channels=3072)
+_VIT_L = dict(embed_dims=1024, num_layers=24, num_heads=16, feedforward_channels=4096)
 # A test-sized model (not DeiT-Ti): two layers, 64 channels, so unit tests and the smoke demo
 # run in seconds on CPU.
 _TINY = dict(embed_dims=64, num_layers=2, num_heads=2, feedforward_channels=256)
@@ -33,9 +37,9 @@ class CoTAPVisionTransformer(VisionTransformer):
 
     - ``arch_zoo`` holds only the CoTAP sizes. Unlike mmpretrain, where ``'small'`` is a 768-d,
       8-layer model, here ``'s'``/``'small'``/``'deit-s'`` is DINO's ViT-S (384-d, 12 layers,
-      6 heads) and ``'b'``/``'base'``/``'deit-b'`` is ViT-B; ``'tiny'`` is a 2-layer 64-d test
-      model. A dict with ``embed_dims``, ``num_layers``, ``num_heads`` and
-      ``feedforward_channels`` is accepted as well.
+      6 heads), ``'b'``/``'base'``/``'deit-b'`` is ViT-B and ``'l'``/``'large'`` ViT-L;
+      ``'tiny'`` is a 2-layer 64-d test model. A dict with ``embed_dims``, ``num_layers``,
+      ``num_heads`` and ``feedforward_channels`` is accepted as well.
     - :meth:`train` keeps ``frozen_stages`` in eval mode (the parent freezes them only in
       ``__init__`` and a later ``model.train()`` re-enables their dropout / drop-path).
     - ``with_oaf=True`` (default) adds the object-aware filter (docs/method.md §2.1-2.2) after the last
@@ -60,6 +64,14 @@ class CoTAPVisionTransformer(VisionTransformer):
       output: ``'raw'`` / ``'oaf_raw'`` stay (B, 1 + N, C), CLS first, and the object-aware
       filter sees the CLS and patch tokens only. ``layer_scale_init_value > 0`` (the parent's
       argument) gives DINOv2's LayerScale (``attn.gamma1``, ``ffn.gamma2``).
+    - ``rope_base`` (DINOv3, Simeoni et al. 2025): no ``pos_embed``; every layer is a
+      :class:`RopeTransformerEncoderLayer` (same keys; RoPE on the patch queries and keys, a
+      masked k bias) and ``self.rope`` (:class:`RopePositionEmbedding`, no weights) gives the
+      angles of the input's patch grid. DINOv3's storage tokens are ``num_register_tokens=4``;
+      its LayerNorm eps 1e-5 is ``norm_cfg``, S+/16's SwiGLU FFN
+      ``layer_cfgs=dict(ffn_type='swiglu_fused')`` (``feedforward_channels`` as DINOv3 counts
+      it, 6 x 384, of which the FFN keeps 2/3). The OAF runs with the last layer's weights and no
+      RoPE: its keys are position-free prototypes.
 
     Args:
         arch (str | dict): Model size, see above. Defaults to ``'small'`` (ViT-S).
@@ -75,11 +87,16 @@ class CoTAPVisionTransformer(VisionTransformer):
             False gives the plain ViT.
         num_prototypes (int): M, the number of OAF prototypes. Defaults to 64.
         num_register_tokens (int): R register tokens, see above. Defaults to 0.
+        rope_base (float, optional): RoPE instead of the absolute position embedding, with
+            this period base (DINOv3: 100). Defaults to None (absolute, as DINO).
+        rope_rescale_coords (float, optional): DINOv3's training-time RoPE coordinate
+            rescaling, see :class:`RopePositionEmbedding`. Defaults to None (off).
         **kwargs: Other arguments of :class:`mmpretrain.models.VisionTransformer`
             (``img_size``, ``out_indices``, ``frozen_stages``, ``drop_path_rate``,
             ``init_cfg``, ...).
 
-    Inputs of any size work: ``pos_embed`` is interpolated to the input's patch grid. Sizes
+    Inputs of any size work: ``pos_embed`` is interpolated to the input's patch grid (RoPE
+    needs nothing). Sizes
     divisible by ``patch_size`` are used as is; others are zero-padded at the bottom/right up to
     the next multiple by mmcv's ``PatchEmbed`` (DINO's conv would crop them instead).
 
@@ -97,6 +114,7 @@ class CoTAPVisionTransformer(VisionTransformer):
         **dict.fromkeys(['t', 'tiny'], _TINY),
         **dict.fromkeys(['s', 'small', 'deit-s', 'deit-small', 'vit-s'], _VIT_S),
         **dict.fromkeys(['b', 'base', 'deit-b', 'deit-base', 'vit-b'], _VIT_B),
+        **dict.fromkeys(['l', 'large', 'vit-l'], _VIT_L),
     }
 
     def __init__(self,
@@ -110,6 +128,8 @@ class CoTAPVisionTransformer(VisionTransformer):
                  with_oaf=True,
                  num_prototypes=64,
                  num_register_tokens=0,
+                 rope_base=None,
+                 rope_rescale_coords=None,
                  **kwargs):
         if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
             raise ValueError(f'CoTAPVisionTransformer: unknown arch={arch!r}; choose one of '
@@ -148,6 +168,23 @@ class CoTAPVisionTransformer(VisionTransformer):
             **kwargs)
         self.patch_size = patch_size
         self.num_register_tokens = num_register_tokens
+        self.rope = None
+        if rope_base is not None:  # DINOv3: positions enter every attention layer as RoPE
+            self.pos_embed = None
+            heads = self.arch_settings['num_heads']
+            self.rope = RopePositionEmbedding(self.embed_dims // heads, rope_base,
+                                              rope_rescale_coords)
+            layer_cfgs = kwargs.get('layer_cfgs', {})
+            layer_cfgs = [layer_cfgs] * self.num_layers if isinstance(layer_cfgs, dict) \
+                else layer_cfgs
+            dpr = np.linspace(0, kwargs.get('drop_path_rate', 0.), self.num_layers)
+            self.layers = ModuleList(RopeTransformerEncoderLayer(**dict(
+                embed_dims=self.embed_dims, num_heads=heads,
+                feedforward_channels=self.arch_settings['feedforward_channels'],
+                layer_scale_init_value=kwargs.get('layer_scale_init_value', 0.),
+                drop_rate=kwargs.get('drop_rate', 0.), drop_path_rate=dpr[i],
+                qkv_bias=qkv_bias, norm_cfg=norm_cfg), **layer_cfgs[i])
+                for i in range(self.num_layers))
         if num_register_tokens:
             # DINOv2's init; the values come from the converted checkpoint
             self.register_tokens = nn.Parameter(
@@ -174,17 +211,23 @@ class CoTAPVisionTransformer(VisionTransformer):
             for param in self.oaf.parameters():
                 param.requires_grad = False
 
-    def _last_cls_attn(self, layer, x):
+    def _last_cls_attn(self, layer, x, rope=None):
         """CLS->patch self-attention of ``layer`` on its input ``x`` (B, 1+N, D) -> (B, heads, N).
 
         mmpretrain's attention runs SDPA and returns no weights, so the CLS query and all keys
-        are recomputed (one extra qkv linear) with SDPA's default scale ``head_dims**-0.5``.
+        are recomputed (one extra qkv linear) with SDPA's default scale ``head_dims**-0.5``
+        (with RoPE: the rotated keys, :meth:`RopeAttention.qkv_heads`).
         """
         attn_mod = layer.attn
         B, T, _ = x.shape
-        qkv = attn_mod.qkv(layer.ln1(x)).view(B, T, 3, attn_mod.num_heads, attn_mod.head_dims)
-        q = qkv[:, :1, 0].transpose(1, 2)  # (B, heads, 1, d_h): the CLS query only
-        k = qkv[:, :, 1].transpose(1, 2)  # (B, heads, 1+N, d_h)
+        if rope is not None:
+            q, k, _ = attn_mod.qkv_heads(layer.ln1(x), rope)
+            q = q[:, :, :1]  # the CLS query (never rotated)
+        else:
+            qkv = attn_mod.qkv(layer.ln1(x)).view(B, T, 3, attn_mod.num_heads,
+                                                  attn_mod.head_dims)
+            q = qkv[:, :1, 0].transpose(1, 2)  # (B, heads, 1, d_h): the CLS query only
+            k = qkv[:, :, 1].transpose(1, 2)  # (B, heads, 1+N, d_h)
         attn = (q @ k.transpose(-2, -1) * attn_mod.head_dims**-0.5).softmax(dim=-1)
         return attn[:, :, 0, self.num_extra_tokens + self.num_register_tokens:]
 
@@ -207,16 +250,18 @@ class CoTAPVisionTransformer(VisionTransformer):
         x, hw = self.patch_embed(x)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
-        x = x + resize_pos_embed(
-            self.pos_embed,
-            self.patch_resolution,
-            hw,
-            mode=self.interpolate_mode,
-            num_extra_tokens=self.num_extra_tokens)
+        if self.pos_embed is not None:
+            x = x + resize_pos_embed(
+                self.pos_embed,
+                self.patch_resolution,
+                hw,
+                mode=self.interpolate_mode,
+                num_extra_tokens=self.num_extra_tokens)
         if self.num_register_tokens:  # after the CLS token, without a position embedding
             x = torch.cat((x[:, :1], self.register_tokens.expand(B, -1, -1), x[:, 1:]), dim=1)
         x = self.pre_norm(self.drop_after_pos(x))
         skip = self.num_extra_tokens + self.num_register_tokens  # tokens before the patches
+        rope = () if self.rope is None else (self.rope(hw), )  # the layers' extra argument
 
         outs, extras = [], {}
         last = len(self.layers) - 1
@@ -225,8 +270,8 @@ class CoTAPVisionTransformer(VisionTransformer):
                 if return_block_input:
                     extras['block_input'] = tokens_to_map(x[:, skip:], hw)
                 if return_attn:
-                    extras['attn'] = self._last_cls_attn(layer, x)
-            x = layer(x)
+                    extras['attn'] = self._last_cls_attn(layer, x, *rope)
+            x = layer(x, *rope)
             if i == last and self.final_norm:
                 x = self.ln1(x)
             if i in self.out_indices:
