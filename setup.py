@@ -41,6 +41,7 @@ setup(
     author='cotap_mm contributors',
     license='Apache-2.0',
     python_requires='>=3.8',
+    # the library only: tools/ and benchmarks/ are the checkout's applications beside it
     packages=find_packages(include=['cotap_mm', 'cotap_mm.*']),
     include_package_data=True,
     # full mmcv is deliberately not listed: pip cannot build it against new torch without the

@@ -2,14 +2,15 @@
 
 - Isolation: a test that makes a DefaultScope current (e.g. 'mmseg') must not leak it into later
   tests, whose plain-name builds resolve in the current scope.
-- :func:`load_tool`: the module of a command line under ``tools/`` (tools/ is not a package);
-  ``analysis_tool`` is the fixture form for ``tools/analysis/<name>.py``.
+- :func:`load_tool`: the module of a command line under ``tools/`` (the checkout's root is on
+  ``sys.path``, so ``tools`` and ``benchmarks`` import as packages); ``analysis_tool`` is the
+  fixture form for ``tools/analysis/<name>.py``.
 - :data:`TINY_COTAP` / :func:`tiny_cotap_config` and :func:`write_scene_image`: the tiny CoTAP
   pretraining config (``configs/cotap_vit-s16_coco.py`` shrunk) and the generated images the
   training, resume and bad-input tests run it on.
 - The probe tools' generated data, tiny checkpoint and configs (``probe_assets``).
 """
-import importlib.util
+import importlib
 import os
 import os.path as osp
 import sys
@@ -21,20 +22,13 @@ from mmengine.registry import DefaultScope
 from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the applications beside the package: tools/, benchmarks/
 
 
 def load_tool(relpath: str):
     """The module of ``tools/<relpath>.py`` (e.g. ``'precompute_knn'``,
-    ``'model_converters/extract_backbone'``), loaded once per session."""
-    # a top-level name, so that pickle (multiprocessing) finds the module in sys.modules
-    name = 'cotap_tool_' + relpath.replace('/', '_')
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name,
-                                                      osp.join(ROOT, 'tools', f'{relpath}.py'))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    ``'model_converters/extract_backbone'``)."""
+    return importlib.import_module('tools.' + relpath.replace('/', '.'))
 
 
 def tiny_cotap_config(max_iters: int = 3, checkpoint_interval: int = 2) -> str:

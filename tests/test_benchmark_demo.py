@@ -1,4 +1,4 @@
-"""tools/benchmark_demo.py and cotap_mm.benchmarking.demo_report: aggregation over seeds and the
+"""tools/benchmark_demo.py and benchmarks.demo_report: aggregation over seeds and the
 docs section it writes."""
 import os.path as osp
 
@@ -6,7 +6,8 @@ import pytest
 
 from conftest import load_tool
 
-from cotap_mm.benchmarking import demo_presets, demo_report, demo_seeds
+from benchmarks import demo_presets, demo_report, demo_seeds
+from benchmarks.demo_chain import ROOT, DemoChain
 
 benchmark_demo = load_tool('benchmark_demo')
 
@@ -66,7 +67,7 @@ def test_rows_and_ablation_options():
     from mmengine.config import Config, DictAction
     for config, preset in ((demo_configs()['cotap'], 'default'),
                            (demo_presets.PRESETS['gpu']['configs']['cotap'], 'gpu')):
-        cfg = Config.fromfile(osp.join(benchmark_demo.ROOT, config))
+        cfg = Config.fromfile(osp.join(ROOT, config))
         dims = {**demo_presets.DEMO_ARCH, **demo_presets.PRESETS[preset]}['embed_dims']
         assert cfg.model.backbone.arch.embed_dims == dims
         for name, (options, with_oaf) in demo_seeds.ablations(dims).items():
@@ -89,17 +90,17 @@ def demo_configs():
 
 
 def test_demo_work_dir_is_replaced_only_if_the_demo_made_it(tmp_path):
-    import demo
+    prepare_work_dir = demo_presets.prepare_work_dir
     other = tmp_path / 'mine'
     other.mkdir()
     (other / 'precious.txt').write_text('x')
     with pytest.raises(SystemExit, match='not written by tools/demo.py'):
-        demo.prepare_work_dir(str(other))
+        prepare_work_dir(str(other))
     assert (other / 'precious.txt').exists()
     ours = tmp_path / 'demo'
-    demo.prepare_work_dir(str(ours))
+    prepare_work_dir(str(ours))
     (ours / 'old_result.json').write_text('{}')
-    demo.prepare_work_dir(str(ours))  # a rerun starts afresh
+    prepare_work_dir(str(ours))  # a rerun starts afresh
     assert not (ours / 'old_result.json').exists() and (ours / demo_presets.MARKER).exists()
 
 
@@ -123,11 +124,10 @@ def test_collect_reads_the_seeds_results(tmp_path):
 def test_gpu_preset_configs_agree_and_need_a_gpu(tmp_path):
     """The GPU-scale preset: one architecture across its init, CoTAP and probe configs (the
     widths the demo passes on), and a clear refusal without CUDA."""
-    import demo
     import torch
     from mmengine.config import Config
     p = demo_presets.PRESETS['gpu']
-    cfgs = {k: Config.fromfile(osp.join(demo.ROOT, v)) for k, v in p['configs'].items()}
+    cfgs = {k: Config.fromfile(osp.join(ROOT, v)) for k, v in p['configs'].items()}
     for key in ('supervised', 'cotap', 'probe'):
         arch = cfgs[key].model.backbone.arch
         assert (arch.embed_dims, arch.num_heads) == (p['embed_dims'], p['num_heads']), key
@@ -141,6 +141,6 @@ def test_gpu_preset_configs_agree_and_need_a_gpu(tmp_path):
         cfgs['supervised'].model.backbone.img_size
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match='needs a CUDA GPU'):
-            demo.Demo(str(tmp_path / 'gpu'), 0, 'gpu')
+            DemoChain(str(tmp_path / 'gpu'), 0, 'gpu')
     with pytest.raises(ValueError, match='has no selfdistill init'):
-        demo.Demo(str(tmp_path / 'gpu'), 0, 'gpu', init='selfdistill')
+        DemoChain(str(tmp_path / 'gpu'), 0, 'gpu', init='selfdistill')

@@ -1,6 +1,6 @@
-"""tools/benchmark_train.py on the tiny arch and the library it runs
-(cotap_mm.benchmarking.step_run, step_setup, step_timing, train_report): report structure, docs section, timers and the
-plain DINO-style baseline step (no timing assertions)."""
+"""tools/benchmark_train.py on the tiny arch and what it runs (benchmarks.step_run, step_setup,
+step_timing, train_report): report structure, docs section, the profiled breakdown and the plain
+DINO-style baseline step (no timing assertions)."""
 import json
 import os
 import os.path as osp
@@ -12,7 +12,7 @@ import pytest
 from conftest import load_tool
 import torch
 
-from cotap_mm.benchmarking import step_setup, step_timing
+from benchmarks import step_setup, step_timing
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 bt = load_tool('benchmark_train')
@@ -96,14 +96,17 @@ def test_report_json_and_docs(data_root, tmp_path, keep_threads):
                                             report['timing']['plain']['median_ms'])
     # breakdown: every CoTAP component was reached, and the sections add up to the total
     bd = report['breakdown']
-    for section in ('data preprocessor', 'teacher backbone', 'student backbone', 'Sinkhorn',
-                    'foreground mask', 'CoTAP loss (correspondence head)', 'inner patch loss',
-                    'entropy loss', 'queue pushes', 'backward', 'optimizer step', 'teacher EMA'):
+    for section in ('data preprocessor', 'teacher forward', 'student forward', 'sinkhorn',
+                    'foreground mask', 'ranking loss', 'inner patch loss', 'cls losses',
+                    'prototypes', 'entropy loss', 'queues', 'backward', 'optimizer step',
+                    'teacher EMA'):
         assert bd['cotap'][section] > 0, section
-    assert 'Sinkhorn' not in bd['plain'] and bd['plain']['backward'] > 0
+    assert 'sinkhorn' not in bd['plain'] and bd['plain']['backward'] > 0
+    # the plain step runs its forwards in sections of the same names
+    assert bd['plain']['teacher forward'] > 0 and bd['plain']['student forward'] > 0
     for name in ('cotap', 'plain'):
         parts = sum(v for k, v in bd[name].items() if not k.startswith('total'))
-        assert parts == pytest.approx(bd[name]['total (instrumented)'], rel=1e-6)
+        assert parts == pytest.approx(bd[name]['total (profiled)'], rel=1e-6)
     assert report['kmeans_s'] > 0
     loader = report['loader']
     assert loader['num_workers'] == 0 and loader['batches_per_s'] > 0
@@ -116,7 +119,7 @@ def test_report_json_and_docs(data_root, tmp_path, keep_threads):
     assert '### CPU, fp32, `--arch tiny`, batch 2, 1 thread\n' in section
     assert section.strip().startswith('### ')  # the measured settings; the prose is the docs'
     assert report['command'] in section and 'ratio CoTAP / plain' in section
-    assert 'Sinkhorn' in section and 'loader, 0 workers' in section
+    assert 'sinkhorn' in section and 'loader, 0 workers' in section
 
     # re-rendering the saved report rewrites the same section (one intro, one subsection)
     bt.main(['--from-json', str(out), '--update-docs', '--docs', str(docs)])
@@ -142,9 +145,8 @@ def test_docs_section_is_replaced_per_setting(tmp_path):
     assert '<!-- benchmark_loss:start -->' in text and not os.path.exists(docs + '.tmp')
 
 
-def test_plain_step_and_timer_restore(data_root, keep_threads):
+def test_plain_step_and_breakdown_hooks_removed(data_root, keep_threads):
     import cotap_mm  # noqa: F401
-    import cotap_mm.models.algorithms.cotap as cotap_module
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
     torch.set_num_threads(1)
@@ -169,16 +171,14 @@ def test_plain_step_and_timer_restore(data_root, keep_threads):
     # same backbone as CoTAP by default (object-aware filter included)
     assert type(plain.backbone) is type(models['cotap'].backbone) and plain.backbone.with_oaf
 
-    # the instrumented iteration leaves no wrapper behind
-    original = cotap_module.sinkhorn_knopp
-    bd = step_timing.breakdown(models['cotap'], wrappers['cotap'], batch, lambda: None,
-                               step_timing.instrument_cotap, 1)
-    assert bd['Sinkhorn'] > 0
-    assert cotap_module.sinkhorn_knopp is original
+    # the profiled iteration leaves no hook behind and patches nothing
     cotap = models['cotap']
+    bd = step_timing.breakdown(cotap, wrappers['cotap'], batch, lambda: None, 'cpu', 1)
+    assert bd['sinkhorn'] > 0 and bd['data preprocessor'] > 0
     for module in (cotap.backbone, cotap.teacher.module.backbone, cotap.data_preprocessor,
                    cotap.patch_head):
         assert 'forward' not in vars(module)
+        assert not module._forward_hooks and not module._forward_pre_hooks
     assert 'update_teacher' not in vars(cotap) and 'backward' not in vars(wrappers['cotap'])
 
 

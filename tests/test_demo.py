@@ -15,6 +15,9 @@ import pytest
 
 from conftest import ROOT, load_tool
 
+from benchmarks.demo_chain import DemoChain
+from benchmarks.demo_presets import prepare_work_dir
+
 demo = load_tool('demo')
 
 
@@ -37,7 +40,7 @@ def test_results_file_and_stages(demo_run):
     assert saved['gain'] == pytest.approx(saved['cotap_miou'] - saved['init_miou'], abs=0.01)
     assert set(saved['stage_seconds']) >= {'data', 'init', 'knn', 'cotap', 'probe-pixels',
                                            'probe-init', 'probe-cotap', 'analysis', 'chance'}
-    # the light in-process stages (chance level) may round to 0.0 s
+    # the light stages (chance level) may round to 0.0 s
     assert all(s >= 0 for s in saved['stage_seconds'].values())
     assert all(saved['stage_seconds'][s] > 0 for s in ('init', 'cotap', 'probe-cotap'))
     assert saved['init'] == 'supervised' and saved['init_cached'] is None
@@ -58,6 +61,9 @@ def test_results_file_and_stages(demo_run):
                  'data/nns/nns_coco.npz', 'cotap_backbone.pth'):
         assert (work_dir / path).exists(), path
     assert any(f.endswith('.png') for f in os.listdir(work_dir / 'pictures' / 'cotap'))
+    # every stage is a command line, logged in its own file
+    for stage in ('data', 'knn', 'cotap', 'analysis', 'chance', 'pictures'):
+        assert (work_dir / 'logs' / f'{stage}.log').is_file(), stage
     assert (work_dir / 'pictures' / 'pca_init_vs_cotap.png').is_file()
     # the init's probe is repeated on CoTAP's ViT tokens alone: the same feature width
     assert saved['rows']['cotap_vit']['with_oaf'] is False
@@ -88,8 +94,8 @@ def test_second_run_reuses_the_cached_init(demo_run, tmp_path):
     import torch
     work_dir, _, cache = demo_run
     again = tmp_path / 'again'
-    demo.prepare_work_dir(str(again))
-    d = demo.Demo(str(again), 0, 'mini', 'supervised', cache_dir=str(cache))
+    prepare_work_dir(str(again))
+    d = DemoChain(str(again), 0, 'mini', 'supervised', cache_dir=str(cache))
     d.stage('data', d.data)
     d.stage('init', d.trained_init)
     assert d.init_cached is not None and d.init_cached.startswith(str(cache))
@@ -99,9 +105,9 @@ def test_second_run_reuses_the_cached_init(demo_run, tmp_path):
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     # another seed or schedule is another init; the CoTAP stage's settings are not part of it
-    other = demo.Demo(str(again), 1, 'mini', 'supervised', cache_dir=str(cache))
+    other = DemoChain(str(again), 1, 'mini', 'supervised', cache_dir=str(cache))
     assert other.init_key() != d.init_key()
-    longer = demo.Demo(str(again), 0, 'mini', 'supervised', cache_dir=str(cache))
+    longer = DemoChain(str(again), 0, 'mini', 'supervised', cache_dir=str(cache))
     longer.p = dict(longer.p, init_iters=longer.p['init_iters'] + 1, cotap_iters=99)
     assert longer.init_key() != d.init_key()
     longer.p = dict(d.p, cotap_iters=99, probe_iters=99)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import load_tool
 
-from cotap_mm.benchmarking.loss_timing import make_inputs, max_abs_diff, render_table, time_case
+from benchmarks.loss_timing import make_inputs, max_abs_diff, render_table, time_case
 
 
 def test_inputs_are_seeded_and_cotap_like():

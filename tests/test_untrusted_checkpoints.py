@@ -92,7 +92,7 @@ def test_tools_refuse(evil, tmp_path):
     _refused(lambda: visualize.main([str(cfg), path, str(images), '--out-dir',
                                      str(tmp_path / 'pics'), '--size', '32', '--device', 'cpu']),
              marker, path)
-    from cotap_mm.evaluation.cli import load_model_for_tool
+    from tools._common.probes import load_model_for_tool
     from types import SimpleNamespace
     args = SimpleNamespace(config=str(cfg), cfg_options=None, checkpoint=path, prefix=None)
     from mmengine.logging import MMLogger

@@ -14,24 +14,23 @@ import sys
 from rich.console import Console
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
-import demo  # noqa: E402
+sys.path.insert(0, ROOT)  # the checkout
 
-from cotap_mm.benchmarking.demo_report import (ROWS, benchmark_section,  # noqa: E402
-                                               print_summary, summarize)
-from cotap_mm.benchmarking.demo_seeds import collect, rescore, run_seed  # noqa: E402
-from cotap_mm.utils.benchmark_report import (machine_info, machine_line,  # noqa: E402
-                                             section_markers, write_section)
+from benchmarks.demo_presets import PRESETS  # noqa: E402
+from benchmarks.demo_report import ROWS, benchmark_section, print_summary, summarize  # noqa: E402
+from benchmarks.demo_seeds import collect, rescore, run_seed  # noqa: E402
+from benchmarks.report import machine_info, machine_line, section_markers, write_section  # noqa
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 MARK_START, MARK_END = section_markers('benchmark_demo')
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
 
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='The demo experiment over seeds, with controls')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--work-dir', default='work_dirs/benchmark_demo')
-    p.add_argument('--preset', choices=sorted(demo.PRESETS), default='default')
+    p.add_argument('--preset', choices=sorted(PRESETS), default='default')
     p.add_argument('--cotap-iters', type=int, default=None,
                    help="N: CoTAP and control steps (default: the preset's)")
     p.add_argument('--cache-dir', default='work_dirs/demo_cache')
@@ -69,12 +68,12 @@ def main(argv=None):
     args = parse_args(argv)
     console = Console()
     if args.rescore:
-        results = rescore(demo.Demo, args.work_dir, args.preset, args.cache_dir, console)
+        results = rescore(args.work_dir, args.preset, args.cache_dir, console)
     else:
         results = collect(args.work_dir, args.seeds, args.rows) if args.collect else []
     for seed in [] if args.rescore or args.collect else args.seeds:
         console.rule(f'seed {seed}')
-        results.append(run_seed(demo.Demo, args.work_dir, seed, args.rows, args.preset,
+        results.append(run_seed(args.work_dir, seed, args.rows, args.preset,
                                 args.cache_dir, args.cotap_iters, args.cotap_options, console))
         # after every seed, so that an interrupted run keeps what it measured
         atomic_write_text(osp.join(args.work_dir, 'benchmark_demo.json'),

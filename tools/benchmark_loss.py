@@ -15,13 +15,12 @@ import time
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:  # allow running without an installed cotap_mm
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, ROOT)  # the checkout
 
-from cotap_mm.benchmarking.loss_timing import (IMPLS, QUADRATIC, add_diffs,  # noqa: E402
-                                               render_table, time_case)
-from cotap_mm.utils.benchmark_report import machine_info, machine_line, write_section  # noqa: E402
+from benchmarks.loss_timing import IMPLS, QUADRATIC, add_diffs, render_table, time_case  # noqa
+from benchmarks.report import machine_info, machine_line, write_section  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
+from tools._common.args import tool_logger  # noqa: E402
 
 DEFAULT_SIZES = (1000, 4200, 16800, 65536, 262144, 1048576)
 
@@ -49,8 +48,6 @@ def main(argv=None):
                                    args.repeats)))
         return
     from mmengine.utils import ProgressBar
-
-    from cotap_mm.utils.logger import tool_logger
     logger = tool_logger('benchmark_loss')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit('--device cuda given but CUDA is not available')

@@ -15,17 +15,17 @@ import sys
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:  # allow running without an installed cotap_mm
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, ROOT)  # the checkout
 
-from cotap_mm.benchmarking.step_run import measure  # noqa: E402
-from cotap_mm.benchmarking.step_setup import build_benchmark_cfg  # noqa: E402
-from cotap_mm.benchmarking.train_report import (merge_runs, print_tables,  # noqa: E402
-                                                read_section, render_markdown,
-                                                write_section)
-from cotap_mm.utils.benchmark_report import section_markers  # noqa: E402
-from cotap_mm.utils.cli_types import non_negative_int, positive_int  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+from benchmarks.report import section_markers  # noqa: E402
+from benchmarks.step_run import measure  # noqa: E402
+from benchmarks.step_setup import build_benchmark_cfg  # noqa: E402
+from benchmarks.train_report import (merge_runs, print_tables, read_section,  # noqa: E402
+                                     render_markdown, write_section)
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
+from tools._common.args import non_negative_int, positive_int, tool_logger  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
 DEFAULT_DATA = osp.join(ROOT, 'work_dirs', 'benchmark_train', 'data')
@@ -55,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=non_negative_int, default=2, help='untimed iterations of each step')
     p.add_argument('--iters', type=positive_int, default=5, help='timed iterations of each step')
     p.add_argument('--breakdown-iters', type=non_negative_int, default=1,
-                   help='instrumented CoTAP and plain iterations for the breakdown (0: none)')
+                   help='profiled CoTAP and plain iterations for the breakdown (0: none)')
     p.add_argument('--profile-ops', type=int, default=0, metavar='N',
                    help='also print torch.profiler\'s top N ops of one CoTAP step')
     p.add_argument('--data-root', default=None,
@@ -70,7 +70,7 @@ def parse_args(argv=None):
     p.add_argument('--loader-batches', type=non_negative_int, default=10,
                    help='batches timed for the loader throughput (0: skip the loader)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                    help='config overrides, as in tools/train.py')
     p.add_argument('--out', default=None, help='write the report as JSON here')
     p.add_argument('--from-json', nargs='+', default=None, metavar='REPORT',
@@ -116,7 +116,6 @@ def ensure_data(data_root: str, image_size: int, logger) -> None:
 
 
 def main(argv=None):
-    from cotap_mm.utils.logger import tool_logger
     raw = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(raw)
     logger = tool_logger('benchmark_train')

@@ -29,7 +29,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.config import Config, DictAction
-    from cotap_mm.utils.logger import tool_logger
+    from tools._common.args import tool_logger
     from mmengine.registry import init_default_scope
 
     from cotap_mm.datasets.data_check import check_folder, global_crop_side, training_folders

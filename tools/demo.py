@@ -5,18 +5,17 @@
 Writes WORK_DIR/results.json and each stage's log in WORK_DIR/logs/. Details: docs/demo.md.
 """
 import argparse
-import importlib.util
 import os.path as osp
 import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the checkout's package
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the checkout
 
 from rich.console import Console  # noqa: E402
 
-from cotap_mm.benchmarking.demo_chain import DemoChain  # noqa: E402
-from cotap_mm.benchmarking.demo_presets import INITS, PRESETS, prepare_work_dir  # noqa: E402
-from cotap_mm.utils.cli_types import positive_int  # noqa: E402
+from benchmarks.demo_chain import DemoChain  # noqa: E402
+from benchmarks.demo_presets import INITS, PRESETS, prepare_work_dir  # noqa: E402
+from benchmarks.demo_report import print_demo_results  # noqa: E402
+from tools._common.args import positive_int  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,38 +37,15 @@ def parse_args(argv=None):
                    help="length of the CoTAP stage (default: the preset's); the LR, weight "
                         'decay and EMA schedules follow it')
     p.add_argument('--skip-pictures', action='store_true')
-    args = p.parse_args(argv)
-    return args
-
-
-def _load_tool(script):
-    """The module of ``tools/<script>`` (tools/ is not a package)."""
-    path = osp.join(ROOT, 'tools', script)
-    name = 'cotap_demo_' + osp.splitext(script)[0].replace('/', '_')
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-class Demo(DemoChain):
-    """The demo chain of this checkout, its tools run in-process."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, root=ROOT, **kwargs)
-
-    def tool_main(self, script):
-        return _load_tool(script).main
+    return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from cotap_mm.benchmarking.demo_report import print_demo_results
     console = Console()
     prepare_work_dir(args.work_dir)
-    results = Demo(args.work_dir, args.seed, args.preset, args.init, console,
-                   args.cotap_options, args.cache_dir, args.cotap_iters)(args.skip_pictures)
+    results = DemoChain(args.work_dir, args.seed, args.preset, args.init, console,
+                        args.cotap_options, args.cache_dir, args.cotap_iters)(args.skip_pictures)
     print_demo_results(results, console)
     console.print(f"results: {osp.join(args.work_dir, 'results.json')}")
     console.print(f"re-evaluate the CoTAP probe: {results['mim_test_command']}")

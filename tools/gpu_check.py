@@ -4,16 +4,17 @@
 
 ``bash tools/gpu_check.sh`` installs the environment from a prepared wheel folder, then runs this.
 The steps (CUDA tests, the loss and training benchmarks, 200 iterations of the real config with
-a resume), the report ``OUT/gpu_check.json`` and the patch ``OUT/gpu_check.patch``:
-docs/benchmarks.md, "GPU check". ``--dry-run``: the same steps on the CPU with tiny sizes.
+a resume), the report ``OUT/gpu_check.json`` (with the measured CUDA crossover of the loss) and
+the docs patch ``OUT/gpu_check.patch``: docs/benchmarks.md, "GPU check". ``--dry-run``: the same
+steps on the CPU with tiny sizes.
 """
 import argparse
 import os.path as osp
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from cotap_mm.benchmarking.gpu_check import run_check  # noqa: E402
+sys.path.insert(0, ROOT)  # the checkout
+from benchmarks.gpu_check import run_check  # noqa: E402
 
 
 def main(argv=None):

@@ -18,7 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from cotap_mm.evaluation.features import UnreadableImagesError  # noqa: E402,F401 (raised)
 from cotap_mm.evaluation.knn_builder import build_knn_file  # noqa: E402
 from cotap_mm.utils.images import IMG_EXTENSIONS  # noqa: E402
-from cotap_mm.utils.logger import tool_logger  # noqa: E402
+from tools._common.args import tool_logger  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None):

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 def parse_args(argv=None):
     from mmengine.config import DictAction
 
-    from cotap_mm.utils.cli_types import float_in, positive_int
+    from tools._common.args import float_in, positive_int
     p = argparse.ArgumentParser(
         description='Visualise a CoTAP backbone: PCA of patch features, OAF prototype '
         'assignments and the CLS-attention foreground mask.')
@@ -73,7 +73,7 @@ def main(argv=None) -> List[str]:
     args = parse_args(argv)
     import cotap_mm  # noqa: F401  (registers the backbone, applies torch compat patches)
     from mmengine.config import Config
-    from cotap_mm.utils.logger import tool_logger
+    from tools._common.args import tool_logger
     from mmengine.utils import ProgressBar
 
     from cotap_mm.evaluation.backbone_maps import build_raw_backbone, maps_of_images

@@ -1,6 +1,6 @@
-"""What tools/train.py and tools/test.py do to a config before the Runner: work dirs,
-dataloader defaults, the fp32 fall-back of AMP configs without a GPU, and the CPU (gloo) set-up
-of ``--launcher pytorch`` (docs/training.md)."""
+"""What a config needs before the Runner, as tools/train.py and tools/test.py apply it: work
+dirs, dataloader defaults, the fp32 fall-back of AMP configs without a GPU, and the CPU (gloo)
+set-up of the ``pytorch`` launcher (docs/training.md)."""
 import logging
 import os
 import os.path as osp
@@ -10,11 +10,8 @@ from mmengine.config import ConfigDict
 
 __all__ = ['accelerator_available', 'default_work_dir', 'set_work_dir',
            'set_dataloader_defaults', 'fix_persistent_workers', 'fall_back_to_fp32',
-           'setup_cpu_distributed', 'build_runner', 'add_launcher_args', 'parse_launcher_args',
-           'is_mmseg', 'out_is_seg_map_dir', 'enable_visualization', 'check_amp',
-           'apply_train_args', 'apply_test_args', 'PICKLE_EXTS']
+           'setup_cpu_distributed', 'build_runner', 'is_mmseg']
 
-PICKLE_EXTS = ('.pkl', '.pickle')  # tools/test.py --out: predictions or metrics as a pickle
 _DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _DDP_TYPES = ('MMDistributedDataParallel', 'mmengine.MMDistributedDataParallel')
 
@@ -34,12 +31,12 @@ def default_work_dir(config_path):
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def set_work_dir(cfg, args):
-    # priority: CLI > the config's work_dir > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
+def set_work_dir(cfg, work_dir, config_path):
+    """``work_dir`` if given, else the config's own, else ``./work_dirs/<config name>``."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = default_work_dir(args.config)
+        cfg.work_dir = default_work_dir(config_path)
 
 
 def set_dataloader_defaults(cfg, fields=_DATALOADERS, persistent=True, no_pin_memory=False,
@@ -127,22 +124,6 @@ def build_runner(cfg):
     return RUNNERS.build(cfg)
 
 
-def add_launcher_args(parser):
-    """``--launcher`` and the ``--local-rank`` that ``torch.distributed.launch`` passes."""
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch>=2) or --local_rank (older)
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def parse_launcher_args(parser, argv=None):
-    """Parse ``argv`` and export ``LOCAL_RANK`` for mmengine when the launcher did not."""
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return parser, args
-
-
 def fall_back_to_fp32(cfg):
     """A config asking for ``AmpOptimWrapper`` trains in fp32 where no GPU is present.
 
@@ -163,109 +144,3 @@ def fall_back_to_fp32(cfg):
 def is_mmseg(cfg):
     """Whether ``cfg`` runs in the mmseg scope."""
     return str(cfg.get('default_scope', '')).startswith('mmseg')
-
-
-def out_is_seg_map_dir(cfg, args):
-    """Whether tools/test.py's ``--out`` is a folder for mmseg's predicted maps: an mmseg config,
-    no ``--out-item`` and not a pickle file name."""
-    return (args.out is not None and args.out_item is None and is_mmseg(cfg)
-            and not args.out.endswith(PICKLE_EXTS))
-
-
-def enable_visualization(cfg, args, parser):
-    """Turn on the config's visualization hook for tools/test.py's ``--show``/``--show-dir``
-    (mmseg's SegVisualizationHook or mmpretrain's VisualizationHook)."""
-    hooks = cfg.get('default_hooks', None) or {}
-    if 'visualization' not in hooks:
-        parser.error('--show/--show-dir need a visualization hook in default_hooks, e.g. '
-                     "visualization=dict(type='VisualizationHook') (mmpretrain) or "
-                     "dict(type='SegVisualizationHook') (mmseg)")
-    hook = hooks['visualization']
-    if is_mmseg(cfg) or 'Seg' in str(hook.get('type', '')):
-        # mmseg's SegVisualizationHook: `draw`, and the visualizer saves to its save_dir
-        hook['draw'] = True
-        hook['interval'] = args.interval
-        if args.show:
-            hook['show'] = True
-            hook['wait_time'] = args.wait_time
-        if args.show_dir:
-            if cfg.get('visualizer', None) is None:
-                parser.error('--show-dir: the config has no visualizer')
-            cfg.visualizer['save_dir'] = args.show_dir
-    else:
-        # mmpretrain's VisualizationHook: `enable`, and out_dir
-        hook['enable'] = True
-        hook['show'] = args.show
-        hook['wait_time'] = args.wait_time
-        hook['out_dir'] = args.show_dir
-        hook['interval'] = args.interval
-
-
-def check_amp(parser):
-    """Stop with a clear error where no accelerator is available for ``--amp``."""
-    if not accelerator_available():
-        parser.error(
-            '--amp needs a CUDA GPU: mmengine\'s AmpOptimWrapper asserts CUDA (or NPU/MLU/MUSA) '
-            'and none is available here. Train on CPU without --amp (fp32).')
-
-
-def apply_train_args(cfg, args, parser):
-    """Apply the command line of tools/train.py to ``cfg`` (``parser.error`` on bad input)."""
-    cfg.launcher = args.launcher
-    set_work_dir(cfg, args)
-
-    if args.no_validate:
-        cfg.val_cfg = None
-        cfg.val_dataloader = None
-        cfg.val_evaluator = None
-
-    if args.amp:
-        check_amp(parser)
-        if cfg.get('optim_wrapper', None) is None:
-            parser.error('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        if '://' not in args.resume and not osp.isfile(args.resume):
-            parser.error(f'--resume: checkpoint file not found: {args.resume}')
-        cfg.resume = True
-        cfg.load_from = args.resume
-
-    if args.auto_scale_lr:
-        if cfg.get('auto_scale_lr', None) is None:
-            parser.error('--auto-scale-lr needs `auto_scale_lr = dict(base_batch_size=N)` in '
-                         'the config')
-        cfg.auto_scale_lr.enable = True
-
-    set_dataloader_defaults(cfg, no_pin_memory=args.no_pin_memory,
-                            no_persistent_workers=args.no_persistent_workers)
-
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    fix_persistent_workers(cfg)
-    fall_back_to_fp32(cfg)
-    return cfg
-
-
-def apply_test_args(cfg, args, parser):
-    """Apply the command line of tools/test.py to ``cfg``: the checkpoint, visualization, where
-    mmseg writes its predicted maps, the dataloader defaults."""
-    cfg.launcher = args.launcher
-    set_work_dir(cfg, args)
-    cfg.load_from = args.checkpoint
-    cfg.resume = False
-    if args.show or args.show_dir:
-        enable_visualization(cfg, args, parser)
-    if out_is_seg_map_dir(cfg, args):
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
-    set_dataloader_defaults(cfg, fields=('test_dataloader', ), persistent=False,
-                            no_pin_memory=args.no_pin_memory)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    fix_persistent_workers(cfg, fields=('test_dataloader', ))
-    return cfg

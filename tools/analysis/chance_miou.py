@@ -18,8 +18,8 @@ import cv2  # noqa: E402
 
 from cotap_mm.evaluation.functional import (chance_segmentation_metrics,  # noqa: E402
                                             class_pixel_counts)
-from cotap_mm.utils.cli_types import positive_int  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
+from tools._common.args import positive_int  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None):

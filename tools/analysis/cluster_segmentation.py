@@ -16,12 +16,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     segmentation_features, setup_tool, write_results)
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (assign_clusters, confusion_matrix,  # noqa: E402
                                             faiss_kmeans, match_confusion)
-from cotap_mm.utils.cli_types import positive_int  # noqa: E402
+from tools._common.args import positive_int  # noqa: E402
+from tools._common.probes import (add_common_args, add_segmentation_args,  # noqa: E402
+                                  segmentation_features, setup_tool, write_results)
 
 TOOL = 'cluster_segmentation'
 

@@ -22,8 +22,8 @@ from cotap_mm.evaluation.features import patch_features  # noqa: E402
 from cotap_mm.models.utils.loading import (backbone_cfg, get_normalization,  # noqa: E402
                                            load_checkpoint_backbone, load_config)
 from cotap_mm.utils.images import collect_images, load_squashed  # noqa: E402
-from cotap_mm.utils.logger import tool_logger  # noqa: E402
 from cotap_mm.visualization import image_grid, label_tiles, pca_tiles, save_png  # noqa: E402
+from tools._common.args import tool_logger  # noqa: E402
 
 TOOL = 'compare_pca'
 BATCH = 8  # images per forward pass

@@ -17,14 +17,13 @@ import torch  # noqa: E402
 
 from cotap_mm.datasets.folder_datasets import (AugmentedSegFolderDataset,  # noqa: E402
                                                SegFolderDataset)
-from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     load_model_for_tool, make_loader, setup_tool,
-                                     write_results)
 from cotap_mm.evaluation.dense_retrieval import build_memory, retrieval_confusion  # noqa
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import segmentation_metrics  # noqa: E402
 from cotap_mm.models.utils.loading import get_normalization  # noqa: E402
-from cotap_mm.utils.cli_types import non_negative_int, positive_float, positive_int  # noqa: E402
+from tools._common.args import non_negative_int, positive_float, positive_int  # noqa: E402
+from tools._common.probes import (add_common_args, add_segmentation_args,  # noqa: E402
+                                  load_model_for_tool, make_loader, setup_tool, write_results)
 
 TOOL = 'hummingbird'
 

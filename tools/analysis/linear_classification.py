@@ -14,12 +14,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.cli import (add_classification_args, add_common_args,  # noqa: E402
-                                     classification_features, setup_tool, write_results)
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (evaluate_linear_probe,  # noqa: E402
                                             train_linear_probe)
-from cotap_mm.utils.cli_types import positive_float, positive_int  # noqa: E402
+from tools._common.args import positive_float, positive_int  # noqa: E402
+from tools._common.probes import (add_classification_args, add_common_args,  # noqa: E402
+                                  classification_features, setup_tool, write_results)
 
 TOOL = 'linear_classification'
 

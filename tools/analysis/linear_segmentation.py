@@ -16,13 +16,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     load_model_for_tool, segmentation_features,
-                                     setup_tool, write_results)
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (confusion_matrix,  # noqa: E402
                                             fit_dense_linear_probe, segmentation_metrics)
-from cotap_mm.utils.cli_types import non_negative_float, positive_int  # noqa: E402
+from tools._common.args import non_negative_float, positive_int  # noqa: E402
+from tools._common.probes import (add_common_args, add_segmentation_args,  # noqa: E402
+                                  load_model_for_tool, segmentation_features, setup_tool,
+                                  write_results)
 
 TOOL = 'linear_segmentation'
 

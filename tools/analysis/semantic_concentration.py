@@ -16,13 +16,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.evaluation.cli import (add_common_args, add_segmentation_args,  # noqa: E402
-                                     segmentation_features, setup_tool, write_results)
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import (concentration_per_class, patch_labels,  # noqa: E402
                                             semantic_concentration)
-from cotap_mm.utils.cli_types import float_in  # noqa: E402
 from cotap_mm.visualization import save_matrix_heatmap  # noqa: E402
+from tools._common.args import float_in  # noqa: E402
+from tools._common.probes import (add_common_args, add_segmentation_args,  # noqa: E402
+                                  segmentation_features, setup_tool, write_results)
 
 TOOL = 'semantic_concentration'
 

@@ -15,7 +15,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from cotap_mm.datasets.coco_stuff27 import (DEFAULT_LISTS, TRAIN_IDS_SUFFIX,  # noqa: E402
                                             convert_one, read_ids, refuse_train_ids)
-from cotap_mm.utils.cli_types import positive_int  # noqa: E402
+from tools._common.args import positive_int, tool_logger  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -49,7 +49,6 @@ def main(argv=None):
     from mmengine.utils import track_parallel_progress, track_progress
 
     from cotap_mm.datasets.coco_stuff27 import fine_to_coarse_lut
-    from cotap_mm.utils.logger import tool_logger
     logger = tool_logger('coco_stuff27_converter')
     root = args.coco_root
     out_dir = args.out_dir or osp.join(root, 'annotations27')

@@ -3,8 +3,8 @@ tables: rows of strings, a markdown subsection for docs/benchmarks.md and rich t
 terminal."""
 from typing import Dict, List
 
-from ..utils import benchmark_report as report_lib
-from ..utils.benchmark_report import fmt_bytes, markdown_table
+from . import report as report_lib
+from .report import fmt_bytes, markdown_table
 
 __all__ = ['HEADERS', 'table_rows', 'describe', 'summary', 'heading', 'overhead',
            'render_markdown', 'print_tables', 'merge_runs', 'read_section', 'write_section']
@@ -27,7 +27,7 @@ def table_rows(report: dict) -> Dict[str, List[List[str]]]:
         names = list(bd['cotap'])
         names += [n for n in bd['plain'] if n not in names]
         names.sort(key=lambda n: n.startswith(('other', 'total')))  # keep those last
-        total = bd['cotap'].get('total (instrumented)', 0) or 1
+        total = bd['cotap'].get('total (profiled)', 0) or 1
         for n in names:
             c, p = bd['cotap'].get(n), bd['plain'].get(n)
             share = '' if c is None or n.startswith('total') else f'{100 * c / total:.0f} %'
@@ -52,7 +52,7 @@ def table_rows(report: dict) -> Dict[str, List[List[str]]]:
 HEADERS = dict(
     steps=['step', 'median ms/iter', 'p90 ms/iter', 'iter/s', 'peak extra memory',
            'peak memory'],
-    breakdown=['section (instrumented iteration)', 'CoTAP ms', 'CoTAP share', 'plain ms'],
+    breakdown=['section (profiled iteration)', 'CoTAP ms', 'CoTAP share', 'plain ms'],
     loader=['producer / consumer', 'batches/s', 'source images/s', 'vs CoTAP step'],
 )
 
@@ -78,7 +78,7 @@ def summary(report: dict) -> str:
             f'{plural(c["warmup"], "warm-up iteration")}, one reused batch; plain step backbone: '
             f'{plain}; per-rank queues {tuple(c["queue_sizes"])} (global / {c["world_size"]}); '
             'bank and queues full, k-means done; breakdown: mean of '
-            f'{plural(c.get("breakdown_iters", 1), "instrumented iteration")} (noisier than the '
+            f'{plural(c.get("breakdown_iters", 1), "profiled iteration")} (noisier than the '
             'timed medians).')
 
 
@@ -100,9 +100,9 @@ def overhead(report: dict, top: int = 5) -> str:
         return ''
     diffs = {k: v - bd['plain'].get(k, 0.) for k, v in bd['cotap'].items()
              if not k.startswith('total')}
-    extra = bd['cotap']['total (instrumented)'] - bd['plain']['total (instrumented)']
+    extra = bd['cotap']['total (profiled)'] - bd['plain']['total (profiled)']
     parts = sorted(diffs.items(), key=lambda kv: -kv[1])[:top]
-    return (f'CoTAP minus plain (instrumented iteration): {extra:+.1f} ms; largest parts: ' +
+    return (f'CoTAP minus plain (profiled iteration): {extra:+.1f} ms; largest parts: ' +
             ', '.join(f'{k} {v:+.1f} ms' for k, v in parts) + '.')
 
 
@@ -127,13 +127,9 @@ def render_markdown(report: dict) -> str:
 
 
 def print_tables(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
     rows = table_rows(report)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # rich is a dependency of mmengine, but stay usable without it
-        print(render_markdown(report))
-        return
     console = Console()
     console.print(f'[bold]{report["command"]}[/bold]\n{describe(report)}\n'
                   f'{summary(report)}')

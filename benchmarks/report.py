@@ -7,7 +7,7 @@ import os.path as osp
 import platform
 from typing import Dict, List, Optional, Sequence
 
-from .fileio import atomic_write_text
+from cotap_mm.utils.fileio import atomic_write_text
 
 __all__ = ['machine_info', 'machine_line', 'fmt_bytes', 'markdown_table', 'section_markers',
            'read_section', 'write_section']

@@ -1,27 +1,24 @@
 """The one-call GPU check: its steps (subprocesses of the checkout's tools, each with a log and a
-share of one time budget), its report and the patch that carries the measured sections back
-(docs/benchmarks.md, "GPU check"; the command line is ``tools/gpu_check.py``)."""
+share of one time budget), its report with the measured CUDA crossover of the CoTAP loss, and the
+patch that carries the measured docs sections back (docs/benchmarks.md, "GPU check"; the command
+line is ``tools/gpu_check.py``)."""
 import difflib
 import json
 import os
 import os.path as osp
-import re
 import shutil
 import subprocess
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
-from cotap_mm.utils.benchmark_report import machine_info
 from cotap_mm.utils.fileio import atomic_write_text
 from .gpu_goals import crossover, goals
+from .report import machine_info
 from .step_setup import benchmark_data_options
 
-__all__ = ['CROSSOVER_LINE', 'LOSS_MODULE', 'LOSS_SIZES', 'plan', 'run_step', 'write_patch',
-           'run_check']
+__all__ = ['LOSS_SIZES', 'plan', 'run_step', 'write_patch', 'run_check']
 
-LOSS_MODULE = osp.join('cotap_mm', 'models', 'losses', 'continuous_ap_loss.py')  # in the checkout
-CROSSOVER_LINE = re.compile(r"^(_SORTED_FROM_N = \{'cpu': \d+, 'cuda': )(\d+)(\})$", re.M)
 LOSS_SIZES = (1000, 2048, 4200, 8400, 16800, 65536, 262144, 1048576, 4194304)
 Step = Tuple[str, List[List[str]], float]  # (name, commands, share of the budget)
 
@@ -84,25 +81,22 @@ def run_step(name: str, commands: List[List[str]], budget_s: float, logs: str,
                 commands=[' '.join(c) for c in commands])
 
 
-def write_patch(root: str, out: str, new_crossover: Optional[int], device: str) -> None:
-    """``out/gpu_check.patch``: the docs sections and (on CUDA) the measured crossover."""
-    changed = []
-    docs_new = osp.join(out, 'benchmarks.md')
-    if osp.isfile(docs_new):
-        changed.append(('docs/benchmarks.md', open(docs_new).read()))
-    if new_crossover and device == 'cuda':
-        src = open(osp.join(root, LOSS_MODULE)).read()
-        changed.append((LOSS_MODULE, CROSSOVER_LINE.sub(rf'\g<1>{new_crossover}\g<3>', src)))
-    diff = []
-    for rel, new in changed:
-        diff += difflib.unified_diff(open(osp.join(root, rel)).read().splitlines(True),
-                                     new.splitlines(True), f'a/{rel}', f'b/{rel}')
+def write_patch(root: str, out: str) -> None:
+    """``out/gpu_check.patch``: the docs sections the benchmarks wrote into ``out/benchmarks.md``,
+    as a diff against the checkout's docs/benchmarks.md."""
+    with open(osp.join(root, 'docs', 'benchmarks.md')) as f:
+        old = f.read()
+    with open(osp.join(out, 'benchmarks.md')) as f:
+        new = f.read()
+    diff = difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                'a/docs/benchmarks.md', 'b/docs/benchmarks.md')
     atomic_write_text(osp.join(out, 'gpu_check.patch'), ''.join(diff))
 
 
 def run_check(root: str, out: str, budget_s: float, dry: bool) -> dict:
     """Run every step within ``budget_s`` (a step that would start with less than half its share
-    left is recorded as skipped) and write ``out/gpu_check.json`` and ``out/gpu_check.patch``."""
+    left is recorded as skipped) and write ``out/gpu_check.json`` (with ``sorted_from_n``, the
+    measured CUDA crossover of the loss's ``auto`` impl) and ``out/gpu_check.patch``."""
     import torch
     logs, device = osp.join(out, 'logs'), 'cpu' if dry else 'cuda'
     os.makedirs(logs, exist_ok=True)
@@ -132,6 +126,6 @@ def run_check(root: str, out: str, budget_s: float, dry: bool) -> dict:
     loss_rows = (measured['benchmark_loss'] or {}).get('rows', [])
     report['sorted_from_n'] = crossover(loss_rows)
     report['goals'] = goals(loss_rows, measured['train'])
-    write_patch(root, out, report['sorted_from_n'], device)
+    write_patch(root, out)
     atomic_write_text(osp.join(out, 'gpu_check.json'), json.dumps(report, indent=1))
     return report

@@ -11,8 +11,8 @@ from typing import Dict, Sequence, Tuple
 
 import torch
 
-from ..models.losses import continuous_ap_loss, select_impl
-from ..utils.benchmark_report import fmt_bytes
+from cotap_mm.models.losses import continuous_ap_loss, select_impl
+from .report import fmt_bytes
 
 __all__ = ['IMPLS', 'QUADRATIC', 'make_inputs', 'time_case', 'max_abs_diff', 'add_diffs',
            'render_table']

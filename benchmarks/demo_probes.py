@@ -1,6 +1,6 @@
 """The demo's probes of its rows: the same ``mim train/test mmseg`` linear probe for every
 backbone, the raw-pixel floor, and the analysis probes (semantic concentration, k-means cluster
-probe, converged linear probe) run in-process; the pictures (docs/demo.md)."""
+probe, converged linear probe); the pictures (docs/demo.md)."""
 import os
 import os.path as osp
 import re
@@ -15,8 +15,8 @@ _MIOU = re.compile(r'mIoU:\s*([0-9.]+)')
 
 
 class DemoProbes:
-    """The probe stages of :class:`~cotap_mm.benchmarking.demo_chain.DemoChain` (a mixin: it
-    uses the chain's ``rows``, ``configs``, ``p``, ``path``, ``run`` and ``call``).
+    """The probe stages of :class:`~benchmarks.demo_chain.DemoChain` (a mixin: it uses the
+    chain's ``rows``, ``configs``, ``p``, ``path``, ``run``, ``tool`` and ``tool_json``).
 
     A *row* is one backbone that is probed; ``self.rows[name]`` says how (``checkpoint``,
     ``with_oaf``) and collects its scores.
@@ -81,7 +81,7 @@ class DemoProbes:
 
     def analysis(self, names):
         """Semantic concentration, the k-means cluster probe and the converged (L-BFGS) linear
-        probe of each row on the labelled scenes (the probe's resolution), in-process."""
+        probe of each row on the labelled scenes (the probe's resolution)."""
         def fn(progress, task):
             for name in names:
                 row = self.rows[name]
@@ -91,21 +91,22 @@ class DemoProbes:
                           '--seed', self.seed]
                 if not row['with_oaf']:
                     common += ['--cfg-options', 'model.backbone.with_oaf=False']
-                conc = self.call('analysis', 'analysis/semantic_concentration.py', *common,
-                                 '--out', self.path('analysis', f'{name}_concentration.json'))
-                cluster = self.call('analysis', 'analysis/cluster_segmentation.py', *common,
-                                    '--out', self.path('analysis', f'{name}_clusters.json'))
-                lbfgs = self.call('analysis', 'analysis/linear_segmentation.py', *common,
-                                  '--iters', self.p['lbfgs_iters'], '--out',
-                                  self.path('analysis', f'{name}_linear_lbfgs.json'))
+                conc = self.tool_json('analysis', 'analysis/semantic_concentration.py', *common,
+                                      out=self.path('analysis', f'{name}_concentration.json'))
+                cluster = self.tool_json('analysis', 'analysis/cluster_segmentation.py', *common,
+                                         out=self.path('analysis', f'{name}_clusters.json'))
+                lbfgs = self.tool_json('analysis', 'analysis/linear_segmentation.py', *common,
+                                       '--iters', self.p['lbfgs_iters'],
+                                       out=self.path('analysis', f'{name}_linear_lbfgs.json'))
                 row.update(concentration=dict(intra=conc['intra'], inter=conc['inter'],
                                               gap=conc['gap'], ratio=conc['ratio']),
                            cluster_miou=cluster['runs'][0]['mIoU'], lbfgs_miou=lbfgs['mIoU'])
         return fn
 
     def chance(self, progress, task):
-        r = self.call('chance', 'analysis/chance_miou.py', self.path('data', 'seg'),
-                      '--num-classes', NUM_CLASSES)
+        r = self.tool_json('chance', 'analysis/chance_miou.py', self.path('data', 'seg'),
+                           '--num-classes', NUM_CLASSES,
+                           out=self.path('analysis', 'chance_miou.json'))
         return r['mIoU']
 
     def pictures(self, progress, task):
@@ -115,14 +116,16 @@ class DemoProbes:
         seg_val = self.path('data', 'seg', 'img_dir', 'val')
         images = sorted(os.listdir(seg_val))[:self.p['num_pictures']]
         paths = [osp.join(seg_val, f) for f in images]
-        self.call('pictures', 'analysis/compare_pca.py', self.configs['probe'],
-                  self.rows['init']['checkpoint'], self.rows['cotap']['checkpoint'], '--images',
-                  *paths, '--titles', 'init', 'CoTAP', '--size', 192, '--device', self.p['device'],
-                  '--out', self.path('pictures', 'pca_init_vs_cotap.png'))
+        self.run('pictures', self.tool(
+            'analysis/compare_pca.py', self.configs['probe'], self.rows['init']['checkpoint'],
+            self.rows['cotap']['checkpoint'], '--images', *paths, '--titles', 'init', 'CoTAP',
+            '--size', 192, '--device', self.p['device'], '--out',
+            self.path('pictures', 'pca_init_vs_cotap.png')))
         # only backbones with an object-aware filter have prototype pictures
         for name in [n for n in ('init', 'cotap') if self.rows[n]['with_oaf']]:
-            self.call('pictures', 'visualize.py', self.configs['probe'], self.rows[name]['checkpoint'],
-                      *paths, '--out-dir', self.path('pictures', name), '--size', 192)
+            self.run('pictures', self.tool(
+                'visualize.py', self.configs['probe'], self.rows[name]['checkpoint'], *paths,
+                '--out-dir', self.path('pictures', name), '--size', 192))
 
     def evaluate(self, names, analyse=True):
         """Linear probes of the rows ``names``; cluster and concentration probes too unless

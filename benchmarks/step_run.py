@@ -11,11 +11,11 @@ from typing import List
 
 import torch
 
-from cotap_mm.utils.benchmark_report import machine_info
+from .report import machine_info
 from .step_setup import (build_benchmark_cfg, build_loader, build_models, check_benchmark_data,
                          set_threads, warn_if_oversubscribed)
-from .step_timing import (breakdown, compare_steps, instrument_cotap, instrument_plain,
-                          loader_throughput, make_sync, profile_ops, time_kmeans)
+from .step_timing import (breakdown, compare_steps, loader_throughput, make_sync, profile_ops,
+                          time_kmeans)
 
 __all__ = ['measure']
 
@@ -64,9 +64,8 @@ def measure(args, data_root: str, root: str, argv: List[str], logger) -> dict:
     print()
     if args.breakdown_iters:
         report['breakdown'] = {
-            name: breakdown(models[name], wrappers[name], batch, sync, instrument,
-                            args.breakdown_iters)
-            for name, instrument in (('cotap', instrument_cotap), ('plain', instrument_plain))}
+            name: breakdown(models[name], wrappers[name], batch, sync, args.device,
+                            args.breakdown_iters) for name in ('cotap', 'plain')}
     if args.profile_ops:
         report['profile_ops'] = profile_ops(models['cotap'], wrappers['cotap'], batch,
                                             args.device, args.profile_ops)

@@ -7,10 +7,11 @@ import os.path as osp
 import torch
 
 from cotap_mm.datasets.folder_datasets import ImageFolderDataset, SegFolderDataset
+from cotap_mm.evaluation.features import (cached_features, dump_json_atomic, extract_features,
+                                          json_safe)
 from cotap_mm.models.utils.loading import (build_backbone, get_normalization,
                                           load_backbone_weights)
-from cotap_mm.utils.cli_types import non_negative_int, positive_int
-from .features import cached_features, dump_json_atomic, extract_features, json_safe
+from .args import non_negative_int, positive_int
 
 __all__ = ['add_common_args', 'setup_tool', 'write_results', 'make_loader', 'load_model_for_tool',
            'add_classification_args', 'classification_features', 'add_segmentation_args',

@@ -24,7 +24,6 @@ CoTAP -> dense probes, each stage a command line of the checkout (docs/demo.md).
 ``mim_test_command`` (the exact command that re-evaluates the CoTAP probe from the repository
 root inside .venv).
 """
-import contextlib
 import hashlib
 import json
 import os
@@ -38,31 +37,27 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .demo_presets import (CONFIGS, DEMO_ARCH, INIT_PRESET_KEYS, INITS, PRESETS,
-                           config_text)
+from .demo_presets import CONFIGS, DEMO_ARCH, INIT_PRESET_KEYS, PRESETS, config_text
 from .demo_probes import DemoProbes
 
 __all__ = ['DemoChain']
 
 _ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the checkout whose tools/ it runs
 
 
 class DemoChain(DemoProbes):
-    """Runs the demo's stages from the repository checkout ``root``; ``self.seconds`` holds the
-    wall time of each.
+    """Runs the demo's stages, each a command line of the checkout ``ROOT`` in its own process;
+    ``self.seconds`` holds the wall time of each.
 
     A *row* is one backbone that is probed: ``'pixels'`` (raw pixel patches), ``'init'`` and
     ``'cotap'``; tools/benchmark_demo.py adds the controls with :meth:`image_level_control` and
-    the ablations with :meth:`cotap`. The light stages run the checkout's ``tools/`` in this
-    process through :meth:`tool_main`, which the command line that runs the chain provides (the
-    package does not import ``tools/``).
+    the ablations with :meth:`cotap`.
     """
 
     def __init__(self, work_dir, seed, preset, init='supervised', console=None, cotap_options=(),
-                 cache_dir='work_dirs/demo_cache', cotap_iters=None, *, root):
-        if init not in INITS:
-            raise ValueError(f'demo: init={init!r}; choose one of {INITS}')
-        self.root = osp.abspath(root)
+                 cache_dir='work_dirs/demo_cache', cotap_iters=None):
+        self.root = ROOT
         self.wd = osp.abspath(work_dir)
         self.init = init
         self.cotap_options = list(cotap_options)
@@ -93,7 +88,6 @@ class DemoChain(DemoProbes):
         # mim must be the one of this interpreter's environment
         self.mim = osp.join(osp.dirname(self.python), 'mim')
         os.makedirs(osp.join(self.wd, 'logs'), exist_ok=True)
-        self._inproc_log = None
 
     def path(self, *parts):
         return osp.join(self.wd, *parts)
@@ -126,32 +120,6 @@ class DemoChain(DemoProbes):
                                f'--- last lines ---\n{tail}')
         return ''.join(out)
 
-    def call(self, stage, script, *args):
-        """Run ``main(argv)`` of ``tools/<script>`` in this process (no interpreter start-up and
-        OpenMMLab imports per call: the light stages take seconds), its console output going to
-        ``logs/in-process.log`` (one file kept open: MMLogger binds its stream once). Returns
-        what ``main`` returns."""
-        if self._inproc_log is None:
-            self._inproc_log = open(self.path('logs', 'in-process.log'), 'a')
-        log = self._inproc_log
-        argv = [str(a) for a in args]
-        log.write(f'\n[{stage}] $ tools/{script} {shlex.join(argv)}\n')
-        log.flush()
-        try:
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                rc = self.tool_main(script)(argv)
-        except Exception as e:
-            raise RuntimeError(f'demo stage `{stage}`: tools/{script} failed: {e}; log: '
-                               f'{log.name}') from e
-        if isinstance(rc, int) and rc != 0:
-            raise RuntimeError(f'demo stage `{stage}`: tools/{script} exited with {rc}; log: '
-                               f'{log.name}')
-        return rc
-
-    def tool_main(self, script):
-        """The ``main(argv)`` of ``tools/<script>`` in :attr:`root`, for :meth:`call`."""
-        raise NotImplementedError('the command line running the demo loads its tools')
-
     def stage(self, name, fn, total=None):
         """Run one stage with a progress line; record its seconds."""
         start = time.perf_counter()
@@ -167,14 +135,20 @@ class DemoChain(DemoProbes):
     def tool(self, script, *args):
         return [self.python, osp.join(self.root, 'tools', script), *map(str, args)]
 
+    def tool_json(self, stage, script, *args, out):
+        """Run ``tools/<script>`` with ``--out out``; the results it wrote there."""
+        self.run(stage, self.tool(script, *args, '--out', out))
+        with open(out) as f:
+            return json.load(f)
+
     # -- data and kNN ----------------------------------------------------------------------
 
     def data(self, progress, task):
         p = self.p
-        self.call('data', 'make_synthetic_scenes.py', self.path('data'), '--seed', self.seed,
-                  '--size', p['size'], '--num-coco', p['num_coco'], '--num-imagenet',
-                  p['num_imagenet'], '--num-seg-train', p['num_seg_train'], '--num-seg-val',
-                  p['num_seg_val'], '--force')
+        self.run('data', self.tool(
+            'make_synthetic_scenes.py', self.path('data'), '--seed', self.seed, '--size',
+            p['size'], '--num-coco', p['num_coco'], '--num-imagenet', p['num_imagenet'],
+            '--num-seg-train', p['num_seg_train'], '--num-seg-val', p['num_seg_val'], '--force'))
 
     def knn(self, stage, checkpoint=None):
         def fn(progress, task):
@@ -183,10 +157,11 @@ class DemoChain(DemoProbes):
             extra = (['--checkpoint', checkpoint] if checkpoint else
                      ['--arch', 'tiny', '--patch-size', 8])
             for subset, folder in (('coco', 'coco/train2017'), ('imagenet', 'imagenet/train')):
-                self.call(stage, 'precompute_knn.py', self.path('data', folder),
-                          self.path('data', 'nns', f'nns_{subset}.npz'), '--k', self.p['knn_k'],
-                          '--image-size', self.p['knn_image_size'], '--num-workers', 0,
-                          '--device', self.p['device'], *extra)
+                self.run(stage, self.tool(
+                    'precompute_knn.py', self.path('data', folder),
+                    self.path('data', 'nns', f'nns_{subset}.npz'), '--k', self.p['knn_k'],
+                    '--image-size', self.p['knn_image_size'], '--num-workers', 0, '--device',
+                    self.p['device'], *extra))
                 if checkpoint:  # the classes the init's pairs share
                     from cotap_mm.evaluation.knn_agreement import synthetic_knn_agreement
                     self.knn_agreement[subset] = synthetic_knn_agreement(
@@ -237,8 +212,9 @@ class DemoChain(DemoProbes):
 
     def extract(self, stage, checkpoint, dst, drop_final_norm=False):
         extra = ['--drop-final-norm'] if drop_final_norm else []
-        self.call(stage, 'model_converters/extract_backbone.py', checkpoint, dst, '--which',
-                  'student', '--num-heads', self.p['num_heads'], *extra)
+        self.run(stage, self.tool('model_converters/extract_backbone.py', checkpoint, dst,
+                                  '--which', 'student', '--num-heads', self.p['num_heads'],
+                                  *extra))
 
     def init_key(self):
         """Cache key of the trained init: its config, the preset entries it depends on (its
@@ -349,7 +325,6 @@ class DemoChain(DemoProbes):
         self.rows['init'] = dict(checkpoint=self.path('init_backbone.pth'),
                                  with_oaf=self.init == 'random')
         self.stage('knn', self.knn('knn', self.path('init_backbone.pth')))
-
 
     def __call__(self, skip_pictures=False):
         self.prepare()

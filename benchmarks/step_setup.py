@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from ..models.algorithms import DINOBaseline
+from cotap_mm.models.algorithms import DINOBaseline
 from .step_timing import quiet_mmengine, to_steady_state
 
 __all__ = ['set_threads', 'warn_if_oversubscribed', 'benchmark_data_options',
@@ -74,14 +74,12 @@ def benchmark_data_options(data_root: str) -> dict:
 
 
 def build_benchmark_cfg(config: str, data_root: str, arch: str = 'small',
-                        batch_size: Optional[int] = None, cfg_options=(),
+                        batch_size: Optional[int] = None, cfg_options=None,
                         world_size: Optional[int] = None, amp: bool = False):
     """The training config with the benchmark's overrides (no init checkpoint, data root,
-    ``arch='tiny'``'s shrunk model, per-rank queues of ``world_size`` ranks); returns
-    ``(cfg, world_size)``."""
-    import argparse
-
-    from mmengine.config import Config, DictAction
+    ``arch='tiny'``'s shrunk model, per-rank queues of ``world_size`` ranks) and the overrides
+    ``cfg_options`` (a dict, as ``--cfg-options`` parses them); returns ``(cfg, world_size)``."""
+    from mmengine.config import Config
     if not osp.isfile(config):
         raise SystemExit(f'--config {config}: no such file')
     cfg = Config.fromfile(config)
@@ -94,10 +92,7 @@ def build_benchmark_cfg(config: str, data_root: str, arch: str = 'small',
     if batch_size:
         options['train_dataloader.batch_size'] = batch_size
     cfg.merge_from_dict(options)
-    if cfg_options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--o', *cfg_options]).o)
+    cfg.merge_from_dict(cfg_options or {})
     # a fixed momentum schedule: there is no Runner (and no max_iters) here
     cfg.model.teacher_momentum_steps = cfg.model.get('teacher_momentum_steps') or 1000
     batch = cfg.train_dataloader.batch_size
@@ -133,30 +128,26 @@ def build_models(cfg, device: str, seed: int, plain_backbone: str = 'vit'):
     wrapper, in training mode and in the steady state of a long run."""
     from mmengine.optim import build_optim_wrapper
 
-    from ..registry import MODELS
+    from cotap_mm.registry import MODELS
+    device = torch.device(device)
     with quiet_mmengine():  # per-parameter init and paramwise logs
-        return _build_models(cfg, torch.device(device), seed, plain_backbone, MODELS,
-                             build_optim_wrapper)
-
-
-def _build_models(cfg, device, seed, plain_backbone, MODELS, build_optim_wrapper):
-    torch.manual_seed(seed)
-    cotap = MODELS.build(copy.deepcopy(cfg.model))
-    cotap.init_weights()
-    backbone = copy.deepcopy(cfg.model.backbone)
-    if plain_backbone == 'vit':
-        backbone.with_oaf = False
-    plain = DINOBaseline(backbone, copy.deepcopy(cfg.model.cls_head),
-                          MODELS.build(copy.deepcopy(cfg.model.data_preprocessor)),
-                          num_crops=cfg.model.get('num_crops', (2, 4)),
-                          teacher_momentum=cfg.model.get('teacher_momentum', (0.9997, 0.9999)),
-                          momentum_steps=cfg.model.teacher_momentum_steps)
-    plain.init_weights()
-    cotap.to(device).train()
-    plain.to(device).train()
-    cotap.update_teacher()  # the initial copy, as TeacherEMAHook before the first step
-    plain.update_teacher()
-    to_steady_state(cotap)
-    wrappers = {name: build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
-                for name, model in (('cotap', cotap), ('plain', plain))}
-    return dict(cotap=cotap, plain=plain), wrappers
+        torch.manual_seed(seed)
+        cotap = MODELS.build(copy.deepcopy(cfg.model))
+        cotap.init_weights()
+        backbone = copy.deepcopy(cfg.model.backbone)
+        if plain_backbone == 'vit':
+            backbone.with_oaf = False
+        plain = DINOBaseline(backbone, copy.deepcopy(cfg.model.cls_head),
+                             MODELS.build(copy.deepcopy(cfg.model.data_preprocessor)),
+                             num_crops=cfg.model.get('num_crops', (2, 4)),
+                             teacher_momentum=cfg.model.get('teacher_momentum', (0.9997, 0.9999)),
+                             momentum_steps=cfg.model.teacher_momentum_steps)
+        plain.init_weights()
+        cotap.to(device).train()
+        plain.to(device).train()
+        cotap.update_teacher()  # the initial copy, as TeacherEMAHook before the first step
+        plain.update_teacher()
+        to_steady_state(cotap)
+        wrappers = {name: build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+                    for name, model in (('cotap', cotap), ('plain', plain))}
+        return dict(cotap=cotap, plain=plain), wrappers

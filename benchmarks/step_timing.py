@@ -1,5 +1,5 @@
 """Measuring a training step without a Runner: the steady state (full queues and bank, k-means
-done), interleaved timed steps, peak memory, a per-section breakdown from wrapped methods, and the
+done), interleaved timed steps, peak memory, a per-section breakdown from torch.profiler, and the
 loader alone. Used by ``tools/benchmark_train.py``; docs/benchmarks.md, "Training step
 throughput", says what each number means."""
 import contextlib
@@ -12,11 +12,13 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile, record_function
 
 __all__ = ['quiet_mmengine', 'to_steady_state', 'time_kmeans', 'make_sync', 'train_step',
-           'timed_step', 'peak_memory', 'SectionTimer', 'instrument_cotap', 'instrument_plain',
-           'breakdown', 'profile_ops', 'loader_throughput', 'percentile', 'summarize',
-           'compare_steps']
+           'timed_step', 'peak_memory', 'breakdown', 'profile_ops', 'loader_throughput',
+           'percentile', 'summarize', 'compare_steps']
+
+LABEL = 'cotap::'  # the prefix of the algorithms' record_function sections (and of ours here)
 
 
 @contextlib.contextmanager
@@ -42,15 +44,23 @@ def to_steady_state(model) -> None:
     for queue in (model.patch_queue, model.cls_queue):
         queue.queue.copy_(F.normalize(torch.randn_like(queue.queue), dim=1))
         queue.num_filled.fill_(queue.capacity)
-    if model.bank is not None:
-        model.bank.bank.normal_()
-        model.bank.num_filled.fill_(model.bank.capacity)
-        model.bank.initialized.fill_(True)
+    bank = _bank(model)
+    if bank is not None:
+        bank.bank.normal_()
+        bank.num_filled.fill_(bank.capacity)
+        bank.initialized.fill_(True)
+
+
+def _bank(model):
+    """The student's prototype bank; None without an object-aware filter."""
+    from cotap_mm.models.necks import PrototypeBank
+    return next((m for name, m in model.named_modules()
+                 if isinstance(m, PrototypeBank) and not name.startswith('teacher')), None)
 
 
 def time_kmeans(model, sync) -> Optional[float]:
     """Seconds of the one-time k-means on a full bank (restores the bank's state)."""
-    bank = model.bank
+    bank = _bank(model)
     if bank is None:
         return None
     bank.initialized.fill_(False)
@@ -73,7 +83,8 @@ def make_sync(device: str) -> Callable[[], None]:
 def train_step(model, optim_wrapper, batch) -> None:
     """One iteration as the Runner runs it: ``train_step`` then the teacher's EMA update."""
     model.train_step(batch, optim_wrapper)
-    model.update_teacher()
+    with record_function(LABEL + 'teacher EMA'):
+        model.update_teacher()
 
 
 def timed_step(model, optim_wrapper, batch, sync) -> float:
@@ -118,123 +129,75 @@ def peak_memory(model, optim_wrapper, batch, device: str) -> Dict[str, int]:
                 method='VmHWM - VmRSS (/proc/self/clear_refs, malloc_trim)')
 
 
-class SectionTimer:
-    """Wall time per named section, from wrappers around bound methods and module functions.
+def _section(name: str) -> Optional[str]:
+    """The breakdown section of a profiler event (None: not one)."""
+    if name.startswith(LABEL):
+        return name[len(LABEL):]
+    if name.startswith('autograd::engine::evaluate_function'):
+        return 'backward'
+    if name.startswith(('Optimizer.step#', 'Optimizer.zero_grad#')):
+        return 'optimizer step'
+    return None
 
-    The wrappers synchronise CUDA at both ends, so they are used only in separate, instrumented
-    iterations. Sections must not nest (each is timed on its own).
+
+def _label_data_preprocessor(model) -> list:
+    """Forward (pre-)hooks that run the data preprocessor, which the algorithms call before their
+    own sections, inside a ``cotap::data preprocessor`` range; returns their handles."""
+    opened = []
+
+    def enter(module, args):
+        opened.append(record_function(LABEL + 'data preprocessor'))
+        opened[-1].__enter__()
+
+    def leave(module, args, out):
+        opened.pop().__exit__(None, None, None)
+
+    module = model.data_preprocessor
+    return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+
+
+def _profile(device: str):
+    cuda = [ProfilerActivity.CUDA] if device.startswith('cuda') else []
+    return profile(activities=[ProfilerActivity.CPU] + cuda)
+
+
+def breakdown(model, optim_wrapper, batch, sync, device: str, iters: int) -> Dict[str, float]:
+    """Mean ms per section over ``iters`` profiled iterations, 'other' the rest of the step.
+
+    The sections are torch.profiler's ``cotap::*`` ranges (the algorithm's, the data
+    preprocessor's and the teacher EMA's), the backward pass (the autograd engine's functions)
+    and the optimiser's step and zero_grad; a range inside another section counts as part of
+    it. Their time is CPU wall time on the CPU, the time of the kernels they launched on CUDA.
     """
-
-    def __init__(self, sync):
-        self.sync = sync
-        self.seconds: Dict[str, float] = {}
-        self._undo: List[Callable[[], None]] = []
-
-    def _wrap(self, name, fn):
-        def wrapped(*a, **k):
-            self.sync()
-            start = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                self.sync()
-                self.seconds[name] = self.seconds.get(name, 0.) + time.perf_counter() - start
-        return wrapped
-
-    def method(self, name: str, obj, attr: str) -> None:
-        """Time ``obj.attr(...)`` (an instance attribute shadows the class's method)."""
-        if obj is None:
-            return
-        setattr(obj, attr, self._wrap(name, getattr(obj, attr)))
-        self._undo.append(lambda: delattr(obj, attr))
-
-    def function(self, name: str, module, attr: str) -> None:
-        """Time a module-level function as looked up by ``module`` (e.g. an import)."""
-        original = getattr(module, attr)
-        setattr(module, attr, self._wrap(name, original))
-        self._undo.append(lambda: setattr(module, attr, original))
-
-    def restore(self) -> None:
-        while self._undo:
-            self._undo.pop()()
-
-
-# (section, object as a dotted path from `model`, `teacher` or `optim`, method): what the breakdown
-# times; a section may collect several methods. Absent objects (no bank) are skipped.
-_STEP_END = (
-    ('backward', 'optim', 'backward'),
-    ('optimizer step', 'optim', 'step'),
-    ('optimizer step', 'optim', 'zero_grad'),
-    ('teacher EMA', 'model', 'update_teacher'),
-)
-PLAIN_SECTIONS = (
-    ('data preprocessor', 'model.data_preprocessor', 'forward'),
-    ('teacher backbone', 'teacher.backbone', 'forward'),
-    ('teacher heads', 'teacher.cls_head', 'forward'),
-    ('student backbone', 'model.backbone', 'forward'),
-    ('student heads', 'model.cls_head', 'forward'),
-) + _STEP_END
-COTAP_SECTIONS = PLAIN_SECTIONS[:3] + (
-    ('teacher heads', 'teacher.patch_head', 'forward'),
-    ('student heads', 'model.patch_head', 'forward'),
-    ('bank update / k-means', 'model.bank', 'update'),
-    ('bank update / k-means', 'model.bank', 'maybe_cluster'),
-    ('CoTAP loss (correspondence head)', 'model.correspondence_head', 'loss'),
-    ('inner patch loss', 'model.inner_patch_loss', 'forward'),
-    ('inner / intra CLS losses', 'model.inner_cls_loss', 'forward'),
-    ('inner / intra CLS losses', 'model.intra_cls_loss', 'forward'),
-    ('entropy loss', 'model.entropy_loss', 'forward'),
-    ('queue pushes', 'model.patch_queue', 'push'),
-    ('queue pushes', 'model.cls_queue', 'push'),
-) + PLAIN_SECTIONS[3:]
-# functions the algorithm module calls by name: (section, name in cotap_mm.models.algorithms.cotap)
-COTAP_FUNCTIONS = (('foreground mask', 'attention_foreground_mask'),
-                   ('Sinkhorn', 'sinkhorn_knopp'))
-
-
-def _instrument(timer: SectionTimer, sections, model, optim_wrapper) -> None:
-    roots = dict(model=model, teacher=model.teacher.module, optim=optim_wrapper)
-    for name, path, attr in sections:
-        root, *attrs = path.split('.')
-        obj = roots[root]
-        for a in attrs:
-            obj = getattr(obj, a, None)
-        timer.method(name, obj, attr)
-
-
-def instrument_cotap(timer: SectionTimer, model, optim_wrapper) -> None:
-    import cotap_mm.models.algorithms.cotap as cotap_module
-    for name, attr in COTAP_FUNCTIONS:
-        timer.function(name, cotap_module, attr)
-    _instrument(timer, COTAP_SECTIONS, model, optim_wrapper)
-
-
-def instrument_plain(timer: SectionTimer, model, optim_wrapper) -> None:
-    _instrument(timer, PLAIN_SECTIONS, model, optim_wrapper)
-
-
-def breakdown(model, optim_wrapper, batch, sync, instrument, iters: int) -> Dict[str, float]:
-    """Mean ms per section over ``iters`` instrumented iterations; 'other' is the rest."""
-    timer = SectionTimer(sync)
-    instrument(timer, model, optim_wrapper)
+    cuda = device.startswith('cuda')
+    handles = _label_data_preprocessor(model)
     total = 0.
     try:
-        for _ in range(iters):
-            total += timed_step(model, optim_wrapper, batch, sync)
+        with _profile(device) as prof:
+            for _ in range(iters):
+                total += timed_step(model, optim_wrapper, batch, sync)
     finally:
-        timer.restore()
-    ms = {k: 1000 * v / iters for k, v in timer.seconds.items()}
+        for handle in handles:
+            handle.remove()
+    us: Dict[str, float] = {}
+    for event in prof.events():
+        section = _section(event.name)
+        parent = event.cpu_parent
+        while section is not None and parent is not None:  # only the outermost section counts
+            section = None if _section(parent.name) else section
+            parent = parent.cpu_parent
+        if section is not None:
+            us[section] = us.get(section, 0.) + (event.device_time_total if cuda else
+                                                 event.cpu_time_total)
+    ms = {k: v / 1000 / iters for k, v in us.items()}
     ms['other (glue, loss parsing, checks)'] = max(1000 * total / iters - sum(ms.values()), 0.)
-    ms['total (instrumented)'] = 1000 * total / iters
+    ms['total (profiled)'] = 1000 * total / iters
     return ms
 
 
 def profile_ops(model, optim_wrapper, batch, device: str, top: int) -> str:
-    from torch.profiler import ProfilerActivity, profile
-    activities = [ProfilerActivity.CPU]
-    if device.startswith('cuda'):
-        activities.append(ProfilerActivity.CUDA)
-    with profile(activities=activities) as prof:
+    """torch.profiler's table of the ``top`` operators (self time) of one step."""
+    with _profile(device) as prof:
         train_step(model, optim_wrapper, batch)
         make_sync(device)()
     key = 'self_cuda_time_total' if device.startswith('cuda') else 'self_cpu_time_total'

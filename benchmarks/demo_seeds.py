@@ -1,10 +1,10 @@
-"""The demo experiment over seeds: the rows of one seed (the init, the image-level control and
-the CoTAP ablations), the rescoring of an earlier run, and the collection of runs made by
-separate invocations. ``demo_cls`` is the :class:`~cotap_mm.benchmarking.demo_chain.DemoChain`
-of the checkout that runs them (tools/benchmark_demo.py)."""
+"""The demo experiment over seeds (tools/benchmark_demo.py): the rows of one seed (the init, the
+image-level control and the CoTAP ablations), the rescoring of an earlier run, and the collection
+of runs made by separate invocations."""
 import json
 import os.path as osp
 
+from .demo_chain import DemoChain
 from .demo_presets import prepare_work_dir
 
 __all__ = ['ablations', 'run_seed', 'rescore', 'collect']
@@ -22,13 +22,13 @@ def ablations(embed_dims):
     }
 
 
-def run_seed(demo_cls, work_dir, seed, rows, preset='default', cache_dir='work_dirs/demo_cache',
+def run_seed(work_dir, seed, rows, preset='default', cache_dir='work_dirs/demo_cache',
              cotap_iters=None, cotap_options=(), console=None):
     """All ``rows`` of one seed in ``work_dir/seed_<seed>``; returns the demo-style results
     dict with every row's scores."""
     work = osp.join(work_dir, f'seed_{seed}')
     prepare_work_dir(work)
-    d = demo_cls(work, seed, preset, 'supervised', console, cotap_options, cache_dir, cotap_iters)
+    d = DemoChain(work, seed, preset, 'supervised', console, cotap_options, cache_dir, cotap_iters)
     d.prepare()
     cotap_rows = ablations(d.p['embed_dims'])
     for name in rows:
@@ -47,7 +47,7 @@ def run_seed(demo_cls, work_dir, seed, rows, preset='default', cache_dir='work_d
     return d.results(chance)
 
 
-def rescore(demo_cls, work_dir, preset='default', cache_dir='work_dirs/demo_cache',
+def rescore(work_dir, preset='default', cache_dir='work_dirs/demo_cache',
             console=None):
     """The analysis probes of every row of an earlier run in ``work_dir``, on its saved
     backbones; returns its per-seed results updated."""
@@ -60,7 +60,7 @@ def rescore(demo_cls, work_dir, preset='default', cache_dir='work_dirs/demo_cach
         work = osp.join(work_dir, f"seed_{r['seed']}")
         if console is not None:
             console.rule(f"seed {r['seed']}: rescoring {work}")
-        d = demo_cls(work, r['seed'], preset, 'supervised', console, cache_dir=cache_dir)
+        d = DemoChain(work, r['seed'], preset, 'supervised', console, cache_dir=cache_dir)
         names = [n for n in r['rows'] if n != 'pixels']
         for name in names:
             ckpt = osp.join(work, f'{name}_backbone.pth')

@@ -1,1 +1,0 @@
-"""Measurement and reporting for the benchmark command lines (``tools/benchmark_*.py``)."""
