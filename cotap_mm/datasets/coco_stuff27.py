@@ -1,4 +1,6 @@
-"""COCO-Stuff-27: the 27 coarse COCO-Stuff classes of IIC/STEGO, as used by CoTAP (docs/method.md §6.1).
+"""COCO-Stuff-27: the 27 coarse COCO-Stuff classes of IIC/STEGO, as used by CoTAP (docs/method.md §6.1),
+and COCO-Stuff-15, its 15 stuff super-classes alone, as Leopart and NeCo score linear probes
+(docs/probes.md, "Evaluation protocols by name").
 
 Needs mmsegmentation: imported by :mod:`cotap_mm.segmentation`, never by ``import cotap_mm``.
 
@@ -16,8 +18,8 @@ from PIL import Image
 from cotap_mm.utils.fileio import atomic_open
 
 __all__ = [
-    'COCOStuff27Dataset', 'COCOSTUFF27_CLASSES', 'FINE_TO_COARSE', 'UNUSED_RAW_IDS',
-    'fine_to_coarse_lut', 'check_raw_map', 'convert_one', 'read_ids', 'DEFAULT_LISTS'
+    'COCOStuff27Dataset', 'COCOStuff15Dataset', 'COCOSTUFF27_CLASSES', 'COCOSTUFF15_CLASSES',
+    'FINE_TO_COARSE', 'UNUSED_RAW_IDS', 'fine_to_coarse_lut', 'check_raw_map', 'convert_one', 'read_ids', 'DEFAULT_LISTS'
 ]
 
 # the IIC/STEGO curated image lists, relative to the COCO-Stuff root
@@ -76,16 +78,30 @@ assert sorted(FINE_TO_COARSE) == list(range(182)), 'the fine->coarse table must 
 #: does use them, which is how a converter tells the two apart.
 UNUSED_RAW_IDS = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
 
+#: COCO-Stuff-15: the 15 stuff super-classes (coarse classes 12-26 above) numbered in the sorted
+#: order of their names, as NeCo's and Leopart's ``COCOSegmentation`` numbers the supercategories
+#: of COCO-Stuff's stuff json; every thing pixel is ignored (255), as their 'other' class is.
+COCOSTUFF15_CLASSES = tuple(sorted(COCOSTUFF27_CLASSES[12:]))
 
-def fine_to_coarse_lut():
+
+def fine_to_coarse_lut(num_classes=27):
     """The 256-entry uint8 lookup table raw value -> coarse label (255 for 255 and 182..254).
 
+    Args:
+        num_classes (int): 27 (COCO-Stuff-27) or 15 (COCO-Stuff-15: stuff super-classes only,
+            the 12 thing classes -> 255).
+
     Returns:
-        np.ndarray: (256, ) uint8; ``lut[raw_map]`` is the 27-class map.
+        np.ndarray: (256, ) uint8; ``lut[raw_map]`` is the ``num_classes``-class map.
     """
+    if num_classes not in (27, 15):
+        raise ValueError(f'fine_to_coarse_lut: num_classes must be 27 or 15, got {num_classes}')
     lut = np.full(256, 255, dtype=np.uint8)
     for fine, coarse in FINE_TO_COARSE.items():
-        lut[fine] = coarse
+        if num_classes == 27:
+            lut[fine] = coarse
+        elif coarse >= 12:
+            lut[fine] = COCOSTUFF15_CLASSES.index(COCOSTUFF27_CLASSES[coarse])
     return lut
 
 
@@ -188,8 +204,9 @@ class COCOStuff27Dataset(BaseSegDataset):
 
     def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
         if kwargs.get('reduce_zero_label', False):
-            raise ValueError('COCOStuff27Dataset: reduce_zero_label must be False (class 0, '
-                             "'electronic', is a real class; 255 is the ignore value)")
+            raise ValueError(f'{type(self).__name__}: reduce_zero_label must be False (class 0, '
+                             f"{self.METAINFO['classes'][0]!r}, is a real class; 255 is the "
+                             'ignore value)')
         if str(seg_map_suffix).endswith('_labelTrainIds.png'):
             raise ValueError(
                 f'COCOStuff27Dataset: seg_map_suffix={seg_map_suffix!r} points at mmseg\'s '
@@ -197,3 +214,13 @@ class COCOStuff27Dataset(BaseSegDataset):
                 'stuffthingmaps with tools/dataset_converters/coco_stuff27.py and use its '
                 "'.png' output")
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+
+@DATASETS.register_module()
+class COCOStuff15Dataset(COCOStuff27Dataset):
+    """COCO-Stuff-15: the 15 stuff super-classes (:data:`COCOSTUFF15_CLASSES`), things ignored.
+
+    Labels from ``tools/dataset_converters/coco_stuff27.py --classes 15`` (``annotations15``);
+    arguments as :class:`COCOStuff27Dataset`.
+    """
+    METAINFO = dict(classes=COCOSTUFF15_CLASSES, palette=_palette(len(COCOSTUFF15_CLASSES)))

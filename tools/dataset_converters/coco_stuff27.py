@@ -1,6 +1,10 @@
-"""Convert COCO-Stuff stuffthingmaps to the 27 coarse classes of COCO-Stuff-27 (IIC/STEGO).
+"""Convert COCO-Stuff stuffthingmaps to the 27 coarse classes of COCO-Stuff-27 (IIC/STEGO), or
+with ``--classes 15`` to the 15 stuff super-classes of COCO-Stuff-15 (Leopart/NeCo).
 
     python tools/dataset_converters/coco_stuff27.py data/cocostuff [-o OUT_DIR] [--nproc 8]
+    # NeCo's COCO-Stuff-15: every val image, a seeded random 10 % of the train images
+    python tools/dataset_converters/coco_stuff27.py data/cocostuff --classes 15 --all-images \
+        --sample train2017=0.1
 
 Input: the raw stuffthingmaps (0..181); mmseg's ``*_labelTrainIds.png`` maps are refused.
 Details (layout, curated lists, output): docs/data.md, "COCO-Stuff-27".
@@ -22,7 +26,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert COCO-Stuff stuffthingmaps (0..181) to COCO-Stuff-27 label PNGs')
     parser.add_argument('coco_root', help='folder holding images/, annotations/ and curated/')
-    parser.add_argument('-o', '--out-dir', help='output folder (default: COCO_ROOT/annotations27)')
+    parser.add_argument('--classes', type=int, choices=(27, 15), default=27,
+                        help='27: COCO-Stuff-27; 15: the stuff super-classes only, things -> 255 '
+                        '(default: 27)')
+    parser.add_argument('-o', '--out-dir',
+                        help='output folder (default: COCO_ROOT/annotations27 or annotations15)')
     parser.add_argument('--ann-dir', default='annotations',
                         help='raw stuffthingmaps folder, relative to COCO_ROOT '
                         '(default: annotations)')
@@ -32,8 +40,21 @@ def parse_args(argv=None):
                         'curated lists); repeat for several splits')
     parser.add_argument('--all-images', action='store_true',
                         help='convert every map of the split, not only the listed ids')
+    parser.add_argument('--sample', action='append', default=[], metavar='SPLIT=FRACTION',
+                        help='convert a random FRACTION of the split\'s ids only (drawn with '
+                        '--seed) and list them in OUT_DIR/SPLIT.txt, the ann_file of the configs')
+    parser.add_argument('--seed', type=int, default=0, help='seed of --sample (default: 0)')
     parser.add_argument('--nproc', type=positive_int, default=1, help='worker processes (default: 1)')
     args = parser.parse_args(argv)
+    args.samples = {}
+    for item in args.sample:
+        split, _, fraction = item.partition('=')
+        try:
+            args.samples[split] = float(fraction)
+        except ValueError:
+            parser.error(f'--sample {item!r}: expected SPLIT=FRACTION')
+        if not 0 < args.samples[split] <= 1:
+            parser.error(f'--sample {item!r}: FRACTION must be in (0, 1]')
     lists = dict(DEFAULT_LISTS)
     for item in args.list:
         if '=' not in item:
@@ -48,13 +69,20 @@ def main(argv=None):
     parser, args = parse_args(argv)
     from mmengine.utils import track_parallel_progress, track_progress
 
+    import numpy as np
+
     from cotap_mm.datasets.coco_stuff27 import fine_to_coarse_lut
+    from cotap_mm.utils.fileio import atomic_open
     logger = tool_logger('coco_stuff27_converter')
     root = args.coco_root
-    out_dir = args.out_dir or osp.join(root, 'annotations27')
-    lut = fine_to_coarse_lut()
+    out_dir = args.out_dir or osp.join(root, f'annotations{args.classes}')
+    lut = fine_to_coarse_lut(args.classes)
     if osp.realpath(out_dir) == osp.realpath(osp.join(root, args.ann_dir)):
         parser.error('--out-dir must differ from the raw annotations folder (same file names)')
+    unknown = sorted(set(args.samples) - set(args.splits))
+    if unknown:
+        parser.error(f'--sample names splits that are not converted: {unknown} (--splits '
+                     f'{args.splits})')
     totals = {}
     for split in args.splits:
         src_dir = osp.join(root, args.ann_dir, split)
@@ -79,6 +107,12 @@ def main(argv=None):
             parser.error(f'no image ids for split {split!r}')
         dst_dir = osp.join(out_dir, split)
         os.makedirs(dst_dir, exist_ok=True)
+        if split in args.samples:
+            rng = np.random.default_rng(args.seed)
+            keep = max(1, int(len(ids) * args.samples[split]))
+            ids = sorted(ids[i] for i in rng.choice(len(ids), size=keep, replace=False))
+            with atomic_open(osp.join(out_dir, f'{split}.txt'), 'w') as f:
+                f.write(''.join(f'{image_id}\n' for image_id in ids))
         logger.info(f'{split}: converting {len(ids)} maps {src_dir} -> {dst_dir} '
                     f'(nproc={args.nproc})')
         func = partial(convert_one, src_dir=src_dir, dst_dir=dst_dir, lut=lut)

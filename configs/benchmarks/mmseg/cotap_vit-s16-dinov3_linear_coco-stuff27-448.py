@@ -1,3 +1,4 @@
+# Protocol: CoTAP (docs/probes.md, "Evaluation protocols by name").
 # The COCO-Stuff-27 linear probe of cotap_vit-s16_linear_coco-stuff27-448.py for a backbone
 # post-trained from DINOv3 ViT-S/16 (configs/cotap_vit-s16_dinov3_coco.py): RoPE (no position
 # embedding to resize: any input size), 4 storage tokens, LayerScale, LayerNorm eps 1e-5. RoPE

@@ -1,3 +1,4 @@
+# Protocol: CoTAP (docs/probes.md, "Evaluation protocols by name").
 # CoTAP ViT-S/16, FCN head (3 UpsampleBlocks, x8), Adam lr 3e-3 cosine to 1e-4,
 # on Pascal VOC 2012 trainaug / val.
 # Spec method.md §6.1: 400k samples / 128 = 3125 iterations,

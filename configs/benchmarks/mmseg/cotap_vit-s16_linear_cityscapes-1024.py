@@ -1,3 +1,4 @@
+# Protocol: CoTAP (docs/probes.md, "Evaluation protocols by name").
 # CoTAP ViT-S/16, linear probe (1x1 conv on the frozen 768-d features), Adam lr 3e-3 constant,
 # on Cityscapes fine (19 classes).
 # Spec method.md §6.1: 100k samples / 64 = 1562 iterations,

@@ -1,3 +1,4 @@
+# Protocol: CoTAP (docs/probes.md, "Evaluation protocols by name").
 # CoTAP ViT-S/16, linear probe (1x1 conv on the frozen 768-d features), Adam lr 3e-3 constant,
 # on Pascal VOC 2012 trainaug / val.
 # Spec method.md §6.1: 100k samples / 128 = 781 iterations,
