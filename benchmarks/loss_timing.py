@@ -12,7 +12,7 @@ from typing import Dict, Sequence, Tuple
 import torch
 
 from cotap_mm.models.losses import continuous_ap_loss, select_impl
-from .report import fmt_bytes
+from .report import fmt_bytes, proc_status_kib
 
 __all__ = ['IMPLS', 'QUADRATIC', 'make_inputs', 'time_case', 'max_abs_diff', 'add_diffs',
            'render_table']
@@ -28,14 +28,6 @@ def make_inputs(n: int, device: str, seed: int = 0):
     pred = (target + 0.2 * torch.randn(n, generator=gen)).clamp(-1, 1)
     pos_mask = torch.rand(n, generator=gen) < 1 / 6
     return pred.to(device), target.to(device), pos_mask.to(device)
-
-
-def _rss_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def time_case(impl: str, n: int, device: str, repeats: int) -> dict:
@@ -59,9 +51,9 @@ def time_case(impl: str, n: int, device: str, repeats: int) -> dict:
     else:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
-        base = _rss_kib('VmRSS')
+        base = proc_status_kib('VmRSS')
         step()
-        peak = (_rss_kib('VmHWM') - base) * 1024
+        peak = (proc_status_kib('VmHWM') - base) * 1024
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

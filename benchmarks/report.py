@@ -9,8 +9,8 @@ from typing import Dict, List, Optional, Sequence
 
 from cotap_mm.utils.fileio import atomic_write_text
 
-__all__ = ['machine_info', 'machine_line', 'fmt_bytes', 'markdown_table', 'section_markers',
-           'read_section', 'write_section']
+__all__ = ['machine_info', 'machine_line', 'proc_status_kib', 'fmt_bytes', 'markdown_table',
+           'section_markers', 'read_section', 'write_section']
 
 
 def _cpu_name() -> str:
@@ -19,6 +19,15 @@ def _cpu_name() -> str:
         with open('/proc/cpuinfo') as f:
             cpu = next(line.split(':', 1)[1].strip() for line in f if 'model name' in line)
     return cpu
+
+
+def proc_status_kib(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in KiB."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def machine_info(device: str = 'cpu', threads: Optional[int] = None) -> Dict[str, object]:

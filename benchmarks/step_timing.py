@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from .report import proc_status_kib
+
 __all__ = ['quiet_mmengine', 'to_steady_state', 'time_kmeans', 'make_sync', 'train_step',
            'timed_step', 'peak_memory', 'breakdown', 'profile_ops', 'loader_throughput',
            'percentile', 'summarize', 'compare_steps']
@@ -95,14 +97,6 @@ def timed_step(model, optim_wrapper, batch, sync) -> float:
     return time.perf_counter() - start
 
 
-def _proc_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
 def _malloc_trim() -> None:
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL('libc.so.6').malloc_trim(0)
@@ -122,9 +116,9 @@ def peak_memory(model, optim_wrapper, batch, device: str) -> Dict[str, int]:
     _malloc_trim()  # return freed heap to the OS so the baseline is the live memory
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
-    base = _proc_kib('VmRSS')
+    base = proc_status_kib('VmRSS')
     train_step(model, optim_wrapper, batch)
-    peak = _proc_kib('VmHWM')
+    peak = proc_status_kib('VmHWM')
     return dict(peak=peak * 1024, extra=max(peak - base, 0) * 1024,
                 method='VmHWM - VmRSS (/proc/self/clear_refs, malloc_trim)')
 

@@ -151,7 +151,7 @@ def test_plain_step_and_breakdown_hooks_removed(data_root, keep_threads):
     init_default_scope('mmpretrain')
     torch.set_num_threads(1)
     args = bt.parse_args(['--arch', 'tiny', '--batch-size', '2', '--data-root', data_root])
-    cfg, _ = bt.build_cfg(args, data_root)
+    cfg, _ = step_setup.build_benchmark_cfg(args.config, data_root, args.arch, args.batch_size)
     batch = next(iter(step_setup.build_loader(cfg, 0, 0)))
     models, wrappers = step_setup.build_models(cfg, args.device, args.seed, args.plain_backbone)
     plain, ow = models['plain'], wrappers['plain']
@@ -194,7 +194,7 @@ def test_bad_arguments(tmp_path, capsys):
         step_setup.check_benchmark_data(str(tmp_path))
     args = bt.parse_args(['--config', str(tmp_path / 'nope.py')])
     with pytest.raises(SystemExit, match='no such file'):
-        bt.build_cfg(args, str(tmp_path))
+        step_setup.build_benchmark_cfg(args.config, str(tmp_path))
 
 
 def test_percentile_matches_numpy():

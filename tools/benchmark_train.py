@@ -21,7 +21,6 @@ from mmengine.config import DictAction  # noqa: E402
 
 from benchmarks.report import section_markers  # noqa: E402
 from benchmarks.step_run import measure  # noqa: E402
-from benchmarks.step_setup import build_benchmark_cfg  # noqa: E402
 from benchmarks.train_report import (merge_runs, print_tables, read_section,  # noqa: E402
                                      render_markdown, write_section)
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
@@ -87,11 +86,6 @@ def parse_args(argv=None):
     if args.amp and not args.device.startswith('cuda'):
         p.error('--amp needs --device cuda (mmengine\'s AmpOptimWrapper asserts a GPU)')
     return args
-
-
-def build_cfg(args, data_root: str):
-    return build_benchmark_cfg(args.config, data_root, args.arch, args.batch_size,
-                               args.cfg_options, args.world_size, args.amp)
 
 
 def ensure_data(data_root: str, image_size: int, logger) -> None:

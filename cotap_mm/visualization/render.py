@@ -19,7 +19,7 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 __all__ = [
     'fit_pca', 'pca_to_rgb', 'label_palette', 'colorize_labels', 'overlay', 'mask_overlay',
-    'upsample', 'image_grid', 'with_caption', 'save_png'
+    'upsample', 'image_grid', 'save_png'
 ]
 
 # number of colours of the fixed palette (the paper's M = 64 prototypes)
@@ -240,16 +240,6 @@ def mask_overlay(image: ArrayLike,
     edge = fg & ~(pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:])
     out[edge] = tint
     return np.round(out).astype(np.uint8)
-
-
-def with_caption(image: ArrayLike, text: str, height: int = 20) -> np.ndarray:
-    """Put a white strip with black ``text`` above an image: (H, W, 3) -> (H + height, W, 3)."""
-    image = _check_image(image)
-    strip = np.full((height, image.shape[1], 3), 255, dtype=np.uint8)
-    scale = height / 40.
-    cv2.putText(strip, text, (3, int(height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([strip, image], axis=0)
 
 
 def image_grid(rows: Sequence[Sequence[ArrayLike]],

@@ -23,7 +23,7 @@ from cotap_mm.models.utils.loading import (backbone_cfg, get_normalization,  # n
                                            load_checkpoint_backbone, load_config)
 from cotap_mm.utils.images import collect_images, load_squashed  # noqa: E402
 from cotap_mm.visualization import image_grid, label_tiles, pca_tiles, save_png  # noqa: E402
-from tools._common.args import tool_logger  # noqa: E402
+from tools._common.args import positive_int, tool_logger  # noqa: E402
 
 TOOL = 'compare_pca'
 BATCH = 8  # images per forward pass
@@ -42,9 +42,9 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument('--out', metavar='FILE.png', required=True, help='the picture')
     p.add_argument('--titles', nargs='+', help='one column caption per CKPT (default: the '
                    'checkpoint file stems)')
-    p.add_argument('--size', type=int, default=192,
+    p.add_argument('--size', type=positive_int, default=192,
                    help='images are squashed to SIZE x SIZE (a multiple of the patch size)')
-    p.add_argument('--num-images', type=int, default=4, help='rows: the first N images')
+    p.add_argument('--num-images', type=positive_int, default=4, help='rows: the first N images')
     p.add_argument('--ann-dir', help='folder of label maps <stem>.png (default: ann_dir/<split>/ '
                    'of an mmseg layout, when every image has one)')
     p.add_argument('--prefix', default='backbone.', help='key prefix of the backbone in CKPT')
@@ -62,10 +62,6 @@ def check_args(args) -> None:
     if args.titles is not None and len(args.titles) != len(args.checkpoints):
         raise ValueError(f'--titles: {len(args.titles)} titles for {len(args.checkpoints)} '
                          f'checkpoints (CKPT); give one title per checkpoint')
-    if args.size < 1:
-        raise ValueError(f'--size must be >= 1, got {args.size}')
-    if args.num_images < 1:
-        raise ValueError(f'--num-images must be >= 1, got {args.num_images}')
     if args.ann_dir is not None and not osp.isdir(args.ann_dir):
         raise FileNotFoundError(f'--ann-dir {args.ann_dir!r} is not a folder')
 

@@ -52,7 +52,7 @@ from cotap_mm.evaluation.functional import (confusion_matrix, fit_dense_linear_p
                                             segmentation_metrics)
 from cotap_mm.models.utils import get_normalization, tokens_to_map
 from cotap_mm.registry import HOOKS
-from cotap_mm.utils.checks import check_choice
+from cotap_mm.utils.checks import check_choice, check_positive_int
 from cotap_mm.utils.images import load_squashed
 
 __all__ = ['DenseProbeHook']
@@ -69,8 +69,8 @@ class DenseProbeHook(Hook):
         val_dataset (dict | Dataset, optional): Separate evaluation set; then all of ``dataset``
             (up to ``num_images``) is used for fitting.
         num_classes (int, optional): Default: ``len(dataset.metainfo['classes'])``.
-        interval (int): Probe after every ``interval`` iterations (released: 1600).
-        after_train (bool): Also probe the final model (if not probed at that iteration).
+        interval (int): Probe after every ``interval`` iterations (released: 1600) and after
+            the last one.
         probe_at_start (bool): Also probe the weights training starts (or resumes) from.
         num_images (int, optional): Use the first ``num_images`` samples of ``dataset`` (and of
             ``val_dataset``); ``None``: all.
@@ -96,7 +96,6 @@ class DenseProbeHook(Hook):
                  val_dataset=None,
                  num_classes: Optional[int] = None,
                  interval: int = 1600,
-                 after_train: bool = True,
                  probe_at_start: bool = False,
                  num_images: Optional[int] = 100,
                  fit_ratio: float = 0.8,
@@ -112,15 +111,13 @@ class DenseProbeHook(Hook):
                  save_best: bool = True,
                  prefix: str = 'probe'):
         check_choice('DenseProbeHook', 'which', which, ('student', 'teacher'))
-        if not isinstance(interval, int) or interval <= 0:
-            raise ValueError(f'DenseProbeHook: interval must be a positive int, got {interval!r}')
+        check_positive_int('DenseProbeHook', 'interval', interval)
         if not 0 < fit_ratio < 1:
             raise ValueError(f'DenseProbeHook: fit_ratio must be in (0, 1), got {fit_ratio!r}')
         self.dataset_cfg = dataset
         self.val_dataset_cfg = val_dataset
         self.num_classes = num_classes
         self.interval = interval
-        self.probe_after_train = after_train
         self.probe_at_start = probe_at_start
         self.num_images = num_images
         self.fit_ratio = fit_ratio
@@ -288,7 +285,5 @@ class DenseProbeHook(Hook):
 
     def after_train(self, runner) -> None:
         it = runner.iter
-        if not self.enabled or self._last_probed == it:
-            return
-        if self.probe_after_train or (it % self.interval == 0 and it != self._start_iter):
+        if self.enabled and self._last_probed != it:  # the final model, if not probed yet
             self.evaluate(runner)

@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.nn.utils.parametrizations import weight_norm
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_positive_int
 
 __all__ = ['CoTAPProjectionHead']
 
@@ -65,9 +66,7 @@ class CoTAPProjectionHead(BaseModule):
                             ('hidden_channels', hidden_channels),
                             ('bottleneck_channels', bottleneck_channels),
                             ('num_layers', num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'CoTAPProjectionHead: `{name}` must be a positive int, '
-                                 f'got {value!r}')
+            check_positive_int('CoTAPProjectionHead', name, value)
         self.in_channels = in_channels
         self.num_prototypes = num_prototypes
         self.bottleneck_channels = bottleneck_channels

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from mmengine.dist import broadcast, get_rank
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_positive_int
 
 from ..utils.kmeans import spherical_kmeans
 
@@ -51,8 +52,7 @@ class PrototypeBank(nn.Module):
         super().__init__()
         for name, val in dict(embed_dims=embed_dims, capacity=capacity, num_insert=num_insert,
                               num_prototypes=num_prototypes, kmeans_iters=kmeans_iters).items():
-            if isinstance(val, bool) or not isinstance(val, int) or val <= 0:
-                raise ValueError(f'PrototypeBank: {name} must be a positive int, got {val!r}')
+            check_positive_int('PrototypeBank', name, val)
         if num_prototypes > capacity:
             raise ValueError(f'PrototypeBank: num_prototypes={num_prototypes} > '
                              f'capacity={capacity}; k-means needs at least one sample per centre')

@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_positive_int
 
 __all__ = ['FeatureQueue']
 
@@ -33,8 +34,7 @@ class FeatureQueue(nn.Module):
     def __init__(self, capacity: int, dim: int, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         for name, value in (('capacity', capacity), ('dim', dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'FeatureQueue: `{name}` must be a positive int, got {value!r}')
+            check_positive_int('FeatureQueue', name, value)
         self.capacity = capacity
         self.dim = dim
         self.register_buffer('queue', torch.zeros(capacity, dim, dtype=dtype))
@@ -84,11 +84,6 @@ class FeatureQueue(nn.Module):
         self.queue[n:] = self.queue[:self.capacity - n].clone()
         self.queue[:n] = rows
         self.num_filled.fill_(min(int(self.num_filled) + n, self.capacity))
-
-    def reset(self) -> None:
-        """Empty the queue."""
-        self.queue.zero_()
-        self.num_filled.zero_()
 
     def extra_repr(self) -> str:
         return f'capacity={self.capacity}, dim={self.dim}'
