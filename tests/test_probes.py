@@ -323,6 +323,9 @@ def test_lbfgs_dense_probe_converges_where_few_adam_steps_do_not():
     assert torch.equal(rng, torch.get_rng_state())
     adam = fit_dense_linear_probe(feats, big, 3, iters=20, lr=1e-3, normalize=False)
     assert score(lbfgs) == pytest.approx(100.) and score(adam) < 90
+    log = lbfgs.fit_log  # how the fit ended: at most the iterations asked, a small gradient
+    assert 1 <= log['iterations'] <= 100 and log['function_evals'] >= log['iterations']
+    assert log['grad_norm'] < 1e-3 and 0 < log['final_loss'] < 0.5 and adam.fit_log is None
     with pytest.raises(ValueError, match="'adam' or 'lbfgs'"):
         fit_dense_linear_probe(feats, big, 3, optimizer='sgd')
 

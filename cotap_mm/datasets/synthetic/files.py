@@ -62,7 +62,7 @@ def write_preview(path: str, seed: int = 0, size: int = 96, num: int = 3,
 # One independent random stream per (seed, split, image index): the code of a split must never
 # change, or the files change.
 _SPLIT_CODES = dict(coco=1, imagenet=2, seg_train=3, seg_val=4, preview=5, depth_train=6,
-                    depth_test=7)
+                    depth_test=7, seg_test=8)
 DEPTH_SCALE = 1000  # depth PNGs hold millimetres (uint16), as NYU Depth v2
 
 
@@ -105,6 +105,7 @@ def write_synthetic_dataset(out_dir: str,
                             num_imagenet: int = 1000,
                             num_seg_train: int = 200,
                             num_seg_val: int = 100,
+                            num_seg_test: int = 0,
                             force: bool = False,
                             progress: Optional[Callable[[], None]] = None,
                             colour_mode: str = 'per_instance',
@@ -116,8 +117,8 @@ def write_synthetic_dataset(out_dir: str,
 
         out_dir/coco/train2017/{i:012d}.jpg                  # 'scene' mode, i = 0..num_coco-1
         out_dir/imagenet/train/<dominant class>/<class>_{i:06d}.jpg   # 'object_centric' mode
-        out_dir/seg/img_dir/{train,val}/{split}_{i:06d}.jpg  # 'scene' mode
-        out_dir/seg/ann_dir/{train,val}/{split}_{i:06d}.png  # uint8 labels 0..11 (255 = ignore)
+        out_dir/seg/img_dir/{train,val,test}/{split}_{i:06d}.jpg  # 'scene' mode
+        out_dir/seg/ann_dir/{train,val,test}/{split}_{i:06d}.png  # uint8 labels 0..11 (255 = ignore)
         out_dir/seg/classes.json                             # classes, palette, ignore_index
         out_dir/nyu/images/{train,test}/depth_{split}_{i:06d}.jpg     # 'scene' mode, with depth
         out_dir/nyu/annotations/{train,test}/depth_{split}_{i:06d}.png # uint16 millimetres
@@ -133,6 +134,9 @@ def write_synthetic_dataset(out_dir: str,
         seed (int): Base seed; image ``i`` of split ``s`` uses the stream ``(seed, s, i)``.
         size (int): Image side in pixels.
         num_coco, num_imagenet, num_seg_train, num_seg_val (int): Image counts (>= 0).
+        num_seg_test (int): Labelled scenes of the held-out test split (``seg/*/test``, its
+            own stream; only when > 0): development choices are made on val, tables report
+            test. Default 0.
         force (bool): Replace an existing non-empty ``out_dir``, but only one that this
             function wrote (its ``meta.json`` says so); any other folder is never deleted.
         progress (callable, optional): Called once per written image (e.g. a progress bar's
@@ -147,7 +151,7 @@ def write_synthetic_dataset(out_dir: str,
         dict: The content of ``meta.json``.
     """
     counts = dict(num_coco=num_coco, num_imagenet=num_imagenet, num_seg_train=num_seg_train,
-                  num_seg_val=num_seg_val, num_depth_train=num_depth_train,
+                  num_seg_val=num_seg_val, num_seg_test=num_seg_test, num_depth_train=num_depth_train,
                   num_depth_test=num_depth_test)
     for k, n in counts.items():
         if not isinstance(n, (int, np.integer)) or n < 0:
@@ -173,12 +177,14 @@ def write_synthetic_dataset(out_dir: str,
         shutil.rmtree(tmp)
     dirs = dict(coco=osp.join(tmp, 'coco', 'train2017'),
                 imagenet=osp.join(tmp, 'imagenet', 'train'),
-                seg_train=(osp.join(tmp, 'seg', 'img_dir', 'train'),
-                           osp.join(tmp, 'seg', 'ann_dir', 'train')),
-                seg_val=(osp.join(tmp, 'seg', 'img_dir', 'val'),
-                         osp.join(tmp, 'seg', 'ann_dir', 'val')))
+                **{split: (osp.join(tmp, 'seg', 'img_dir', split[4:]),
+                           osp.join(tmp, 'seg', 'ann_dir', split[4:]))
+                   for split in ('seg_train', 'seg_val', 'seg_test')})
     for d in (dirs['coco'], dirs['imagenet'], *dirs['seg_train'], *dirs['seg_val']):
         os.makedirs(d)
+    if num_seg_test:
+        for d in dirs['seg_test']:
+            os.makedirs(d)
 
     def tick():
         if progress is not None:
@@ -200,7 +206,8 @@ def write_synthetic_dataset(out_dir: str,
             _write_image(osp.join(dirs['imagenet'], name, f'{name}_{i:06d}.jpg'), img)
             per_class[name] += 1
             tick()
-        for split, n in (('seg_train', num_seg_train), ('seg_val', num_seg_val)):
+        for split, n in (('seg_train', num_seg_train), ('seg_val', num_seg_val),
+                         ('seg_test', num_seg_test)):
             img_dir, ann_dir = dirs[split]
             for i in range(n):
                 img, label, _ = generate_scene(_rng(seed, split, i), size, 'scene',
@@ -208,7 +215,8 @@ def write_synthetic_dataset(out_dir: str,
                 stem = f'{split}_{i:06d}'
                 _write_image(osp.join(img_dir, stem + '.jpg'), img)
                 _write_png(osp.join(ann_dir, stem + '.png'), label)
-                pixel_counts += np.bincount(label.ravel(), minlength=len(CLASSES))
+                if split != 'seg_test':  # the fractions describe train + val, as before
+                    pixel_counts += np.bincount(label.ravel(), minlength=len(CLASSES))
                 tick()
         for split, n in (('depth_train', num_depth_train), ('depth_test', num_depth_test)):
             sub = split.split('_')[1]
@@ -232,7 +240,8 @@ def write_synthetic_dataset(out_dir: str,
             colour_mode=colour_mode,
             counts=dict(coco=num_coco, imagenet=num_imagenet, seg_train=num_seg_train,
                         seg_val=num_seg_val,
-                        **{k: n for k, n in (('depth_train', num_depth_train),
+                        **{k: n for k, n in (('seg_test', num_seg_test),
+                                             ('depth_train', num_depth_train),
                                              ('depth_test', num_depth_test)) if n}),
             imagenet_per_class={k: v for k, v in per_class.items() if v},
             seg_pixel_fraction={c: round(float(p) / max(1, pixel_counts.sum()), 5)
@@ -244,7 +253,8 @@ def write_synthetic_dataset(out_dir: str,
             ignore_index=IGNORE_INDEX,
             jpeg_quality=JPEG_QUALITY,
             streams={k: v for k, v in _SPLIT_CODES.items() if k != 'preview' and not (
-                k.startswith('depth') and not (num_depth_train or num_depth_test))},
+                k.startswith('depth') and not (num_depth_train or num_depth_test)) and not (
+                k == 'seg_test' and not num_seg_test)},
         )
         _write_json(osp.join(tmp, 'meta.json'), meta)
     except BaseException:

@@ -30,14 +30,20 @@ def _fit_lbfgs(weight, bias, x, labels, size, iters, ignore_index, weight_decay,
                                  labels[s:s + chunk], ignore_index=ignore_index,
                                  reduction='sum') / valid
             ce.backward()
-            total += float(ce)
+            total += float(ce.detach())
         penalty = weight_decay * weight.square().sum()
         if weight_decay:
             penalty.backward()
-        return torch.tensor(total + float(penalty))
+        return torch.tensor(total + float(penalty.detach()))
 
     with torch.enable_grad():
         optim.step(closure)
+        final = float(closure())  # the loss and gradient at the weights it stopped at
+    grad_norm = torch.cat([weight.grad.flatten(), bias.grad.flatten()]).norm().item()
+    state = optim.state[weight]
+    return dict(final_loss=final, grad_norm=grad_norm, iterations=int(state['n_iter']),
+                function_evals=int(state['func_evals']), max_iterations=int(iters),
+                weight_decay=float(weight_decay))
 
 
 def fit_dense_linear_probe(feats,
@@ -77,7 +83,10 @@ def fit_dense_linear_probe(feats,
             cross-entropy (keeps L-BFGS finite on separable features). Defaults to 0.
 
     Returns:
-        Callable[[Tensor], Tensor]: maps (M, C, h, w) features to (M, K, H, W) logits.
+        Callable[[Tensor], Tensor]: maps (M, C, h, w) features to (M, K, H, W) logits. With
+        ``'lbfgs'`` its ``fit_log`` attribute says how the fit ended: ``final_loss`` (the
+        regularised objective), ``grad_norm`` (of the weights and bias there), ``iterations``,
+        ``function_evals``, ``max_iterations``, ``weight_decay``; None with ``'adam'``.
     """
     device = feats.device
     N, C = feats.shape[:2]
@@ -93,8 +102,10 @@ def fit_dense_linear_probe(feats,
     gen = torch.Generator().manual_seed(int(seed))
     weight = (torch.randn(num_classes, C, generator=gen) * 0.01).to(device).requires_grad_()
     bias = torch.zeros(num_classes, device=device, requires_grad=True)
+    fit_log = None
     if optimizer == 'lbfgs':
-        _fit_lbfgs(weight, bias, x, labels, size, iters, ignore_index, weight_decay, chunk)
+        fit_log = _fit_lbfgs(weight, bias, x, labels, size, iters, ignore_index, weight_decay,
+                             chunk)
     elif optimizer == 'adam':
         optim = torch.optim.Adam([weight, bias], lr=lr)
         with torch.enable_grad():
@@ -119,4 +130,5 @@ def fit_dense_linear_probe(feats,
         with torch.no_grad():
             return _probe_logits(weight, bias, (new_feats - mean) / std, size)
 
+    predict.fit_log = fit_log
     return predict
