@@ -10,17 +10,22 @@ CoTAP -> dense probes, each stage a command line of the checkout (docs/demo.md).
                  under a key of its config, seed and data, so a rerun reuses it;
 3. ``knn``       tools/precompute_knn.py with the init backbone (as the released kNN files come
                  from a DINO model);
-4. ``cotap``     tools/train.py configs/demo/cotap_vit-tiny_synthetic.py from the init, then
+4. ``control_cls`` the data-matched control of docs/protocol.md: the CoTAP configuration with
+                 its dense terms off (only the CLS code losses), the same steps;
+5. ``cotap``     tools/train.py configs/demo/cotap_vit-tiny_synthetic.py from the init, then
                  extract_backbone.py (student, as the released evaluation) -> ``cotap_backbone.pth``;
-5. ``probe-*``   ``mim train mmseg`` + ``mim test mmseg`` of the same linear probe on raw 8x8
+6. ``probe-*``   ``mim train mmseg`` + ``mim test mmseg`` of the same linear probe on raw 8x8
                  pixel patches (the floor), the init and CoTAP; the chance level of the labels;
-6. ``analysis``  semantic concentration, k-means cluster probe and converged linear probe of
+7. ``analysis``  semantic concentration, k-means cluster probe and converged linear probe of
                  the init and CoTAP features on the labelled validation scenes;
-7. ``pictures``  PCA of init vs CoTAP features, and the CoTAP backbone's PCA / prototype /
+8. ``primary``   the protocol's primary probe of the init, the control and CoTAP: the converged
+                 linear probe of their D-wide ViT tokens, scored on val and on the held-out test
+                 scenes;
+9. ``pictures``  PCA of init vs CoTAP features, and the CoTAP backbone's PCA / prototype /
                  foreground pictures.
 
 :meth:`DemoChain.results` writes ``WORK_DIR/results.json`` with ``init_miou``, ``cotap_miou``,
-``gain``, ``pixels_miou``, ``chance_miou``, every row's scores, ``stage_seconds`` and
+``gain``, ``pixels_miou``, ``chance_miou``, ``primary``, every row's scores, ``stage_seconds`` and
 ``mim_test_command`` (the exact command that re-evaluates the CoTAP probe from the repository
 root inside .venv).
 """
@@ -37,13 +42,16 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .demo_presets import CONFIGS, DEMO_ARCH, INIT_PRESET_KEYS, PRESETS, config_text
+from .demo_presets import (CONFIGS, DEMO_ARCH, DENSE_OFF, INIT_PRESET_KEYS, PRESETS,
+                           config_text)
 from .demo_probes import DemoProbes
 
 __all__ = ['DemoChain']
 
 _ITER = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))  # the checkout whose tools/ it runs
+# the rows the demo scores with the fair comparison's primary probe (docs/protocol.md)
+PRIMARY_ROWS = ('init', 'control_cls', 'cotap')
 
 
 class DemoChain(DemoProbes):
@@ -148,7 +156,8 @@ class DemoChain(DemoProbes):
         self.run('data', self.tool(
             'make_synthetic_scenes.py', self.path('data'), '--seed', self.seed, '--size',
             p['size'], '--num-coco', p['num_coco'], '--num-imagenet', p['num_imagenet'],
-            '--num-seg-train', p['num_seg_train'], '--num-seg-val', p['num_seg_val'], '--force'))
+            '--num-seg-train', p['num_seg_train'], '--num-seg-val', p['num_seg_val'],
+            '--num-seg-test', p['num_seg_test'], '--force'))
 
     def knn(self, stage, checkpoint=None):
         def fn(progress, task):
@@ -328,9 +337,10 @@ class DemoChain(DemoProbes):
 
     def __call__(self, skip_pictures=False):
         self.prepare()
+        self.stage('control_cls', self.cotap('control_cls', DENSE_OFF), total=self.cotap_iters)
         self.stage('cotap', self.cotap(), total=self.cotap_iters)
         self.evaluate(['pixels', 'init', 'cotap'])
-        self.evaluate([self.vit_tokens('cotap')], analyse=False)
+        self.stage('primary', self.primary(PRIMARY_ROWS))
         chance_miou = self.stage('chance', self.chance)
         if not skip_pictures:
             self.stage('pictures', self.pictures)
@@ -345,7 +355,7 @@ class DemoChain(DemoProbes):
             gain=round(cotap['linear_miou'] - init['linear_miou'], 2),
             lbfgs_gain=(round(cotap['lbfgs_miou'] - init['lbfgs_miou'], 2)
                         if 'lbfgs_miou' in cotap and 'lbfgs_miou' in init else None),
-            cotap_vit_miou=self.rows.get('cotap_vit', {}).get('linear_miou'),
+            primary={name: self.rows[name]['lbfgs_vit'] for name in PRIMARY_ROWS},
             pixels_miou=self.rows['pixels']['linear_miou'], chance_miou=round(chance_miou, 2),
             rows={name: {k: v for k, v in row.items() if k != 'checkpoint'}
                   for name, row in self.rows.items()},

@@ -4,6 +4,7 @@ import os
 import os.path as osp
 
 __all__ = ['CONFIGS', 'INITS', 'DEMO_ARCH', 'PRESETS', 'INIT_PRESET_KEYS', 'NUM_CLASSES',
+           'DENSE_OFF',
            'MARKER', 'prepare_work_dir', 'config_text']
 
 CONFIGS = dict(
@@ -22,12 +23,15 @@ DEMO_ARCH = dict(num_heads=3, embed_dims=96)
 # selfdistill_iters: the self-distilled init's steps (of batch_size items, as the CoTAP stage).
 PRESETS = dict(
     default=dict(size=96, num_coco=1000, num_imagenet=1000, num_seg_train=300, num_seg_val=100,
+                 num_seg_test=200,
                  init_iters=4000, init_batch_size=64, selfdistill_iters=300, cotap_iters=300,
                  probe_iters=300, lbfgs_iters=200, batch_size=16, knn_k=8, num_pictures=4),
     mini=dict(size=64, num_coco=24, num_imagenet=24, num_seg_train=12, num_seg_val=6,
+              num_seg_test=6,
               init_iters=3, init_batch_size=8, selfdistill_iters=3, cotap_iters=3,
               probe_iters=4, lbfgs_iters=5, batch_size=4, knn_k=8, num_pictures=2),
     gpu=dict(size=160, num_coco=4000, num_imagenet=4000, num_seg_train=1000, num_seg_val=300,
+             num_seg_test=600,
              init_iters=2000, init_batch_size=256, selfdistill_iters=1000, cotap_iters=1000,
              probe_iters=1000, lbfgs_iters=300, batch_size=32, knn_k=8, num_pictures=4,
              device='cuda', knn_image_size=128, num_heads=6, embed_dims=384,
@@ -40,6 +44,10 @@ PRESETS = dict(
 INIT_PRESET_KEYS = dict(
     supervised=('size', 'num_imagenet', 'init_iters', 'init_batch_size'),
     selfdistill=('size', 'num_coco', 'num_imagenet', 'selfdistill_iters', 'batch_size', 'knn_k'))
+# the data-matched control (docs/protocol.md, row b'): the CoTAP configuration with its dense
+# terms off, only the two CLS code losses training
+DENSE_OFF = ('model.loss_weights.cotap=0.', 'model.loss_weights.inner_patch=0.',
+             'model.loss_weights.entropy=0.')
 NUM_CLASSES = 12  # cotap_mm.datasets.synthetic.CLASSES
 
 MARKER = '.cotap_demo'  # marks a work dir the demo created, so that a rerun may replace it

@@ -9,8 +9,10 @@ from cotap_mm.models.utils.loading import read_checkpoint, select_backbone_state
 from cotap_mm.utils.fileio import atomic_save
 from .demo_presets import NUM_CLASSES
 
-__all__ = ['DemoProbes']
+__all__ = ['DemoProbes', 'WEIGHT_DECAYS']
 
+# the weight decays the primary probe chooses from on the training scenes (docs/protocol.md)
+WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2)
 _MIOU = re.compile(r'mIoU:\s*([0-9.]+)')
 
 
@@ -79,18 +81,41 @@ class DemoProbes:
             return miou
         return fn
 
+    def tool_args(self, checkpoint, with_oaf):
+        """The arguments every analysis tool takes for one backbone on the labelled scenes."""
+        args = [self.configs['probe'], checkpoint, '--data-root', self.path('data', 'seg'),
+                '--num-classes', NUM_CLASSES, '--size', self.p['size'], '--num-workers', 0,
+                '--device', self.p['device'], '--seed', self.seed]
+        return args if with_oaf else args + ['--cfg-options', 'model.backbone.with_oaf=False']
+
+    def vit_checkpoint(self, name):
+        """Row ``name``'s D-wide ViT tokens: its checkpoint, without the filter if it has one."""
+        row = self.rows[name]
+        return self.rows[self.vit_tokens(name)]['checkpoint'] if row['with_oaf'] else \
+            row['checkpoint']
+
+    def lbfgs_vit(self, name, stage='primary'):
+        """The primary probe of docs/protocol.md on row ``name``: the converged linear probe of
+        its ViT tokens, weight decay chosen on the training scenes, scored on val and test."""
+        return self.tool_json(stage, 'analysis/linear_segmentation.py',
+                              *self.tool_args(self.vit_checkpoint(name), False), '--iters',
+                              self.p['lbfgs_iters'], '--splits', 'val', 'test', '--weight-decay',
+                              *WEIGHT_DECAYS, out=self.path('analysis', f'{name}_lbfgs_vit.json'))
+
+    def primary(self, names):
+        def fn(progress, task):
+            for name in names:
+                r = self.lbfgs_vit(name)
+                self.rows[name]['lbfgs_vit'] = {s: r['splits'][s]['mIoU'] for s in r['splits']}
+        return fn
+
     def analysis(self, names):
         """Semantic concentration, the k-means cluster probe and the converged (L-BFGS) linear
         probe of each row on the labelled scenes (the probe's resolution)."""
         def fn(progress, task):
             for name in names:
                 row = self.rows[name]
-                common = [self.configs['probe'], row['checkpoint'], '--data-root',
-                          self.path('data', 'seg'), '--num-classes', NUM_CLASSES, '--size',
-                          self.p['size'], '--num-workers', 0, '--device', self.p['device'],
-                          '--seed', self.seed]
-                if not row['with_oaf']:
-                    common += ['--cfg-options', 'model.backbone.with_oaf=False']
+                common = self.tool_args(row['checkpoint'], row['with_oaf'])
                 conc = self.tool_json('analysis', 'analysis/semantic_concentration.py', *common,
                                       out=self.path('analysis', f'{name}_concentration.json'))
                 cluster = self.tool_json('analysis', 'analysis/cluster_segmentation.py', *common,

@@ -1,92 +1,80 @@
-"""tools/benchmark_demo.py and benchmarks.demo_report: aggregation over seeds and the
-docs section it writes."""
+"""tools/benchmark_demo.py and benchmarks.fair_comparison (docs/protocol.md): the rows'
+switches on the real configs, the paired t-intervals, the merge of the per-seed files and the
+tables; the demo's presets."""
+import json
 import os.path as osp
 
 import pytest
 
 from conftest import load_tool
 
-from benchmarks import demo_presets, demo_report, demo_seeds
+from benchmarks import demo_presets, fair_comparison
 from benchmarks.demo_chain import ROOT, DemoChain
 
 benchmark_demo = load_tool('benchmark_demo')
 
 
-def _result(seed, scores):
-    """A demo-style result: scores = {row: (linear, cluster, ratio)}."""
-    rows = {name: dict(linear_miou=lin, cluster_miou=clu,
-                       concentration=dict(intra=0.5, inter=0.1, gap=0.4, ratio=ratio))
-            for name, (lin, clu, ratio) in scores.items()}
-    return dict(seed=seed, rows=rows, pixels_miou=4.5, chance_miou=4.48, cotap_iters=300,
-                preset={}, stage_seconds=dict(cotap=100.0), total_seconds=500.0)
-
-
-RESULTS = [
-    _result(0, dict(init=(10.0, 5.0, 0.01), init_more=(11.0, 6.0, 0.02), cotap=(15.0, 8.0, 0.05))),
-    _result(1, dict(init=(12.0, 5.0, 0.01), init_more=(12.0, 6.0, 0.02), cotap=(16.0, 9.0, 0.06))),
-    _result(2, dict(init=(11.0, 5.0, 0.01), init_more=(13.0, 6.0, 0.02), cotap=(12.0, 7.0, 0.04))),
-]
-ROWS = ['init', 'init_more', 'cotap']
-
-
-def test_summary_is_mean_and_sample_std_and_gains_per_seed():
-    s = demo_report.summarize(RESULTS, ROWS)
-    assert s['rows']['cotap']['linear_miou']['mean'] == pytest.approx(43 / 3)
-    assert s['rows']['init']['linear_miou']['std'] == pytest.approx(1.0)  # 10, 12, 11
-    assert s['rows']['cotap']['concentration']['mean'] == pytest.approx(0.05)
-    assert s['gains']['init']['per_seed'] == pytest.approx([5.0, 4.0, 1.0])
-    assert s['gains']['init']['all_positive']
-    assert s['gains']['init_more']['per_seed'] == pytest.approx([4.0, 4.0, -1.0])
-    assert not s['gains']['init_more']['all_positive']
-    assert s['gains']['init_more']['mean'] == pytest.approx(7 / 3)
-    assert s['lbfgs_gains'] == {}  # no seed has the converged probe: no gain is made up
-    with_lbfgs = [dict(r, rows={n: dict(v, lbfgs_miou=v['linear_miou'] + 1.)
-                                for n, v in r['rows'].items()}) for r in RESULTS]
-    s = demo_report.summarize(with_lbfgs, ROWS)
-    assert s['lbfgs_gains']['init']['per_seed'] == pytest.approx([5.0, 4.0, 1.0])
-
-
-def test_docs_section_replaced_between_markers(tmp_path, monkeypatch):
-    docs = tmp_path / 'benchmarks.md'
-    docs.write_text('# Benchmarks\n\nkeep me\n')
-    monkeypatch.setattr(benchmark_demo, 'DOCS', str(docs))
-    summary = demo_report.summarize(RESULTS, ROWS)
-    benchmark_demo.update_docs(RESULTS, summary, ROWS, ['--seeds', '0', '1', '2'])
-    benchmark_demo.update_docs(RESULTS, summary, ROWS, ['--seeds', '0', '1', '2'])
-    text = docs.read_text()
-    assert text.count(benchmark_demo.MARK_START) == 1 and 'keep me' in text
-    assert '| (c) CoTAP, N steps from the init | 14.33 +- 2.08 |' in text
-    # per seed: linear / L-BFGS (not measured here: '-') / k-means / ratio, then the gains
-    assert '| 2 | 11.00 / - / 5.00 / 0.010 | 13.00 / - / 6.00 / 0.020 | 12.00 / - / 7.00 / ' \
-        '0.040 | +1.00 / - | -1.00 / - |' in text
-
-
-def test_rows_and_ablation_options():
-    """Every ablation is a CoTAP stage with switches of the real config; the init is always
-    measured, as the reference of the gains."""
+def test_rows_switch_only_what_they_test():
+    """Every trained row but the image-level control is the CoTAP configuration with switches
+    of the real config: the data-matched control turns the three dense terms off, the ablations
+    one part each; the heads take what the backbone gives."""
     from mmengine.config import Config, DictAction
-    for config, preset in ((demo_configs()['cotap'], 'default'),
+    for config, preset in ((demo_presets.CONFIGS['cotap'], 'default'),
                            (demo_presets.PRESETS['gpu']['configs']['cotap'], 'gpu')):
         cfg = Config.fromfile(osp.join(ROOT, config))
         dims = {**demo_presets.DEMO_ARCH, **demo_presets.PRESETS[preset]}['embed_dims']
         assert cfg.model.backbone.arch.embed_dims == dims
-        for name, (options, with_oaf) in demo_seeds.ablations(dims).items():
+        for name, (options, with_oaf) in fair_comparison.cotap_rows(dims).items():
             trial = cfg.copy()
             trial.merge_from_dict({k: DictAction._parse_iterable(v)
                                    for k, v in (o.split('=', 1) for o in options)})
             assert trial.model.backbone.get('with_oaf', True) == with_oaf, name
-            width = dims * (2 if with_oaf else 1)  # the heads take what the backbone gives
+            width = dims * (2 if with_oaf else 1)
             assert trial.model.patch_head.in_channels == width, (preset, name)
             assert trial.model.cls_head.in_channels == width, (preset, name)
-    assert cfg.model.loss_weights.cotap == 1.
-    args = benchmark_demo.parse_args(['--rows', 'cotap'])
-    assert args.rows == ['init', 'cotap']
-    with pytest.raises(SystemExit):  # refused before any training
-        benchmark_demo.parse_args(['--rows', 'init', 'init_more'])
+            off = {k for k, v in trial.model.loss_weights.items() if v == 0}
+            assert off == dict(control_cls={'cotap', 'inner_patch', 'entropy'},
+                               no_rank={'cotap'}).get(name, set()), name
+    assert set(fair_comparison.cotap_rows(96)) | {'init', 'control_image'} == \
+        set(fair_comparison.ROWS)
 
 
-def demo_configs():
-    return demo_presets.CONFIGS
+def test_paired_interval_is_students_t():
+    p = fair_comparison.paired([3., 4., 5., 6., 7.], [2., 2., 2., 2., 2.])
+    # differences 1..5: mean 3, sd sqrt(2.5), half-width t(0.975, 4) * sd / sqrt(5)
+    half = 2.776 * 2.5 ** 0.5 / 5 ** 0.5
+    assert p['mean'] == 3 and p['sd'] == pytest.approx(2.5 ** 0.5, abs=1e-3)
+    assert (p['lo'], p['hi']) == (pytest.approx(3 - half, abs=1e-3), pytest.approx(3 + half,
+                                                                                    abs=1e-3))
+    assert fair_comparison.paired([1.], [0.])['lo'] is None  # one seed: no interval
+
+
+def _seed_file(folder, seed, offset):
+    rows = {name: {split: {probe: 10. + i + offset + (0.5 if split == 'test' else 0.)
+                           for probe in fair_comparison.PROBES}
+                   for split in ('val', 'test')}
+            for i, name in enumerate(fair_comparison.ROWS)}
+    (folder / f'seed_{seed}.json').write_text(json.dumps(dict(seed=seed, rows=rows)))
+
+
+def test_collect_merges_the_seed_files_and_renders_the_tables(tmp_path):
+    results = tmp_path / 'fair_comparison'
+    results.mkdir()
+    for seed, offset in ((0, 0.), (1, 1.), (2, 3.)):
+        _seed_file(results, seed, offset)
+    merged = benchmark_demo.main(['--collect', '--results', str(results)])
+    saved = json.loads((tmp_path / 'fair_comparison.json').read_text())
+    assert saved == merged and sorted(saved['seeds']) == ['0', '1', '2']
+    assert saved['seeds']['1']['cotap']['test']['lbfgs_vit'] == 10. + 3 + 1 + 0.5
+    text = fair_comparison.render(merged, 'test')
+    # cotap (row 3) - control_cls (row 2) is +1 on every seed: an interval of zero width
+    assert '| cotap − control_cls | lbfgs_vit | +1.00 | [+1.00, +1.00] | +1.00 +1.00 +1.00 |' \
+        in text
+    assert '| cotap | 14.83 ± 1.53 |' in text  # 13.5, 14.5, 16.5
+    with pytest.raises(SystemExit):
+        benchmark_demo.parse_args([])
+    with pytest.raises(SystemExit):
+        benchmark_demo.parse_args(['--seeds', '0', '--update-docs'])
 
 
 def test_demo_work_dir_is_replaced_only_if_the_demo_made_it(tmp_path):
@@ -102,23 +90,6 @@ def test_demo_work_dir_is_replaced_only_if_the_demo_made_it(tmp_path):
     (ours / 'old_result.json').write_text('{}')
     prepare_work_dir(str(ours))  # a rerun starts afresh
     assert not (ours / 'old_result.json').exists() and (ours / demo_presets.MARKER).exists()
-
-
-def test_collect_reads_the_seeds_results(tmp_path):
-    import json
-    for r in RESULTS:
-        (tmp_path / f"seed_{r['seed']}").mkdir()
-        (tmp_path / f"seed_{r['seed']}" / 'results.json').write_text(json.dumps(r))
-    args = benchmark_demo.parse_args(['--collect', '--seeds', '2', '0', '--work-dir',
-                                      str(tmp_path), '--rows', *ROWS])
-    assert [r['seed'] for r in benchmark_demo.collect(args.work_dir, args.seeds, args.rows)] == [2, 0]
-    args = benchmark_demo.parse_args(['--collect', '--seeds', '5', '--work-dir', str(tmp_path)])
-    with pytest.raises(SystemExit, match='seed_5/results.json does not exist'):
-        benchmark_demo.collect(args.work_dir, args.seeds, args.rows)
-    args = benchmark_demo.parse_args(['--collect', '--seeds', '0', '--work-dir', str(tmp_path),
-                                      '--rows', 'init', 'cotap', 'cotap_no_ap'])
-    with pytest.raises(SystemExit, match="no rows \\['cotap_no_ap'\\]"):
-        benchmark_demo.collect(args.work_dir, args.seeds, args.rows)
 
 
 def test_gpu_preset_configs_agree_and_need_a_gpu(tmp_path):

@@ -38,8 +38,9 @@ def test_results_file_and_stages(demo_run):
     for key in ('init_miou', 'cotap_miou'):
         assert 0.0 <= saved[key] <= 100.0
     assert saved['gain'] == pytest.approx(saved['cotap_miou'] - saved['init_miou'], abs=0.01)
-    assert set(saved['stage_seconds']) >= {'data', 'init', 'knn', 'cotap', 'probe-pixels',
-                                           'probe-init', 'probe-cotap', 'analysis', 'chance'}
+    assert set(saved['stage_seconds']) >= {'data', 'init', 'knn', 'control_cls', 'cotap',
+                                           'probe-pixels', 'probe-init', 'probe-cotap',
+                                           'analysis', 'primary', 'chance'}
     # the light stages (chance level) may round to 0.0 s
     assert all(s >= 0 for s in saved['stage_seconds'].values())
     assert all(saved['stage_seconds'][s] > 0 for s in ('init', 'cotap', 'probe-cotap'))
@@ -65,9 +66,17 @@ def test_results_file_and_stages(demo_run):
     for stage in ('data', 'knn', 'cotap', 'analysis', 'chance', 'pictures'):
         assert (work_dir / 'logs' / f'{stage}.log').is_file(), stage
     assert (work_dir / 'pictures' / 'pca_init_vs_cotap.png').is_file()
-    # the init's probe is repeated on CoTAP's ViT tokens alone: the same feature width
+    # the primary metric of docs/protocol.md: the init, the data-matched control and CoTAP, each
+    # on its D-wide ViT tokens (CoTAP's without the filter), on val and the held-out test scenes
+    assert set(saved['primary']) == {'init', 'control_cls', 'cotap'}
+    for name, scores in saved['primary'].items():
+        assert set(scores) == {'val', 'test'} and all(0 <= v <= 100 for v in scores.values())
+        probe = json.loads((work_dir / 'analysis' / f'{name}_lbfgs_vit.json').read_text())
+        assert probe['feature_dim'] == 96
+        assert len(probe['weight_decay_selection']['candidates']) == 4
     assert saved['rows']['cotap_vit']['with_oaf'] is False
-    assert saved['cotap_vit_miou'] == saved['rows']['cotap_vit']['linear_miou']
+    assert saved['rows']['control_cls']['with_oaf']
+    assert (work_dir / 'data' / 'seg' / 'img_dir' / 'test').is_dir()
 
 
 def test_mim_test_command_matches_tools_test(demo_run):
@@ -112,3 +121,28 @@ def test_second_run_reuses_the_cached_init(demo_run, tmp_path):
     assert longer.init_key() != d.init_key()
     longer.p = dict(d.p, cotap_iters=99, probe_iters=99)
     assert longer.init_key() == d.init_key()
+
+
+def test_fair_comparison_scores_a_row_without_a_filter(demo_run):
+    """The protocol's probes of the init: its ViT tokens, and the 2D-wide readout built from its
+    own k-means prototypes (the filter at its seeded initial weights), on val and test."""
+    import torch
+    from benchmarks.fair_comparison import PROBES, kmeans_readout, score_row
+    work_dir, results, cache = demo_run
+    d = DemoChain(str(work_dir), 0, 'mini', 'supervised', cache_dir=str(cache))
+    d.rows['init'] = dict(checkpoint=str(work_dir / 'init_backbone.pth'), with_oaf=False)
+    full = torch.load(kmeans_readout(d, 'init'), weights_only=True)['state_dict']
+    vit = torch.load(work_dir / 'init_backbone.pth', weights_only=True)['state_dict']
+    assert all(torch.equal(full[k], v) for k, v in vit.items())  # the row's own ViT
+    kernel = full['backbone.oaf.kernel']
+    assert kernel.shape[0] == 32 and torch.isfinite(kernel).all()
+    scores = score_row(d, 'init')
+    for split in ('val', 'test'):
+        assert set(scores[split]) == set(PROBES)
+        assert all(0 <= scores[split][p] <= 100 for p in PROBES if p != 'concentration_vit')
+    assert scores['val']['lbfgs_vit'] == results['primary']['init']['val']
+    for probe in ('lbfgs_vit', 'lbfgs_full'):
+        fit = scores['fits'][probe]
+        assert fit['weight_decay'] in (1e-5, 1e-4, 1e-3, 1e-2) and fit['fit']['iterations'] >= 1
+    width = json.loads((work_dir / 'analysis' / 'init_lbfgs_full.json').read_text())
+    assert width['feature_dim'] == 192

@@ -343,6 +343,28 @@ def test_linear_segmentation_tool(probe_assets, analysis_tool, tmp_path):
     assert res['mIoU'] > 90 and len(res['IoU']) == 3
     with pytest.raises(SystemExit):
         tool.parse_args(args + ['--weight-decay', '-1'])
+    assert res['weight_decay_selection'] is None and res['fit']['iterations'] >= 1
+
+
+def test_linear_segmentation_chooses_weight_decay_on_train_and_scores_splits(
+        probe_assets, analysis_tool, tmp_path):
+    """Several weight decays: each is fitted on part of the training split and scored on the
+    rest; the best is refitted on all of it, and one probe scores every --splits split."""
+    tool = analysis_tool('linear_segmentation')
+    res = tool.main([str(probe_assets / 'seg_cfg.py'), str(probe_assets / 'tiny.pth'),
+                     '--data-root', str(probe_assets / 'seg'), '--num-classes', '3', '--size',
+                     '48', '--iters', '30', '--work-dir', str(tmp_path), '--weight-decay', '1e-4',
+                     '30', '--select-fraction', '0.5', '--splits', 'val', 'train'] + COMMON)
+    sel = res['weight_decay_selection']
+    assert sel['held_out_images'] == 2 and [c['weight_decay'] for c in sel['candidates']] == [
+        1e-4, 30.]
+    best = max(sel['candidates'], key=lambda c: c['mIoU'])
+    assert res['weight_decay'] == best['weight_decay'] == 1e-4  # a huge penalty fits nothing
+    assert set(res['splits']) == {'val', 'train'} and res['mIoU'] == res['splits']['val']['mIoU']
+    assert res['splits']['train']['num_images'] == 4 and res['fit']['weight_decay'] == 1e-4
+    with pytest.raises(SystemExit):
+        tool.parse_args(['c', 'k', '--data-root', 'r', '--num-classes', '2',
+                         '--select-fraction', '1'])
 
 
 def test_checkpoint_loading_is_strict(probe_assets, tmp_path):

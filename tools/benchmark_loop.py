@@ -41,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=non_negative_int, default=3, help='untimed steps first')
     p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                    help='config overrides for both the loop and the steps, as in tools/train.py')
-    p.add_argument('--work-dir', default=None, help='the loop\'s work dir (default: a temporary one)')
+    p.add_argument('--work-dir', default=None,
+                   help='the loop\'s work dir (default: a temporary one)')
     p.add_argument('--update-docs', action='store_true',
                    help=f'add the row to {osp.relpath(RESULTS, ROOT)} and rewrite the table in '
                    'docs/benchmarks.md')
@@ -80,7 +81,8 @@ def main(argv=None):
     cfg.merge_from_dict({k: DictAction._parse_iterable(v) for k, v in
                          (kv.split('=', 1) for kv in args.cfg_options)})
     fall_back_to_fp32(cfg)
-    cfg.model.setdefault('teacher_momentum_steps', args.iters)
+    if cfg.model.get('type') == 'CoTAP':  # its EMA schedule needs a length; no Runner here
+        cfg.model.setdefault('teacher_momentum_steps', args.iters)
     logger.info(f'{args.step_iters} steps of the same config')
     steps = step_times(cfg, args.step_iters, args.warmup)
     row = dict(summarize_overhead(loop, steps, args.skip), config=osp.relpath(

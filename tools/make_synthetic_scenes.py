@@ -1,7 +1,7 @@
 """Generate the synthetic "things and stuff" scenes of the CPU demo (docs/synthetic.md).
 
     python tools/make_synthetic_scenes.py OUT [--seed 0] [--size 96] [--num-coco 1000]
-        [--num-imagenet 1000] [--num-seg-train 200] [--num-seg-val 100] [--force]
+        [--num-imagenet 1000] [--num-seg-train 200] [--num-seg-val 100] [--num-seg-test 0] [--force]
         [--colour-mode per_instance|per_class] [--preview PNG]
     python tools/make_synthetic_scenes.py --preview docs/images/synthetic_scenes.png
 
@@ -56,6 +56,8 @@ def parse_args(argv: Optional[List[str]] = None):
                    help='object-centric scenes in ImageNet class folders (pretraining)')
     p.add_argument('--num-seg-train', type=int, default=200, help='labelled scenes, probe train')
     p.add_argument('--num-seg-val', type=int, default=100, help='labelled scenes, probe val')
+    p.add_argument('--num-seg-test', type=int, default=0,
+                   help='labelled scenes of the held-out test split (seg/*/test)')
     p.add_argument('--num-depth-train', type=int, default=0,
                    help='scenes with depth maps in the NYU Depth v2 layout (nyu/), train split')
     p.add_argument('--num-depth-test', type=int, default=0, help='the same, test split')
@@ -71,8 +73,8 @@ def parse_args(argv: Optional[List[str]] = None):
     args = p.parse_args(argv)
     if args.out is None and args.preview is None:
         p.error('give an output folder OUT, or --preview PNG (or both)')
-    for name in ('num_coco', 'num_imagenet', 'num_seg_train', 'num_seg_val', 'num_depth_train',
-                 'num_depth_test'):
+    for name in ('num_coco', 'num_imagenet', 'num_seg_train', 'num_seg_val', 'num_seg_test',
+                 'num_depth_train', 'num_depth_test'):
         if getattr(args, name) < 0:
             p.error(f'--{name.replace("_", "-")} must be >= 0')
     if args.size < 16:
@@ -89,17 +91,18 @@ def main(argv: Optional[List[str]] = None) -> Optional[dict]:
     meta = None
     if args.out is not None:
         total = (args.num_coco + args.num_imagenet + args.num_seg_train + args.num_seg_val +
-                 args.num_depth_train + args.num_depth_test)
+                 args.num_seg_test + args.num_depth_train + args.num_depth_test)
         logger.info(f'Writing {total} synthetic {args.size}px scenes (seed {args.seed}) to '
                     f'{args.out} ({args.colour_mode} colours): coco {args.num_coco}, imagenet '
                     f'{args.num_imagenet}, seg train {args.num_seg_train}, seg val '
-                    f'{args.num_seg_val}')
+                    f'{args.num_seg_val}, seg test {args.num_seg_test}')
         t0 = time.time()
         bar = ProgressBar(total) if total else None
         meta = syn.write_synthetic_dataset(
             args.out, seed=args.seed, size=args.size, num_coco=args.num_coco,
             num_imagenet=args.num_imagenet, num_seg_train=args.num_seg_train,
-            num_seg_val=args.num_seg_val, num_depth_train=args.num_depth_train,
+            num_seg_val=args.num_seg_val, num_seg_test=args.num_seg_test,
+            num_depth_train=args.num_depth_train,
             num_depth_test=args.num_depth_test, force=args.force, colour_mode=args.colour_mode,
             progress=bar.update if bar else None)
         if bar:

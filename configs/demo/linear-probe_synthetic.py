@@ -81,7 +81,12 @@ val_dataloader = dict(
         dataset,
         data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
         pipeline=test_pipeline))
-test_dataloader = val_dataloader
+# the held-out test split (--num-seg-test of tools/make_synthetic_scenes.py): every development
+# choice is made on val, the protocol's tables report test (docs/protocol.md)
+test_dataloader = dict(
+    val_dataloader,
+    dataset=dict(val_dataloader['dataset'],
+                 data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test')))
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 

@@ -28,6 +28,6 @@ test_pipeline = [
 ]
 train_dataloader = dict(batch_size=64, num_workers=8, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=32, num_workers=8, dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+test_dataloader = dict(batch_size=32, num_workers=8, dataset=dict(pipeline=test_pipeline))
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(checkpoint=dict(interval=max_iters))

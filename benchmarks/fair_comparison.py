@@ -1,0 +1,183 @@
+"""The pre-registered fair comparison (docs/protocol.md): the six rows of a seed trained from one
+init on one machine, every row scored at equal width on val and test, the per-seed results
+written as they finish, and the paired per-seed gains with their 95 % t-intervals.
+
+Run by ``tools/benchmark_demo.py``; a row's training and its probes are the demo's commands
+(:class:`~benchmarks.demo_chain.DemoChain`)."""
+import glob
+import json
+import math
+import os.path as osp
+import statistics
+
+from cotap_mm.utils.fileio import atomic_save, atomic_write_text
+from .demo_chain import DemoChain
+from .demo_presets import DENSE_OFF, prepare_work_dir
+from .demo_probes import WEIGHT_DECAYS
+from .report import machine_info, markdown_table
+
+__all__ = ['ROWS', 'PROBES', 'run_seed', 'kmeans_readout', 'paired', 'collect', 'render']
+
+ROWS = ('init', 'control_image', 'control_cls', 'cotap', 'no_rank', 'no_oaf')
+PROBES = ('lbfgs_vit', 'lbfgs_full', 'kmeans_vit', 'concentration_vit')
+SPLITS = ('val', 'test')
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262}  # two-sided 95 % quantiles of Student's t by degrees of freedom
+
+
+def cotap_rows(embed_dims):
+    """The rows trained with the CoTAP configuration: their options and whether they keep a
+    trained object-aware filter."""
+    return dict(
+        control_cls=(DENSE_OFF, True),
+        cotap=([], True),
+        no_rank=(['model.loss_weights.cotap=0.'], True),
+        no_oaf=(['model.backbone.with_oaf=False', f'model.patch_head.in_channels={embed_dims}',
+                 f'model.cls_head.in_channels={embed_dims}'], False))
+
+
+def kmeans_readout(chain, name):
+    """``<name>_full_backbone.pth``: row ``name``'s ViT (which has no trained filter) with the
+    CoTAP configuration's object-aware filter at its seeded initial weights and, as at CoTAP's
+    first full bank, prototypes from the k-means of the row's own block-input layouts of
+    ImageNet-style scenes (one per image, the bank's capacity of them in a seeded order, at the
+    global crop size; a smaller folder is cycled)."""
+    import torch
+    from mmengine.config import Config
+
+    from cotap_mm.datasets.image_list import list_images
+    from cotap_mm.models.necks import PrototypeBank
+    from cotap_mm.models.utils.loading import (build_backbone, get_normalization,
+                                               load_backbone_weights)
+    from cotap_mm.utils.images import load_squashed
+    cfg = Config.fromfile(osp.join(chain.root, chain.configs['cotap']))
+    torch.manual_seed(chain.seed)
+    backbone, _ = build_backbone(cfg, out_type='featmap', overrides=dict(with_oaf=True))
+    backbone.init_weights()
+    load_backbone_weights(backbone, chain.rows[name]['checkpoint'], allow_missing=('oaf.',))
+    bank_cfg = dict(cfg.model.bank)
+    bank = PrototypeBank(backbone.embed_dims, capacity=bank_cfg['capacity'],
+                         num_prototypes=cfg.model.backbone.num_prototypes,
+                         kmeans_iters=bank_cfg.get('kmeans_iters', 3000))
+    paths = sorted(list_images(chain.path('data', 'imagenet', 'train')))
+    order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(chain.seed))
+    size = cfg.model.backbone.img_size
+    mean, std = get_normalization(cfg)
+    picks = [order[i % len(paths)].item() for i in range(bank.capacity)]  # cycles if fewer
+    with torch.no_grad():
+        for s in range(0, bank.capacity, 64):
+            x = torch.stack([load_squashed(paths[i], size, mean, std)[1]
+                             for i in picks[s:s + 64]])
+            _, extras = backbone(x, return_block_input=True)
+            bank.update(extras['block_input'])
+    kernel = bank.maybe_cluster(generator=torch.Generator().manual_seed(chain.seed))
+    backbone.oaf.load_prototypes(kernel)
+    dst = chain.path(f'{name}_full_backbone.pth')
+    state = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
+    atomic_save(dict(meta=dict(kmeans_readout_of=chain.rows[name]['checkpoint']),
+                     state_dict=state), dst)
+    return dst
+
+
+def score_row(chain, name):
+    """The protocol's probes of row ``name`` on val and test, and how each L-BFGS fit ended."""
+    row = chain.rows[name]
+    vit = chain.vit_checkpoint(name)
+    full = row['checkpoint'] if row['with_oaf'] else kmeans_readout(chain, name)
+    scores = {split: {} for split in SPLITS}
+    fits = {}
+    for probe, result in (('lbfgs_vit', chain.lbfgs_vit(name, 'probes')),
+                          ('lbfgs_full', chain.tool_json(
+                              'probes', 'analysis/linear_segmentation.py',
+                              *chain.tool_args(full, True), '--iters', chain.p['lbfgs_iters'],
+                              '--splits', *SPLITS, '--weight-decay', *WEIGHT_DECAYS,
+                              out=chain.path('analysis', f'{name}_lbfgs_full.json')))):
+        for split in SPLITS:
+            scores[split][probe] = result['splits'][split]['mIoU']
+        fits[probe] = dict(weight_decay=result['weight_decay'], fit=result['fit'],
+                           selection=result['weight_decay_selection'])
+    for split in SPLITS:
+        common = [*chain.tool_args(vit, False), '--split', split]
+        r = chain.tool_json('probes', 'analysis/cluster_segmentation.py', *common,
+                            out=chain.path('analysis', f'{name}_kmeans_vit_{split}.json'))
+        scores[split]['kmeans_vit'] = r['runs'][0]['mIoU']
+        r = chain.tool_json('probes', 'analysis/semantic_concentration.py', *common,
+                            out=chain.path('analysis', f'{name}_concentration_vit_{split}.json'))
+        scores[split]['concentration_vit'] = r['ratio']
+    return dict(scores, fits=fits)
+
+
+def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
+             cache_dir='work_dirs/demo_cache', console=None, root=None):
+    """Every row of one seed and its probes; writes ``out_dir/seed_<seed>.json`` at the end."""
+    work = osp.join(work_dir, f'seed_{seed}')
+    prepare_work_dir(work)
+    d = DemoChain(work, seed, preset, 'supervised', console, cache_dir=cache_dir,
+                  cotap_iters=iters, root=root)
+    d.prepare()
+    d.stage('control_image', d.image_level_control('control_image'), total=iters)
+    for name, (options, with_oaf) in cotap_rows(d.p['embed_dims']).items():
+        d.stage(name, d.cotap(name, options, with_oaf), total=iters)
+    rows = {}
+    for name in ROWS:
+        rows[name] = d.stage(f'probes-{name}', lambda progress, task, n=name: score_row(d, n))
+    result = dict(seed=seed, protocol='docs/protocol.md', iters=iters, preset=preset,
+                  machine=machine_info(d.p['device']), stage_seconds=d.seconds,
+                  init_cached=d.init_cached, knn_agreement=d.knn_agreement,
+                  commands_log=osp.join(work, 'logs'), rows=rows)
+    atomic_write_text(osp.join(out_dir, f'seed_{seed}.json'), json.dumps(result, indent=1) + '\n')
+    return result
+
+
+def paired(a, b):
+    """Per-seed differences ``a - b`` with their mean, sample sd and 95 % t-interval."""
+    diffs = [x - y for x, y in zip(a, b)]
+    n = len(diffs)
+    mean = statistics.mean(diffs)
+    if n < 2:
+        return dict(n=n, diffs=diffs, mean=mean, sd=None, lo=None, hi=None)
+    sd = statistics.stdev(diffs)
+    half = T_975[n - 1] * sd / math.sqrt(n)
+    return dict(n=n, diffs=[round(x, 3) for x in diffs], mean=round(mean, 3), sd=round(sd, 3),
+                lo=round(mean - half, 3), hi=round(mean + half, 3))
+
+
+def collect(out_dir):
+    """The per-seed files of ``out_dir`` merged: ``seeds`` -> seed -> row -> split -> probe."""
+    seeds = {}
+    for path in sorted(glob.glob(osp.join(out_dir, 'seed_*.json'))):
+        with open(path) as f:
+            r = json.load(f)
+        seeds[str(r['seed'])] = {name: {split: row[split] for split in SPLITS}
+                                 for name, row in r['rows'].items()}
+    return dict(protocol='docs/protocol.md', primary='test/lbfgs_vit', seeds=seeds)
+
+
+COMPARISONS = (('cotap', 'control_cls'), ('cotap', 'no_rank'), ('cotap', 'init'),
+               ('cotap', 'control_image'), ('cotap', 'no_oaf'))
+
+
+def render(merged, split='test'):
+    """Markdown: each row's mean +- sd per probe, and the paired gains with their intervals."""
+    seeds = sorted(merged['seeds'], key=int)
+    if not seeds:
+        return 'No seed has been run yet.'
+    values = {(row, probe): [merged['seeds'][s][row][split][probe] for s in seeds]
+              for row in ROWS for probe in PROBES}
+
+    def fmt(xs):
+        return f'{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}' if len(xs) > 1 else \
+            f'{xs[0]:.2f}'
+    rows = [[row] + [fmt(values[row, probe]) for probe in PROBES] for row in ROWS]
+    lines = markdown_table(['row', *PROBES], rows)
+    gains = []
+    for a, b in COMPARISONS:
+        for probe in PROBES:
+            p = paired(values[a, probe], values[b, probe])
+            ci = f'[{p["lo"]:+.2f}, {p["hi"]:+.2f}]' if p['lo'] is not None else 'n/a'
+            gains.append([f'{a} − {b}', probe, f'{p["mean"]:+.2f}', ci,
+                          ' '.join(f'{x:+.2f}' for x in p['diffs'])])
+    return '\n'.join([f'{split}, seeds {", ".join(seeds)} (mean ± sd over seeds):', '', *lines,
+                      '', f'Paired per-seed gains on {split} (95 % t-interval):', '',
+                      *markdown_table(['comparison', 'probe', 'mean', '95 % interval',
+                                       'per seed'], gains)])
