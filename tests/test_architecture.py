@@ -31,6 +31,7 @@ ALLOWED = {
     'cotap_mm.engine': LEAVES | MODELS | {'cotap_mm.datasets', 'cotap_mm.evaluation'},
     'cotap_mm.visualization': LEAVES,
     'cotap_mm.segmentation': LEAVES | MODELS | {'cotap_mm.datasets', 'cotap_mm'},
+    'cotap_mm.apis': LEAVES | MODELS,  # the user API: the one loader and the image reader
     'cotap_mm': None,  # the package root registers everything
 }
 
