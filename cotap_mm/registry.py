@@ -8,15 +8,16 @@ resolves an unprefixed name in the current scope's node and its *ancestors* only
 so plain names would fail under ``default_scope='mmpretrain'`` (see tests/test_registry.py).
 
 Pretraining components (algorithm, necks, heads, losses, transforms, datasets, samplers, hooks) go into
-mmpretrain's nodes, exported here. Components that mmsegmentation must build too (the CoTAP
+mmpretrain's nodes, exported here; the loader's worker initialisation into mmengine's ``FUNCTIONS``. Components that mmsegmentation must build too (the CoTAP
 backbone) are also registered in mmseg's ``MODELS`` through :func:`register_in_mmseg`, which imports
 only the light ``mmseg.registry`` module, never ``mmseg.models``.
 """
+from mmengine.registry import FUNCTIONS  # mmpretrain has no node of its own: the root's
 from mmpretrain.registry import (DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, METRICS, MODELS,
                                  TRANSFORMS)
 
 __all__ = ['MODELS', 'DATASETS', 'DATA_SAMPLERS', 'TRANSFORMS', 'HOOKS', 'LOOPS', 'METRICS',
-           'register_in_mmseg']
+           'FUNCTIONS', 'register_in_mmseg']
 
 
 def register_in_mmseg(module):

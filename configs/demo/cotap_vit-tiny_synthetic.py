@@ -35,10 +35,14 @@ model = dict(
     teacher_kernel_sync=True,
     sinkhorn_temperatures=(0.02, 0.07))
 
+# one loader worker at the lowest CPU priority: it loads the next batch in the cores the step
+# leaves idle instead of taking them from the step's threads (docs/training.md, "Loader workers on
+# a small CPU machine"); the crops come from the item seeds, so they do not depend on it
 train_dataloader = dict(
     batch_size=16,
-    num_workers=0,
-    persistent_workers=False,
+    num_workers=1,
+    persistent_workers=True,
+    worker_init_fn=dict(type='low_priority_worker_init_fn'),
     pin_memory=False,
     dataset=dict(
         coco=dict(
