@@ -16,10 +16,11 @@ import cotap_mm  # noqa: F401  (compat patches, backbone registration)
 from cotap_mm.datasets.coco_stuff27 import COCOStuff27Dataset
 from cotap_mm.datasets.synthetic_seg import SyntheticScenesDataset
 from cotap_mm.datasets.transforms.seg_label_resize import SegLabelResize, SegRandomResizedCrop
+from cotap_mm.models.heads.bn_linear_head import BNLinearHead
 from cotap_mm.models.heads.linear_depth_head import LinearDepthHead
 from cotap_mm.models.heads.upsample_fcn_head import UpsampleFCNHead
 
 __all__ = [
     'COCOStuff27Dataset', 'SyntheticScenesDataset', 'SegLabelResize', 'SegRandomResizedCrop',
-    'UpsampleFCNHead', 'LinearDepthHead'
+    'UpsampleFCNHead', 'LinearDepthHead', 'BNLinearHead'
 ]

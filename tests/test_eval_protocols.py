@@ -60,7 +60,11 @@ def test_protocol_config(path, mmseg_scope):  # noqa: F811
     assert cfg.train_dataloader.batch_size == batch
     assert cfg.model.test_cfg.mode == mode
     head = cfg.model.decode_head
-    assert head.type == 'FCNHead' and head.num_convs == 0 and head.norm_cfg is None  # linear
+    if optim == 'AdamW':  # DINOv2's head: BatchNorm of the features, then the 1x1 conv
+        assert head.type == 'BNLinearHead' and head.norm_cfg.type == 'SyncBN'
+        assert head.dropout_ratio == 0.
+    else:
+        assert head.type == 'FCNHead' and head.num_convs == 0 and head.norm_cfg is None
     assert head.loss_decode.avg_non_ignore is non_ignore
     steps = _train_steps(cfg)
     test_steps = [t for t in cfg.test_dataloader.dataset.pipeline]
@@ -94,9 +98,12 @@ def test_protocol_config(path, mmseg_scope):  # noqa: F811
     assert model.decode_head.conv_seg.in_channels == 768
     cfg.model.backbone.update(arch='tiny', frozen_stages=2)
     cfg.model.decode_head.update(in_channels=128, channels=128)
+    if head.type == 'BNLinearHead':  # one CPU process: plain BN
+        cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
     model = MODELS.build(cfg.model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {'decode_head.conv_seg.weight', 'decode_head.conv_seg.bias'}
+    bn = {'decode_head.bn.weight', 'decode_head.bn.bias'} if head.type == 'BNLinearHead' else set()
+    assert trainable == {'decode_head.conv_seg.weight', 'decode_head.conv_seg.bias'} | bn
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     side = 64  # a crop of the protocol's shape, shrunk
@@ -192,3 +199,20 @@ def test_hummingbird_protocol_defaults():
     assert (args.size, args.num_neighbors, args.temperature) == (512, 30, 0.02)
     assert (args.augmentation_epochs, args.memory_size) == (2, 1024 * 10 ** 4)
     assert tuple(args.scale) == (0.5, 2.0) and args.jitter == 0.1
+
+
+def test_bn_linear_head(mmseg_scope):  # noqa: F811
+    """DINOv2's head: the 1x1 classifier of the batch-normalised features, nothing else."""
+    from mmseg.registry import MODELS
+    head = MODELS.build(dict(type='BNLinearHead', in_channels=8, channels=8, num_classes=3,
+                             dropout_ratio=0., norm_cfg=dict(type='BN', requires_grad=True)))
+    x = torch.randn(2, 8, 5, 7)
+    head.train()
+    out = head([x])
+    mean, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), unbiased=False, keepdim=True)
+    ref = torch.nn.functional.conv2d((x - mean) / (var + 1e-5).sqrt(), head.conv_seg.weight,
+                                     head.conv_seg.bias)
+    assert out.shape == (2, 3, 5, 7) and torch.allclose(out, ref, atol=1e-5)
+    with pytest.raises(ValueError, match='channels .4. must equal in_channels .8.'):
+        MODELS.build(dict(type='BNLinearHead', in_channels=8, channels=4, num_classes=3,
+                          norm_cfg=dict(type='BN')))

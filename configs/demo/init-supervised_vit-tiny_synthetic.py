@@ -36,10 +36,11 @@ train_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=64,
-    # one loader worker at the lowest CPU priority (see cotap_vit-tiny_synthetic.py)
-    num_workers=1,
-    persistent_workers=True,
-    worker_init_fn=dict(type='low_priority_worker_init_fn'),
+    # in the main process: a low-priority worker (cotap_vit-tiny_synthetic.py) finds too little
+    # idle CPU beside this step to hide its pipeline, measured no faster (docs/benchmarks.md,
+    # "Loop overhead")
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train',
                  pipeline=train_pipeline))

@@ -7,8 +7,9 @@
 #          CrossEntropyLoss averaged over ALL pixels (mmseg's default, ignored ones count as 0)
 #   test:  keep-ratio resize to 2048 x 512, 512 x 512 sliding window (stride 341), evaluated on
 #          the ORIGINAL label resolution.
-# Differs from DINOv2 (table in docs/probes.md): no BatchNorm before the 1x1 conv (BNHead), the
-# feature is the 2D-wide CoTAP output of the last layer, patch 16 instead of 14.
+# The head is DINOv2's: SyncBN of the features, then the 1x1 conv (BNLinearHead, dropout 0).
+# Differs from DINOv2 (table in docs/probes.md): the feature is the 2D-wide CoTAP output of the
+# last layer, patch 16 instead of 14.
 _base_ = [
     './_base_/models/cotap_vit-s16_linear.py',
     './_base_/datasets/ade20k_mmseg.py',
@@ -21,7 +22,9 @@ crop_size = (512, 512)
 model = dict(
     # training batches padded to the crop; test images to a multiple of the patch size
     data_preprocessor=dict(size=crop_size, size_divisor=None, test_cfg=dict(size_divisor=16)),
-    decode_head=dict(num_classes=150,
+    decode_head=dict(_delete_=True, type='BNLinearHead', in_channels=768, channels=768,
+                     in_index=-1, dropout_ratio=0., num_classes=150, align_corners=False,
+                     norm_cfg=dict(type='SyncBN', requires_grad=True),
                      loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False,
                                       loss_weight=1.0, avg_non_ignore=False)),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
