@@ -108,12 +108,12 @@ def score_row(chain, name):
 
 
 def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
-             cache_dir='work_dirs/demo_cache', console=None, root=None):
+             cache_dir='work_dirs/demo_cache', console=None):
     """Every row of one seed and its probes; writes ``out_dir/seed_<seed>.json`` at the end."""
     work = osp.join(work_dir, f'seed_{seed}')
     prepare_work_dir(work)
     d = DemoChain(work, seed, preset, 'supervised', console, cache_dir=cache_dir,
-                  cotap_iters=iters, root=root)
+                  cotap_iters=iters)
     d.prepare()
     d.stage('control_image', d.image_level_control('control_image'), total=iters)
     for name, (options, with_oaf) in cotap_rows(d.p['embed_dims']).items():

@@ -55,7 +55,7 @@ def main(argv=None):
     for seed in args.seeds:
         console.rule(f'seed {seed}')
         run_seed(args.work_dir, seed, args.results, args.iters, args.preset, args.cache_dir,
-                 console, root=ROOT)
+                 console)
     if not args.collect:
         return None
     merged = collect(args.results)
