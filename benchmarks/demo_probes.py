@@ -26,7 +26,9 @@ class DemoProbes:
 
     def vit_tokens(self, name):
         """Row ``<name>_vit``: row ``name`` without its object-aware filter, i.e. its D-wide ViT
-        tokens, probed like a backbone that never had one (the init's width)."""
+        tokens, probed like a backbone that never had one (the init's width); written once."""
+        if f'{name}_vit' in self.rows:
+            return f'{name}_vit'
         src = self.rows[name]['checkpoint']
         ckpt = read_checkpoint(src)
         state, _ = select_backbone_state(ckpt, src)
@@ -94,13 +96,17 @@ class DemoProbes:
         return self.rows[self.vit_tokens(name)]['checkpoint'] if row['with_oaf'] else \
             row['checkpoint']
 
-    def lbfgs_vit(self, name, stage='primary'):
-        """The primary probe of docs/protocol.md on row ``name``: the converged linear probe of
-        its ViT tokens, weight decay chosen on the training scenes, scored on val and test."""
+    def converged_probe(self, tag, checkpoint, with_oaf, stage):
+        """The protocol's converged linear probe (docs/protocol.md) of a backbone: weight decay
+        chosen on the training scenes, scored on val and test; ``analysis/<tag>.json``."""
         return self.tool_json(stage, 'analysis/linear_segmentation.py',
-                              *self.tool_args(self.vit_checkpoint(name), False), '--iters',
+                              *self.tool_args(checkpoint, with_oaf), '--iters',
                               self.p['lbfgs_iters'], '--splits', 'val', 'test', '--weight-decay',
-                              *WEIGHT_DECAYS, out=self.path('analysis', f'{name}_lbfgs_vit.json'))
+                              *WEIGHT_DECAYS, out=self.path('analysis', f'{tag}.json'))
+
+    def lbfgs_vit(self, name, stage='primary'):
+        """The primary probe of docs/protocol.md on row ``name``: its ViT tokens."""
+        return self.converged_probe(f'{name}_lbfgs_vit', self.vit_checkpoint(name), False, stage)
 
     def primary(self, names):
         def fn(progress, task):

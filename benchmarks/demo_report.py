@@ -21,9 +21,9 @@ def print_demo_results(results, console):
                   f"ViT tokens, mIoU %, after {results['cotap_iters']} steps")
     for col in ('weights', 'test', 'val', 'gain of CoTAP (test)'):
         table.add_column(col, justify='left' if col == 'weights' else 'right')
-    for name, title in PRIMARY_TITLES.items():
+    for name in primary:  # the demo chain's PRIMARY_ROWS, in its order
         gain = primary['cotap']['test'] - primary[name]['test']
-        table.add_row(title, f"{primary[name]['test']:.2f}", f"{primary[name]['val']:.2f}",
+        table.add_row(PRIMARY_TITLES[name], f"{primary[name]['test']:.2f}", f"{primary[name]['val']:.2f}",
                       '' if name == 'cotap' else f'{gain:+.2f}')
     console.print(table)
     table = Table(title='The demo\'s other probes (val): the mmseg linear probe of each '

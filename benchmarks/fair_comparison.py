@@ -13,7 +13,6 @@ import statistics
 from cotap_mm.utils.fileio import atomic_save, atomic_write_text
 from .demo_chain import DemoChain
 from .demo_presets import DENSE_OFF, prepare_work_dir
-from .demo_probes import WEIGHT_DECAYS
 from .report import machine_info, markdown_table
 
 __all__ = ['ROWS', 'PROBES', 'run_seed', 'kmeans_readout', 'paired', 'collect', 'render']
@@ -87,11 +86,8 @@ def score_row(chain, name):
     scores = {split: {} for split in SPLITS}
     fits = {}
     for probe, result in (('lbfgs_vit', chain.lbfgs_vit(name, 'probes')),
-                          ('lbfgs_full', chain.tool_json(
-                              'probes', 'analysis/linear_segmentation.py',
-                              *chain.tool_args(full, True), '--iters', chain.p['lbfgs_iters'],
-                              '--splits', *SPLITS, '--weight-decay', *WEIGHT_DECAYS,
-                              out=chain.path('analysis', f'{name}_lbfgs_full.json')))):
+                          ('lbfgs_full', chain.converged_probe(f'{name}_lbfgs_full', full, True,
+                                                               'probes'))):
         for split in SPLITS:
             scores[split][probe] = result['splits'][split]['mIoU']
         fits[probe] = dict(weight_decay=result['weight_decay'], fit=result['fit'],

@@ -17,12 +17,7 @@ train_pipeline = [
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
+test_pipeline = {{_base_.test_pipeline}}  # ADE20K's: keep-ratio 2048 x 512, original labels
 voc_root = 'data/VOCdevkit/VOC2012'
 train_dataloader = dict(
     dataset=dict(
