@@ -4,6 +4,7 @@ written as they finish, and the paired per-seed gains with their 95 % t-interval
 
 Run by ``tools/benchmark_demo.py``; a row's training and its probes are the demo's commands
 (:class:`~benchmarks.demo_chain.DemoChain`)."""
+import functools
 import glob
 import json
 import math
@@ -11,7 +12,7 @@ import os.path as osp
 import statistics
 
 from cotap_mm.utils.fileio import atomic_save, atomic_write_text
-from .demo_chain import DemoChain
+from .demo_chain import ROOT, DemoChain
 from .demo_presets import DENSE_OFF, prepare_work_dir
 from .report import machine_info, markdown_table
 
@@ -103,24 +104,90 @@ def score_row(chain, name):
     return dict(scores, fits=fits)
 
 
+def checkout_commit(root):
+    """The commit of checkout ``root`` and whether its tracked files differ from it."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(['git', '-C', root, *args], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    return git('rev-parse', 'HEAD'), bool(git('status', '--porcelain', '--untracked-files=no'))
+
+
+def inputs_digest(chain):
+    """SHA-256 of what every row of the seed starts from: the data folder (scenes, labels, kNN
+    files) and the init backbone."""
+    import hashlib
+    import os
+    h = hashlib.sha256()
+    files = [osp.join(top, f) for top, _, names in os.walk(chain.path('data')) for f in names]
+    for path in sorted(files) + [chain.path('init_backbone.pth')]:
+        h.update(osp.relpath(path, chain.wd).encode())
+        with open(path, 'rb') as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def kept_stage(chain, name, commit, digest, resumed, fn, total=None):
+    """Stage ``name`` of the seed, or its record from an earlier invocation of the same commit.
+
+    A finished stage leaves ``<name>.done.json`` in the seed's work dir (its commit, the digest
+    of its inputs, seconds, result and row); ``--resume`` keeps it instead of running the stage
+    again, and adds ``name`` to the list ``resumed``."""
+    path = chain.path(f'{name}.done.json')
+    if osp.isfile(path):
+        with open(path) as f:
+            done = json.load(f)
+        if done['commit'] != commit:
+            raise SystemExit(f'benchmark_demo: {path} was written at commit {done["commit"]}, '
+                             f'this checkout is at {commit}; resume from a checkout of that '
+                             'commit, or run the seed afresh without --resume')
+        if done['inputs'] != digest:
+            raise SystemExit(f'benchmark_demo: the data or init of {chain.wd} differ from those '
+                             f'{path} was trained on; run the seed afresh without --resume')
+        chain.seconds[name] = done['seconds']
+        if done['row'] is not None:
+            chain.rows[name] = done['row']
+        resumed.append(name)
+        return done['result']
+    result = chain.stage(name, fn, total)
+    atomic_write_text(path, json.dumps(dict(commit=commit, inputs=digest,
+                                            seconds=chain.seconds[name], result=result,
+                                            row=chain.rows.get(name))))
+    return result
+
+
 def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
-             cache_dir='work_dirs/demo_cache', console=None):
-    """Every row of one seed and its probes; writes ``out_dir/seed_<seed>.json`` at the end."""
+             cache_dir='work_dirs/demo_cache', console=None, resume=False):
+    """Every row of one seed and its probes; writes ``out_dir/seed_<seed>.json`` at the end.
+
+    With ``resume``, the rows and probes that an earlier invocation at the same commit finished
+    in the seed's work dir are kept (docs/protocol.md, 2026-12-07); data, init and kNN files are
+    made again (they are deterministic), so every kept row reads the files it was trained on."""
     work = osp.join(work_dir, f'seed_{seed}')
-    prepare_work_dir(work)
+    commit, dirty = checkout_commit(ROOT)
+    if resume and dirty:
+        raise SystemExit('benchmark_demo: --resume needs a checkout without local changes, so '
+                         'that the commit says what trained the kept rows; commit or stash them')
+    if not (resume and osp.isdir(work)):
+        prepare_work_dir(work)
     d = DemoChain(work, seed, preset, 'supervised', console, cache_dir=cache_dir,
                   cotap_iters=iters)
     d.prepare()
-    d.stage('control_image', d.image_level_control('control_image'), total=iters)
+    resumed = []
+    keep = functools.partial(kept_stage, d, commit=commit, digest=inputs_digest(d),
+                             resumed=resumed)
+    keep('control_image', fn=d.image_level_control('control_image'), total=iters)
     for name, (options, with_oaf) in cotap_rows(d.p['embed_dims']).items():
-        d.stage(name, d.cotap(name, options, with_oaf), total=iters)
+        keep(name, fn=d.cotap(name, options, with_oaf), total=iters)
     rows = {}
     for name in ROWS:
-        rows[name] = d.stage(f'probes-{name}', lambda progress, task, n=name: score_row(d, n))
+        rows[name] = keep(f'probes-{name}', fn=lambda progress, task, n=name: score_row(d, n))
     result = dict(seed=seed, protocol='docs/protocol.md', iters=iters, preset=preset,
+                  commit=commit + ('+local changes' if dirty else ''),
                   machine=machine_info(d.p['device']), stage_seconds=d.seconds,
-                  init_cached=d.init_cached, knn_agreement=d.knn_agreement,
-                  commands_log=osp.join(work, 'logs'), rows=rows)
+                  resumed_stages=resumed, init_cached=d.init_cached,
+                  knn_agreement=d.knn_agreement, commands_log=osp.join(work, 'logs'), rows=rows)
     atomic_write_text(osp.join(out_dir, f'seed_{seed}.json'), json.dumps(result, indent=1) + '\n')
     return result
 

@@ -115,3 +115,48 @@ def test_gpu_preset_configs_agree_and_need_a_gpu(tmp_path):
             DemoChain(str(tmp_path / 'gpu'), 0, 'gpu')
     with pytest.raises(ValueError, match='has no selfdistill init'):
         DemoChain(str(tmp_path / 'gpu'), 0, 'gpu', init='selfdistill')
+
+
+def test_a_seed_resumes_only_what_the_same_commit_and_inputs_finished(tmp_path):
+    """``--resume``: a finished stage is kept with its seconds, result and row; a record of
+    another commit or of other data is refused, as is a checkout with local changes."""
+    chain = DemoChain(str(tmp_path / 'seed_0'), 0, 'mini')
+    (tmp_path / 'seed_0' / 'data' / 'nns').mkdir(parents=True)
+    (tmp_path / 'seed_0' / 'data' / 'nns' / 'nns_coco.npz').write_bytes(b'pairs')
+    (tmp_path / 'seed_0' / 'init_backbone.pth').write_bytes(b'weights')
+    digest = fair_comparison.inputs_digest(chain)
+    calls = []
+
+    def train(progress, task):
+        calls.append(1)
+        chain.rows['cotap'] = dict(checkpoint='cotap_backbone.pth', with_oaf=True)
+        return dict(score=1.5)
+
+    resumed = []
+    first = fair_comparison.kept_stage(chain, 'cotap', 'abc', digest, resumed, train)
+    chain.rows.clear()
+    again = fair_comparison.kept_stage(chain, 'cotap', 'abc', digest, resumed, train)
+    assert first == again == dict(score=1.5) and len(calls) == 1 and resumed == ['cotap']
+    assert chain.rows['cotap']['with_oaf'] and chain.seconds['cotap'] >= 0
+    with pytest.raises(SystemExit, match='written at commit abc'):
+        fair_comparison.kept_stage(chain, 'cotap', 'def', digest, [], train)
+    (tmp_path / 'seed_0' / 'data' / 'nns' / 'nns_coco.npz').write_bytes(b'other pairs')
+    changed = fair_comparison.inputs_digest(chain)
+    assert changed != digest
+    with pytest.raises(SystemExit, match='differ from those'):
+        fair_comparison.kept_stage(chain, 'cotap', 'abc', changed, [], train)
+    assert len(calls) == 1
+
+
+def test_resume_needs_a_checkout_without_local_changes(tmp_path):
+    import subprocess
+    repo = tmp_path / 'repo'
+    repo.mkdir()
+    (repo / 'a.py').write_text('x = 1\n')
+    for cmd in (['init', '-q'], ['add', 'a.py'],
+                ['-c', 'user.email=t@t', '-c', 'user.name=t', 'commit', '-qm', 'a']):
+        subprocess.run(['git', '-C', str(repo), *cmd], check=True)
+    commit, dirty = fair_comparison.checkout_commit(str(repo))
+    assert len(commit) == 40 and not dirty
+    (repo / 'a.py').write_text('x = 2\n')
+    assert fair_comparison.checkout_commit(str(repo)) == (commit, True)

@@ -1,6 +1,7 @@
 """The pre-registered fair comparison of docs/protocol.md, one seed at a time.
 
     python tools/benchmark_demo.py --seeds S            # a seed's six rows and probes (~1.5 h)
+    python tools/benchmark_demo.py --seeds S --resume   # keep the rows an earlier run finished
     python tools/benchmark_demo.py --collect --update-docs
 
 Each finished seed is written to docs/results/fair_comparison/seed_<S>.json; ``--collect``
@@ -37,6 +38,9 @@ def parse_args(argv=None):
     p.add_argument('--cache-dir', default='work_dirs/demo_cache')
     p.add_argument('--results', default=RESULTS,
                    help='folder of the per-seed JSON files (the merged file goes beside it)')
+    p.add_argument('--resume', action='store_true',
+                   help="keep the rows and probes that an earlier run of the seed at this "
+                        "checkout's commit finished in --work-dir (docs/protocol.md, 2026-12-07)")
     p.add_argument('--collect', action='store_true',
                    help='merge the per-seed files into <results>.json')
     p.add_argument('--update-docs', action='store_true',
@@ -55,7 +59,7 @@ def main(argv=None):
     for seed in args.seeds:
         console.rule(f'seed {seed}')
         run_seed(args.work_dir, seed, args.results, args.iters, args.preset, args.cache_dir,
-                 console)
+                 console, resume=args.resume)
     if not args.collect:
         return None
     merged = collect(args.results)
