@@ -16,7 +16,8 @@ from .demo_chain import ROOT, DemoChain
 from .demo_presets import DENSE_OFF, prepare_work_dir
 from .report import machine_info, markdown_table
 
-__all__ = ['ROWS', 'PROBES', 'run_seed', 'kmeans_readout', 'paired', 'collect', 'render']
+__all__ = ['ROWS', 'PROBES', 'run_seed', 'kmeans_readout', 'paired', 'collect', 'render',
+           'render_primary']
 
 ROWS = ('init', 'control_image', 'control_cls', 'cotap', 'no_rank', 'no_oaf')
 PROBES = ('lbfgs_vit', 'lbfgs_full', 'kmeans_vit', 'concentration_vit')
@@ -244,3 +245,39 @@ def render(merged, split='test'):
                       '', f'Paired per-seed gains on {split} (95 % t-interval):', '',
                       *markdown_table(['comparison', 'probe', 'mean', '95 % interval',
                                        'per seed'], gains)])
+
+
+def render_primary(merged, planned=5):
+    """The primary metric in a few sentences, for README's and demo.md's leads: each row's test
+    mIoU, the two registered comparisons with their per-seed gains and intervals, and whether
+    each goal holds (decided once the ``planned`` seeds are in)."""
+    seeds = sorted(merged['seeds'], key=int)
+    if not seeds:
+        return 'No seed of the protocol has been run yet.'
+
+    def values(row):
+        return [merged['seeds'][s][row]['test']['lbfgs_vit'] for s in seeds]
+
+    def mean(row):
+        xs = values(row)
+        return f'{statistics.mean(xs):.2f}' + (f' ± {statistics.stdev(xs):.2f}' if len(xs) > 1
+                                                else '')
+    done = f'seed {seeds[0]}' if len(seeds) == 1 else f'seeds {", ".join(seeds)}'
+    lines = [f'**Primary metric so far** (test split, converged linear probe of the D-wide ViT '
+             f'tokens, mIoU; {done}, {len(seeds)} of the {planned} registered): the init '
+             f'{mean("init")}, the data-matched control {mean("control_cls")}, CoTAP '
+             f'{mean("cotap")}, CoTAP without the ranking loss {mean("no_rank")}.']
+    for goal, (a, b, what) in enumerate((('cotap', 'control_cls', 'the data-matched control'),
+                                         ('cotap', 'no_rank', 'CoTAP without the ranking loss')),
+                                        start=1):
+        p = paired(values(a), values(b))
+        per_seed = ', '.join(f'{x:+.2f}' for x in p['diffs'])
+        ci = f'95 % interval [{p["lo"]:+.2f}, {p["hi"]:+.2f}]' if p['lo'] is not None else \
+            'no interval from one seed'
+        if len(seeds) < planned:
+            verdict = f'goal {goal} is decided at {planned} seeds'
+        else:
+            verdict = f'goal {goal} ({a} − {b} > 0) is ' + ('met' if p['lo'] > 0 else 'not met')
+        lines.append(f'CoTAP − {what}: {p["mean"]:+.2f} mIoU (per seed {per_seed}; {ci}); '
+                     f'{verdict}.')
+    return ' '.join(lines)

@@ -160,3 +160,33 @@ def test_resume_needs_a_checkout_without_local_changes(tmp_path):
     assert len(commit) == 40 and not dirty
     (repo / 'a.py').write_text('x = 2\n')
     assert fair_comparison.checkout_commit(str(repo)) == (commit, True)
+
+
+def test_primary_lead_reports_the_registered_comparisons(tmp_path, monkeypatch):
+    """The README/demo.md lead: the rows' test means and both registered gains per seed; a
+    goal is called only at five seeds, and 'not met' when its interval reaches zero."""
+    results = tmp_path / 'fair_comparison'
+    results.mkdir()
+    _seed_file(results, 0, 0.)
+    one = fair_comparison.render_primary(fair_comparison.collect(str(results)))
+    assert 'seed 0, 1 of the 5' in one and 'no interval from one seed' in one
+    assert 'CoTAP − the data-matched control: +1.00 mIoU (per seed +1.00;' in one
+    assert 'goal 1 is decided at 5 seeds' in one
+    for seed, offset in ((1, 1.), (2, 3.), (3, 0.), (4, 2.)):
+        _seed_file(results, seed, offset)
+    merged = fair_comparison.collect(str(results))
+    merged['seeds']['4']['cotap']['test']['lbfgs_vit'] -= 3.  # one seed where CoTAP loses
+    five = fair_comparison.render_primary(merged)
+    assert 'goal 1 (cotap − control_cls > 0) is not met' in five
+    assert 'per seed +1.00, +1.00, +1.00, +1.00, -2.00' in five
+    assert fair_comparison.render_primary(dict(seeds={})).startswith('No seed')
+    # --update-docs puts the lead between the markers of README and demo.md, keeping the rest
+    readme = tmp_path / 'README.md'
+    readme.write_text('# x\n<!-- fair_comparison_primary:start -->\nold\n'
+                      '<!-- fair_comparison_primary:end -->\nrest\n')
+    monkeypatch.setattr(benchmark_demo, 'DOCS', str(tmp_path / 'benchmarks.md'))
+    monkeypatch.setattr(benchmark_demo, 'LEADS', (str(readme),))
+    benchmark_demo.main(['--collect', '--update-docs', '--results', str(results)])
+    text = readme.read_text()
+    assert 'old' not in text and text.endswith('rest\n') and 'goal 1 (cotap' in text
+    assert 'cotap − control_cls' in (tmp_path / 'benchmarks.md').read_text()

@@ -19,13 +19,14 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the checkout
 
 from benchmarks.demo_presets import PRESETS  # noqa: E402
-from benchmarks.fair_comparison import collect, render, run_seed  # noqa: E402
+from benchmarks.fair_comparison import collect, render, render_primary, run_seed  # noqa: E402
 from benchmarks.report import write_section  # noqa: E402
 from tools._common.args import positive_int  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 
 RESULTS = osp.join(ROOT, 'docs', 'results', 'fair_comparison')
 DOCS = osp.join(ROOT, 'docs', 'benchmarks.md')
+LEADS = (osp.join(ROOT, 'README.md'), osp.join(ROOT, 'docs', 'demo.md'))  # primary metric
 
 
 def parse_args(argv=None):
@@ -44,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument('--collect', action='store_true',
                    help='merge the per-seed files into <results>.json')
     p.add_argument('--update-docs', action='store_true',
-                   help='with --collect: write the tables into docs/benchmarks.md')
+                   help='with --collect: write the tables into docs/benchmarks.md and the primary '
+                        'metric into the leads of README.md and docs/demo.md')
     args = p.parse_args(argv)
     if not args.seeds and not args.collect:
         p.error('give --seeds S [S ...] to run, or --collect')
@@ -68,6 +70,9 @@ def main(argv=None):
     console.print(tables)
     if args.update_docs:
         write_section(DOCS, 'fair_comparison', tables, 'Demo: the fair comparison')
+        for path in LEADS:
+            write_section(path, 'fair_comparison_primary', render_primary(merged),
+                          'The fair comparison')
     return merged
 
 
