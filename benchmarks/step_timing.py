@@ -10,6 +10,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -18,7 +19,7 @@ from .report import proc_status_kib
 
 __all__ = ['quiet_mmengine', 'to_steady_state', 'time_kmeans', 'make_sync', 'train_step',
            'timed_step', 'peak_memory', 'breakdown', 'profile_ops', 'loader_throughput',
-           'percentile', 'summarize', 'compare_steps']
+           'summarize', 'compare_steps']
 
 LABEL = 'cotap::'  # the prefix of the algorithms' record_function sections (and of ours here)
 
@@ -35,7 +36,6 @@ def quiet_mmengine():
         logger.setLevel(level)
 
 
-
 @torch.no_grad()
 def to_steady_state(model) -> None:
     """Full queues and prototype bank, k-means done: the state of almost every iteration.
@@ -46,23 +46,16 @@ def to_steady_state(model) -> None:
     for queue in (model.patch_queue, model.cls_queue):
         queue.queue.copy_(F.normalize(torch.randn_like(queue.queue), dim=1))
         queue.num_filled.fill_(queue.capacity)
-    bank = _bank(model)
+    bank = model.bank  # None without an object-aware filter
     if bank is not None:
         bank.bank.normal_()
         bank.num_filled.fill_(bank.capacity)
         bank.initialized.fill_(True)
 
 
-def _bank(model):
-    """The student's prototype bank; None without an object-aware filter."""
-    from cotap_mm.models.necks import PrototypeBank
-    return next((m for name, m in model.named_modules()
-                 if isinstance(m, PrototypeBank) and not name.startswith('teacher')), None)
-
-
 def time_kmeans(model, sync) -> Optional[float]:
     """Seconds of the one-time k-means on a full bank (restores the bank's state)."""
-    bank = _bank(model)
+    bank = model.bank
     if bank is None:
         return None
     bank.initialized.fill_(False)
@@ -73,7 +66,6 @@ def time_kmeans(model, sync) -> Optional[float]:
     seconds = time.perf_counter() - start
     assert kernel is not None and bool(bank.initialized)
     return seconds
-
 
 
 def make_sync(device: str) -> Callable[[], None]:
@@ -224,19 +216,10 @@ def loader_throughput(loader, num_batches: int, items_per_batch: int) -> Dict[st
                 images_per_s=batches_per_s * items_per_batch * 4)
 
 
-def percentile(values: List[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default) of a non-empty list."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def summarize(seconds: List[float]) -> Dict[str, float]:
     ms = [1000 * s for s in seconds]
-    return dict(median_ms=statistics.median(ms), p90_ms=percentile(ms, 90), min_ms=min(ms),
-                times_ms=ms)
+    return dict(median_ms=statistics.median(ms), p90_ms=float(np.percentile(ms, 90)),
+                min_ms=min(ms), times_ms=ms)
 
 
 def compare_steps(models: Dict[str, torch.nn.Module], wrappers: Dict, batch, sync, warmup: int,

@@ -1,13 +1,11 @@
 """A training-step benchmark report (the dict ``tools/benchmark_train.py`` writes as JSON) as
-tables: rows of strings, a markdown subsection for docs/benchmarks.md and rich tables for the
-terminal."""
+tables: rows of strings and a markdown subsection, printed and written into docs/benchmarks.md."""
 from typing import Dict, List
 
-from . import report as report_lib
 from .report import fmt_bytes, markdown_table
 
 __all__ = ['HEADERS', 'table_rows', 'describe', 'summary', 'heading', 'overhead',
-           'render_markdown', 'print_tables', 'merge_runs', 'read_section', 'write_section']
+           'render_markdown', 'merge_runs']
 
 
 def table_rows(report: dict) -> Dict[str, List[List[str]]]:
@@ -126,27 +124,6 @@ def render_markdown(report: dict) -> str:
     return '\n'.join(lines).rstrip('\n')
 
 
-def print_tables(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    rows = table_rows(report)
-    console = Console()
-    console.print(f'[bold]{report["command"]}[/bold]\n{describe(report)}\n'
-                  f'{summary(report)}')
-    for key, title in (('steps', 'time and memory per iteration'),
-                       ('breakdown', 'CoTAP step breakdown'), ('loader', 'data loader')):
-        if not rows[key]:
-            continue
-        table = Table(title=title)
-        for i, h in enumerate(HEADERS[key]):
-            table.add_column(h, justify='left' if i == 0 else 'right')
-        for r in rows[key]:
-            table.add_row(*r)
-        console.print(table)
-        if key == 'breakdown':
-            console.print(overhead(report))
-
-
 def merge_runs(body_old: str, body_new: str) -> str:
     """Keep one subsection per ``### `--arch ...`, batch ...`` heading; the new one replaces the
     old one of the same heading."""
@@ -162,13 +139,3 @@ def merge_runs(body_old: str, body_new: str) -> str:
     old.update(new)
     order += [h for h in new_order if h not in order]
     return '\n\n'.join(old[h] for h in order)
-
-
-def read_section(path: str) -> str:
-    """The body between the benchmark_train markers of ``path``."""
-    return report_lib.read_section(path, 'benchmark_train')
-
-
-def write_section(path: str, body: str) -> None:
-    """Put the measured subsections between the benchmark_train markers of ``path``."""
-    report_lib.write_section(path, 'benchmark_train', body, 'Training step throughput')

@@ -13,9 +13,11 @@ from conftest import load_tool
 import torch
 
 from benchmarks import step_setup, step_timing
+from benchmarks.report import read_section, section_markers, write_section
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 bt = load_tool('benchmark_train')
+MARK_BEGIN, MARK_END = section_markers('benchmark_train')
 
 OTHER_SECTION = ('# Benchmarks\n\n## ContinuousAPLoss\n\n<!-- benchmark_loss:start -->\n\n'
                  '| n | impl |\n|---|---|\n| 1 | dense |\n\n<!-- benchmark_loss:end -->\n')
@@ -115,7 +117,7 @@ def test_report_json_and_docs(data_root, tmp_path, keep_threads):
     assert json.loads(out.read_text())['ratio'] == pytest.approx(ratio)
     text = docs.read_text()
     assert text.startswith(OTHER_SECTION.rstrip('\n'))  # the other section is untouched
-    section = text.split(bt.MARK_BEGIN)[1].split(bt.MARK_END)[0]
+    section = text.split(MARK_BEGIN)[1].split(MARK_END)[0]
     assert '### CPU, fp32, `--arch tiny`, batch 2, 1 thread\n' in section
     assert section.strip().startswith('### ')  # the measured settings; the prose is the docs'
     assert report['command'] in section and 'ratio CoTAP / plain' in section
@@ -132,14 +134,13 @@ def test_docs_section_is_replaced_per_setting(tmp_path):
     docs = str(tmp_path / 'benchmarks.md')
     with open(docs, 'w') as f:
         f.write(OTHER_SECTION)
-    first = '### `--arch tiny`, batch 2, x\n\nold tiny'
-    bt.write_section(docs, bt.merge_runs(bt.read_section(docs), first))
-    small = '### `--arch small`, batch 4, y\n\nsmall'
-    bt.write_section(docs, bt.merge_runs(bt.read_section(docs), small))
-    new = '### `--arch tiny`, batch 2, x\n\nnew tiny'
-    bt.write_section(docs, bt.merge_runs(bt.read_section(docs), new))
+    for body in ('### `--arch tiny`, batch 2, x\n\nold tiny',
+                 '### `--arch small`, batch 4, y\n\nsmall',
+                 '### `--arch tiny`, batch 2, x\n\nnew tiny'):
+        body = bt.merge_runs(read_section(docs, bt.SECTION), body)
+        write_section(docs, bt.SECTION, body, 'Training step throughput')
     text = open(docs).read()
-    assert text.count(bt.MARK_BEGIN) == 1 and text.count(bt.MARK_END) == 1
+    assert text.count(MARK_BEGIN) == 1 and text.count(MARK_END) == 1
     assert 'old tiny' not in text and 'new tiny' in text and 'small' in text
     assert text.index('new tiny') < text.index('\nsmall')  # the first setting keeps its place
     assert '<!-- benchmark_loss:start -->' in text and not os.path.exists(docs + '.tmp')
@@ -195,12 +196,6 @@ def test_bad_arguments(tmp_path, capsys):
     args = bt.parse_args(['--config', str(tmp_path / 'nope.py')])
     with pytest.raises(SystemExit, match='no such file'):
         step_setup.build_benchmark_cfg(args.config, str(tmp_path))
-
-
-def test_percentile_matches_numpy():
-    values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
-    for q in (0, 50, 90, 100):
-        assert step_timing.percentile(values, q) == pytest.approx(np.percentile(values, q))
 
 
 def test_oversubscription_warning(monkeypatch):

@@ -41,8 +41,6 @@ def test_non_square_grid_and_reference():
     th = torch.cumsum(val, 1) > 0.5
     ref = torch.gather(th, 1, torch.argsort(idx)).float().view(3, 1, 8, 12)
     torch.testing.assert_close(mask, ref)
-    torch.testing.assert_close(attention_foreground_mask(attn.detach().view(3, 4, 8, 12),
-                                                         mass=0.5), mask)
 
 
 def test_errors():
@@ -51,6 +49,6 @@ def test_errors():
     with pytest.raises(ValueError, match='grid'):
         attention_foreground_mask(torch.rand(1, 2, 10), grid=(3, 4))
     with pytest.raises(ValueError, match='mass'):
-        attention_foreground_mask(torch.rand(1, 2, 4, 4), mass=0)
+        attention_foreground_mask(torch.rand(1, 2, 16), grid=(4, 4), mass=0)
     with pytest.raises(ValueError, match='cls_attn'):
         attention_foreground_mask(torch.rand(2, 16))

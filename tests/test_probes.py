@@ -387,10 +387,14 @@ def test_checkpoint_loading_is_strict(probe_assets, tmp_path):
 
 
 def test_json_output_is_strict(tmp_path):
-    from cotap_mm.evaluation.features import dump_json_atomic, json_safe
+    from mmengine.logging import MMLogger
+
+    from cotap_mm.evaluation.features import json_safe
+    from tools._common.probes import write_results
     obj = json_safe({'iou': [50.0, float('nan')], 'k': (1, np.float32(2.5)), 't': torch.ones(2)})
     assert obj == {'iou': [50.0, None], 'k': [1, 2.5], 't': [1.0, 1.0]}
-    path = dump_json_atomic(obj, str(tmp_path / 'a' / 'r.json'))
+    path = write_results(obj, str(tmp_path / 'a' / 'r.json'),
+                         MMLogger.get_instance('test_json_output_is_strict'))
     assert json.loads(open(path).read(), parse_constant=lambda c: 1 / 0) == obj
     assert os.listdir(tmp_path / 'a') == ['r.json']
 

@@ -19,16 +19,15 @@ sys.path.insert(0, ROOT)  # the checkout
 
 from mmengine.config import DictAction  # noqa: E402
 
-from benchmarks.report import section_markers  # noqa: E402
+from benchmarks.report import read_section, write_section  # noqa: E402
 from benchmarks.step_run import measure  # noqa: E402
-from benchmarks.train_report import (merge_runs, print_tables, read_section,  # noqa: E402
-                                     render_markdown, write_section)
+from benchmarks.train_report import merge_runs, render_markdown  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
 from tools._common.args import non_negative_int, positive_int, tool_logger  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'cotap_vit-s16_coco.py')
 DEFAULT_DATA = osp.join(ROOT, 'work_dirs', 'benchmark_train', 'data')
-MARK_BEGIN, MARK_END = section_markers('benchmark_train')
+SECTION = 'benchmark_train'
 
 
 def parse_args(argv=None):
@@ -127,17 +126,17 @@ def main(argv=None):
             ensure_data(data_root, args.image_size, logger)
         reports = [measure(args, data_root, ROOT, raw, logger)]
     for report in reports:
-        print_tables(report)
+        print(render_markdown(report))
         if report.get('profile_ops'):
             print(report['profile_ops'])
     if args.out and not args.from_json:
         atomic_write_text(args.out, json.dumps(reports[0], indent=1))
         logger.info(f'report written to {args.out}')
     if args.update_docs:
-        body = read_section(args.docs)
+        body = read_section(args.docs, SECTION)
         for report in reports:
             body = merge_runs(body, render_markdown(report))
-        write_section(args.docs, body)
+        write_section(args.docs, SECTION, body, 'Training step throughput')
         logger.info(f'table written to {args.docs}')
     return reports[-1]
 

@@ -14,6 +14,7 @@ sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None):
+    from mmengine.config import DictAction
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('config', help='training config')
     p.add_argument('--min-size', type=int, default=None,
@@ -21,26 +22,22 @@ def parse_args(argv=None):
                    'global crop side; 0: no check)')
     p.add_argument('--workers', type=int, default=os.cpu_count(),
                    help='decoding processes (default: the number of cores)')
-    p.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                    help='config overrides, as in tools/train.py')
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmengine.config import Config, DictAction
     from tools._common.args import tool_logger
     from mmengine.registry import init_default_scope
 
     from cotap_mm.datasets.data_check import check_folder, global_crop_side, training_folders
+    from cotap_mm.models.utils.loading import load_config
     logger = tool_logger('check_data')
     if not osp.isfile(args.config):
         raise SystemExit(f'check_data: config {args.config!r} not found')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--o', *args.cfg_options]).o)
+    cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     dataset_cfg = cfg.get('train_dataloader', {}).get('dataset')
     if dataset_cfg is None:

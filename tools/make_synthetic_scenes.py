@@ -26,10 +26,12 @@ import sys
 import time
 from typing import List, Optional
 
-from mmengine.logging import MMLogger
 from mmengine.utils import ProgressBar
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the checkout
+
+from tools._common.args import int_at_least, non_negative_int, tool_logger  # noqa: E402
 
 
 def _load_synthetic():
@@ -50,17 +52,21 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument('out', nargs='?', help='output folder (must not exist or be empty, '
                    'unless --force)')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--size', type=int, default=96, help='image side in pixels (>= 16)')
-    p.add_argument('--num-coco', type=int, default=1000, help='COCO-style scenes (pretraining)')
-    p.add_argument('--num-imagenet', type=int, default=1000,
+    p.add_argument('--size', type=int_at_least(16), default=96, help='image side in pixels')
+    p.add_argument('--num-coco', type=non_negative_int, default=1000,
+                   help='COCO-style scenes (pretraining)')
+    p.add_argument('--num-imagenet', type=non_negative_int, default=1000,
                    help='object-centric scenes in ImageNet class folders (pretraining)')
-    p.add_argument('--num-seg-train', type=int, default=200, help='labelled scenes, probe train')
-    p.add_argument('--num-seg-val', type=int, default=100, help='labelled scenes, probe val')
-    p.add_argument('--num-seg-test', type=int, default=0,
+    p.add_argument('--num-seg-train', type=non_negative_int, default=200,
+                   help='labelled scenes, probe train')
+    p.add_argument('--num-seg-val', type=non_negative_int, default=100,
+                   help='labelled scenes, probe val')
+    p.add_argument('--num-seg-test', type=non_negative_int, default=0,
                    help='labelled scenes of the held-out test split (seg/*/test)')
-    p.add_argument('--num-depth-train', type=int, default=0,
+    p.add_argument('--num-depth-train', type=non_negative_int, default=0,
                    help='scenes with depth maps in the NYU Depth v2 layout (nyu/), train split')
-    p.add_argument('--num-depth-test', type=int, default=0, help='the same, test split')
+    p.add_argument('--num-depth-test', type=non_negative_int, default=0,
+                   help='the same, test split')
     p.add_argument('--colour-mode', choices=['per_instance', 'per_class'], default='per_instance',
                    help='per_instance (default): a random colour per object and stuff region, '
                    'the class is carried by shape, texture and context; per_class: each class '
@@ -73,20 +79,12 @@ def parse_args(argv: Optional[List[str]] = None):
     args = p.parse_args(argv)
     if args.out is None and args.preview is None:
         p.error('give an output folder OUT, or --preview PNG (or both)')
-    for name in ('num_coco', 'num_imagenet', 'num_seg_train', 'num_seg_val', 'num_seg_test',
-                 'num_depth_train', 'num_depth_test'):
-        if getattr(args, name) < 0:
-            p.error(f'--{name.replace("_", "-")} must be >= 0')
-    if args.size < 16:
-        p.error('--size must be >= 16')
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> Optional[dict]:
     args = parse_args(argv)
-    name = 'make_synthetic_scenes'
-    logger = (MMLogger.get_instance(name) if MMLogger.check_instance_created(name) else
-              MMLogger.get_instance(name, logger_name=name, log_level='INFO'))
+    logger = tool_logger('make_synthetic_scenes')
     syn = _load_synthetic()
     meta = None
     if args.out is not None:

@@ -72,18 +72,15 @@ def parse_args(argv=None):
 def main(argv=None) -> List[str]:
     args = parse_args(argv)
     import cotap_mm  # noqa: F401  (registers the backbone, applies torch compat patches)
-    from mmengine.config import Config
     from tools._common.args import tool_logger
     from mmengine.utils import ProgressBar
 
     from cotap_mm.evaluation.backbone_maps import build_raw_backbone, maps_of_images
-    from cotap_mm.models.utils.loading import load_backbone_weights
+    from cotap_mm.models.utils.loading import load_backbone_weights, load_config
     from cotap_mm.visualization import fit_pca, label_palette, write_backbone_pictures
 
     logger = tool_logger('cotap_visualize')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     backbone = build_raw_backbone(cfg)
     p = backbone.patch_size
     if args.size % p:

@@ -20,6 +20,7 @@ from mmengine.dataset import Compose
 from mmengine.logging import print_log
 
 from cotap_mm.registry import DATASETS, TRANSFORMS
+from cotap_mm.utils.checks import check_choice, check_positive_int
 from cotap_mm.utils.fileio import atomic_open
 from cotap_mm.utils.rng import seeded_generators
 from .image_list import image_list_digest
@@ -150,12 +151,8 @@ class KNNPairDataset:
                  num_neighbors: int = 7,
                  nn_column_range: str = 'exclude_self',
                  max_refetch: int = 100):
-        if nn_column_range not in NN_COLUMN_RANGES:
-            raise ValueError(f'KNNPairDataset: nn_column_range={nn_column_range!r}; choose '
-                             f"'exclude_self' (columns 1..k) or 'with_self' (columns 0..k-1, "
-                             'as released)')
-        if num_neighbors < 1:
-            raise ValueError(f'KNNPairDataset: num_neighbors must be >= 1, got {num_neighbors}')
+        check_choice('KNNPairDataset', 'nn_column_range', nn_column_range, NN_COLUMN_RANGES)
+        check_positive_int('KNNPairDataset', 'num_neighbors', num_neighbors)
         self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
         self.num_neighbors = num_neighbors
         self.nn_column_range = nn_column_range

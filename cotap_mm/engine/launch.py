@@ -20,11 +20,8 @@ def accelerator_available():
     """Whether a device that mmengine's AmpOptimWrapper accepts is present."""
     if torch.cuda.is_available():
         return True
-    try:
-        from mmengine.device import is_mlu_available, is_musa_available, is_npu_available
-        return is_npu_available() or is_mlu_available() or is_musa_available()
-    except ImportError:  # pragma: no cover
-        return False
+    from mmengine.device import is_mlu_available, is_musa_available, is_npu_available
+    return is_npu_available() or is_mlu_available() or is_musa_available()
 
 
 def default_work_dir(config_path):

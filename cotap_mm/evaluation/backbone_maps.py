@@ -11,7 +11,21 @@ from cotap_mm.models.utils import attention_foreground_mask
 from cotap_mm.models.utils.loading import backbone_cfg, build_backbone
 from cotap_mm.utils.images import load_squashed
 
-__all__ = ['build_raw_backbone', 'compute_maps', 'maps_of_images']
+__all__ = ['cotap_backbone_cfg', 'build_raw_backbone', 'compute_maps', 'maps_of_images']
+
+
+def cotap_backbone_cfg(cfg, who: str = 'visualize') -> dict:
+    """The backbone dict of ``cfg`` (``model.backbone``, or ``model``), which must be a
+    ``CoTAPVisionTransformer`` (a scope prefix such as ``'mmseg.'`` is allowed); ``who`` starts
+    the message otherwise."""
+    bcfg = backbone_cfg(cfg)
+    kind = bcfg.get('type', '')
+    name = kind.__name__ if isinstance(kind, type) else str(kind).split('.')[-1]
+    if name != 'CoTAPVisionTransformer':
+        raise ValueError(f'{who}: the config\'s model (type={cfg.model.get("type")!r}) is '
+                         f'not a CoTAPVisionTransformer and has none as model.backbone (found '
+                         f'{kind!r}); use a CoTAP pretraining or mmseg config')
+    return bcfg
 
 
 def build_raw_backbone(cfg):
@@ -23,12 +37,7 @@ def build_raw_backbone(cfg):
     """
     if not isinstance(cfg.get('model', None), dict):
         raise KeyError('visualize: the config has no `model`')
-    bcfg = backbone_cfg(cfg)
-    if str(bcfg.get('type', '')).split('.')[-1] != 'CoTAPVisionTransformer':
-        raise ValueError(f'visualize: the config\'s model (type={cfg.model.get("type")!r}) is '
-                         f'not a CoTAPVisionTransformer and has none as model.backbone (found '
-                         f'{bcfg.get("type")!r}); use a CoTAP pretraining or mmseg config')
-    if not bcfg.get('with_oaf', True):
+    if not cotap_backbone_cfg(cfg).get('with_oaf', True):
         raise ValueError('visualize: the backbone has with_oaf=False; the pictures need the '
                          'object-aware filter (its 2D-wide features and prototypes)')
     # drop a scope prefix such as 'mmseg.'

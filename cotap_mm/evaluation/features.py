@@ -1,8 +1,8 @@
 """Feature extraction and result files shared by the probe tools (``tools/analysis/``): run a
-frozen backbone over a loader, cache the features under a key of what they depend on, and write
-strict JSON atomically. Building the backbone and loading its weights:
-:mod:`cotap_mm.models.utils.loading`; the folder datasets: :mod:`cotap_mm.datasets.folder_datasets`;
-the tools' shared arguments: :mod:`.cli`."""
+frozen backbone over a loader, cache the features under a key of what they depend on, and make
+results strict-JSON-friendly. Building the backbone and loading its weights:
+:mod:`cotap_mm.models.utils.loading`; the folder datasets:
+:mod:`cotap_mm.datasets.folder_datasets`."""
 import json
 import math
 import os
@@ -12,12 +12,11 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from cotap_mm.utils.fileio import atomic_open, atomic_save
+from cotap_mm.utils.fileio import atomic_save
 from cotap_mm.utils.images import load_center_crop
 
 __all__ = ['extract_features', 'patch_features', 'ImageFiles', 'UnreadableImagesError',
-           'image_embeddings', 'cached_features', 'json_safe', 'dump_json_atomic',
-           'format_table']
+           'image_embeddings', 'cached_features', 'json_safe', 'format_table']
 
 
 @torch.no_grad()
@@ -134,16 +133,6 @@ def image_embeddings(model: torch.nn.Module, paths: Sequence[str], image_size: i
 
 
 # --------------------------------------------------------------------------- output
-
-
-def dump_json_atomic(obj, path: str) -> str:
-    """Write ``obj`` as JSON to ``path`` atomically (:func:`cotap_mm.utils.fileio.atomic_open`)."""
-    path = osp.abspath(path)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    with atomic_open(path, 'w') as f:
-        json.dump(obj, f, indent=2, default=str)  # e.g. odd types in checkpoint meta
-        f.write('\n')
-    return path
 
 
 def format_table(title: str, columns: Sequence[str], rows: Sequence[Sequence]) -> str:

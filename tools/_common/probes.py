@@ -1,21 +1,23 @@
 """The arguments, logging and data plumbing every probe tool of ``tools/analysis/`` shares:
 ``CONFIG CHECKPOINT`` and friends, the work dir and log, and the train/val features of an
 ImageNet-style or mmseg-layout folder (docs/probes.md)."""
+import json
 import os
 import os.path as osp
 
 import torch
 
 from cotap_mm.datasets.folder_datasets import ImageFolderDataset, SegFolderDataset
-from cotap_mm.evaluation.features import (cached_features, dump_json_atomic, extract_features,
-                                          json_safe)
+from cotap_mm.engine.launch import default_work_dir
+from cotap_mm.evaluation.features import cached_features, extract_features, json_safe
 from cotap_mm.models.utils.loading import (build_backbone, get_normalization,
                                           load_backbone_weights)
+from cotap_mm.utils.fileio import atomic_write_text
 from .args import non_negative_int, positive_int
 
 __all__ = ['add_common_args', 'setup_tool', 'write_results', 'make_loader', 'load_model_for_tool',
            'add_classification_args', 'classification_features', 'add_segmentation_args',
-           'segmentation_features']
+           'segmentation_dataset', 'segmentation_features']
 
 
 def add_common_args(parser, default_batch_size=64):
@@ -48,8 +50,7 @@ def setup_tool(args, tool: str):
 
     from mmengine.logging import MMLogger
     torch.manual_seed(args.seed)
-    work_dir = args.work_dir or osp.join('./work_dirs',
-                                         osp.splitext(osp.basename(args.config))[0])
+    work_dir = args.work_dir or default_work_dir(args.config)
     os.makedirs(work_dir, exist_ok=True)
     stamp = time.strftime('%Y%m%d_%H%M%S')
     logger = MMLogger.get_instance(f'{tool}-{stamp}-{time.perf_counter_ns()}',
@@ -61,8 +62,10 @@ def setup_tool(args, tool: str):
 
 
 def write_results(results: dict, out: str, logger) -> str:
-    """The tool's results as JSON at ``out`` (atomically); returns the path written."""
-    path = dump_json_atomic(json_safe(results), out)
+    """The tool's results as strict JSON at ``out`` (atomically); returns the path written."""
+    # default=str: e.g. odd types in checkpoint meta
+    path = atomic_write_text(osp.abspath(out), json.dumps(json_safe(results), indent=2,
+                                                          default=str) + '\n')
     logger.info(f'Results written to {path}')
     return path
 
@@ -159,6 +162,16 @@ def add_segmentation_args(parser):
     return parser
 
 
+def segmentation_dataset(args, cfg, split, dataset=SegFolderDataset, **kwargs):
+    """The ``split`` of the tool's segmentation data (:func:`add_segmentation_args`) as
+    ``dataset``, normalised as ``cfg``'s model is; ``kwargs`` go to ``dataset``."""
+    mean, std = get_normalization(cfg)
+    return dataset(args.data_root, split, args.img_dir, args.ann_dir, args.img_suffix,
+                   args.seg_suffix, size=args.size, num_classes=args.num_classes,
+                   reduce_zero_label=args.reduce_zero_label, ignore_index=args.ignore_index,
+                   mean=mean, std=std, **kwargs)
+
+
 def segmentation_features(args, logger, normalize: bool = False, model=None):
     """Patch maps and labels of the tool's segmentation split (:func:`add_segmentation_args`).
 
@@ -176,12 +189,7 @@ def segmentation_features(args, logger, normalize: bool = False, model=None):
         in image order, without a copy.
     """
     backbone, cfg, info = model or load_model_for_tool(args, 'featmap', logger)
-    mean, std = get_normalization(cfg)
-    dataset = SegFolderDataset(
-        args.data_root, args.split, args.img_dir, args.ann_dir, args.img_suffix,
-        args.seg_suffix, size=args.size, num_classes=args.num_classes,
-        reduce_zero_label=args.reduce_zero_label, ignore_index=args.ignore_index, mean=mean,
-        std=std, ann_file=args.ann_file)
+    dataset = segmentation_dataset(args, cfg, args.split, ann_file=args.ann_file)
     logger.info(f'{len(dataset)} {args.split} images squashed to {args.size}x{args.size}, '
                 f'{args.num_classes} classes')
     dtype = getattr(torch, args.feature_dtype)

@@ -18,8 +18,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from cotap_mm.datasets.folder_datasets import find_annotations, load_label_map  # noqa: E402
+from cotap_mm.evaluation.backbone_maps import cotap_backbone_cfg  # noqa: E402
 from cotap_mm.evaluation.features import patch_features  # noqa: E402
-from cotap_mm.models.utils.loading import (backbone_cfg, get_normalization,  # noqa: E402
+from cotap_mm.models.utils.loading import (get_normalization,  # noqa: E402
                                            load_checkpoint_backbone, load_config)
 from cotap_mm.utils.images import collect_images, load_squashed  # noqa: E402
 from cotap_mm.visualization import image_grid, label_tiles, pca_tiles, save_png  # noqa: E402
@@ -66,15 +67,6 @@ def check_args(args) -> None:
         raise FileNotFoundError(f'--ann-dir {args.ann_dir!r} is not a folder')
 
 
-def check_cotap_backbone(cfg, config: str) -> None:
-    """``CONFIG``'s backbone must be a CoTAPVisionTransformer (a scope prefix is allowed)."""
-    kind = backbone_cfg(cfg).get('type')
-    name = kind.__name__ if isinstance(kind, type) else str(kind).split('.')[-1]
-    if name != 'CoTAPVisionTransformer':
-        raise ValueError(f'CONFIG {config!r}: the backbone (model or model.backbone) is '
-                         f'{kind!r}, not a CoTAPVisionTransformer')
-
-
 def patch_maps(backbone: torch.nn.Module, x: torch.Tensor, device) -> List[np.ndarray]:
     """Normalised images (N, 3, S, S) -> N patch maps (S/p, S/p, C) float32."""
     backbone = backbone.to(device).eval()
@@ -88,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> str:
     check_args(args)
     logger = tool_logger('cotap_compare_pca')
     cfg = load_config(args.config, args.cfg_options)
-    check_cotap_backbone(cfg, args.config)
+    cotap_backbone_cfg(cfg, f'CONFIG {args.config!r}')
     images = collect_images(args.images, arg='--images')[:args.num_images]  # sorted folders
     annotations = find_annotations(images, args.ann_dir, logger)
     mean, std = get_normalization(cfg)

@@ -15,15 +15,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
-from cotap_mm.datasets.folder_datasets import (AugmentedSegFolderDataset,  # noqa: E402
-                                               SegFolderDataset)
+from cotap_mm.datasets.folder_datasets import AugmentedSegFolderDataset  # noqa: E402
 from cotap_mm.evaluation.dense_retrieval import build_memory, retrieval_confusion  # noqa
 from cotap_mm.evaluation.features import format_table  # noqa: E402
 from cotap_mm.evaluation.functional import segmentation_metrics  # noqa: E402
-from cotap_mm.models.utils.loading import get_normalization  # noqa: E402
 from tools._common.args import non_negative_int, positive_float, positive_int  # noqa: E402
 from tools._common.probes import (add_common_args, add_segmentation_args,  # noqa: E402
-                                  load_model_for_tool, make_loader, setup_tool, write_results)
+                                  load_model_for_tool, make_loader, segmentation_dataset,
+                                  setup_tool, write_results)
 
 TOOL = 'hummingbird'
 
@@ -66,14 +65,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.size % backbone.patch_size:
         raise SystemExit(f'--size {args.size} is not a multiple of the patch size '
                          f'{backbone.patch_size}')
-    mean, std = get_normalization(cfg)
-    common = dict(img_dir=args.img_dir, ann_dir=args.ann_dir, img_suffix=args.img_suffix,
-                  seg_suffix=args.seg_suffix, size=args.size, num_classes=args.num_classes,
-                  reduce_zero_label=args.reduce_zero_label, ignore_index=args.ignore_index,
-                  mean=mean, std=std)
-    train_set = AugmentedSegFolderDataset(args.data_root, args.train_split, scale=args.scale,
-                                          jitter=args.jitter, seed=args.seed, **common)
-    val_set = SegFolderDataset(args.data_root, args.split, ann_file=args.ann_file, **common)
+    train_set = segmentation_dataset(args, cfg, args.train_split, AugmentedSegFolderDataset,
+                                     scale=args.scale, jitter=args.jitter, seed=args.seed)
+    val_set = segmentation_dataset(args, cfg, args.split, ann_file=args.ann_file)
     keys, key_labels = build_memory(
         backbone, train_set, make_loader(train_set, args), args.num_classes, args.ignore_index,
         args.ignore_as, args.memory_size, args.augmentation_epochs, args.seed, args.device,

@@ -28,14 +28,12 @@ def render_preview(seed: int = 0, size: int = 96, num: int = 3, scale: int = 2,
     """A (num*size*scale, 2*size*scale, 3) uint8 RGB grid: scene | coloured label per row.
 
     Uses the ``'preview'`` stream of ``seed`` (independent of the dataset splits)."""
-    check_colour_mode('render_preview', colour_mode)
     rows = []
     for i in range(num):
         img, label, _ = generate_scene(_rng(seed, 'preview', i), size, colour_mode=colour_mode)
         row = np.concatenate([img, colorize_label(label)], axis=1)
         rows.append(cv2.resize(row, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
     return np.concatenate(rows, axis=0)
-
 
 
 def write_preview(path: str, seed: int = 0, size: int = 96, num: int = 3,

@@ -1,6 +1,5 @@
 """Pure functions of the evaluation probes (no I/O, no model)."""
-from .chance import (chance_confusion, chance_miou, chance_segmentation_metrics,
-                     class_pixel_counts)
+from .chance import chance_confusion, chance_segmentation_metrics, class_pixel_counts
 from .cluster_probe import (assign_clusters, confusion_matrix, faiss_kmeans, hungarian_match,
                             majority_match, match_clusters, match_confusion,
                             segmentation_metrics)
@@ -19,7 +18,7 @@ __all__ = [
     'hungarian_match', 'majority_match', 'match_clusters', 'match_confusion', 'faiss_kmeans',
     'assign_clusters', 'semantic_concentration', 'concentration_per_class', 'patch_labels',
     'class_pixel_counts',
-    'chance_confusion', 'chance_segmentation_metrics', 'chance_miou', 'fit_dense_linear_probe',
+    'chance_confusion', 'chance_segmentation_metrics', 'fit_dense_linear_probe',
     'patch_label_fractions', 'sample_memory_patches', 'retrieve_label_distributions',
     'upsample_argmax'
 ]

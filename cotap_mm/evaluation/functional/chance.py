@@ -14,7 +14,7 @@ import torch
 
 from .cluster_probe import confusion_matrix, segmentation_metrics
 
-__all__ = ['class_pixel_counts', 'chance_confusion', 'chance_segmentation_metrics', 'chance_miou']
+__all__ = ['class_pixel_counts', 'chance_confusion', 'chance_segmentation_metrics']
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -85,8 +85,3 @@ def chance_segmentation_metrics(train_counts: ArrayLike,
         dict: ``mIoU``, ``aAcc``, ``IoU`` (list of C), ``num_valid_classes``, ``num_pixels``.
     """
     return segmentation_metrics(chance_confusion(train_counts, val_counts))
-
-
-def chance_miou(train_counts: ArrayLike, val_counts: ArrayLike) -> float:
-    """The ``mIoU`` (%) of :func:`chance_segmentation_metrics`."""
-    return chance_segmentation_metrics(train_counts, val_counts)['mIoU']

@@ -185,7 +185,6 @@ def faiss_kmeans(feats: torch.Tensor,
                  nredo: int = 1,
                  seed: int = 0,
                  max_points_per_centroid: int = 256,
-                 spherical: bool = False,
                  use_gpu: bool = False) -> torch.Tensor:
     """k-means (faiss) of (N, C_feat) features; returns the (K, C_feat) float32 centroids.
 
@@ -202,7 +201,6 @@ def faiss_kmeans(feats: torch.Tensor,
         nredo (int): Restarts; the run with the lowest objective is kept. Defaults to 1.
         seed (int): Seed of the subset and of faiss's initialisation. Defaults to 0.
         max_points_per_centroid (int): See above. Defaults to 256.
-        spherical (bool): Normalise the centroids after each iteration. Defaults to False.
         use_gpu (bool): faiss GPU k-means (needs faiss-gpu). Defaults to False.
 
     Returns:
@@ -221,7 +219,7 @@ def faiss_kmeans(feats: torch.Tensor,
     d = x.shape[1]
     km = faiss.Kmeans(d, int(num_clusters), niter=int(niter), nredo=int(nredo), seed=int(seed),
                       max_points_per_centroid=int(max_points_per_centroid),
-                      spherical=spherical, gpu=use_gpu, verbose=False)
+                      gpu=use_gpu, verbose=False)
     km.train(x)
     return torch.from_numpy(km.centroids.copy())
 

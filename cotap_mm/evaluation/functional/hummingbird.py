@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from cotap_mm.utils.checks import check_positive
 from .knn import knn_topk
 
 __all__ = ['patch_label_fractions', 'sample_memory_patches', 'retrieve_label_distributions',
@@ -103,9 +104,7 @@ def retrieve_label_distributions(queries: torch.Tensor,
     Returns:
         Tensor: (Q, C) float32.
     """
-    if not temperature > 0:
-        raise ValueError(f'retrieve_label_distributions: temperature must be > 0, got '
-                         f'{temperature}')
+    check_positive('retrieve_label_distributions', 'temperature', temperature)
     if keys.shape[0] != key_labels.shape[0]:
         raise ValueError(f'retrieve_label_distributions: {keys.shape[0]} keys but '
                          f'{key_labels.shape[0]} key labels')

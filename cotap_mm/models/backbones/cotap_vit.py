@@ -10,6 +10,7 @@ from mmpretrain.models.utils import resize_pos_embed
 
 from cotap_mm.models.necks.object_aware_filter import ObjectAwareFilter
 from cotap_mm.registry import MODELS, register_in_mmseg
+from cotap_mm.utils.checks import check_choice, check_positive_int
 from ..utils.token_map import tokens_to_map
 from .rope_attention import RopePositionEmbedding, RopeTransformerEncoderLayer
 
@@ -134,12 +135,8 @@ class CoTAPVisionTransformer(VisionTransformer):
         if isinstance(arch, str) and arch.lower() not in self.arch_zoo:
             raise ValueError(f'CoTAPVisionTransformer: unknown arch={arch!r}; choose one of '
                              f'{sorted(self.arch_zoo)} or pass a dict')
-        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size <= 0:
-            raise ValueError(f'CoTAPVisionTransformer: patch_size must be a positive int '
-                             f'(16 or 8 for DINO weights), got {patch_size!r}')
-        if out_type not in self.OUT_TYPES:
-            raise ValueError(f'CoTAPVisionTransformer: unknown out_type={out_type!r}; choose one '
-                             f'of {sorted(self.OUT_TYPES)}')
+        check_positive_int('CoTAPVisionTransformer', 'patch_size', patch_size)
+        check_choice('CoTAPVisionTransformer', 'out_type', out_type, sorted(self.OUT_TYPES))
         if out_type == 'oaf_raw' and not with_oaf:
             raise ValueError("CoTAPVisionTransformer: out_type='oaf_raw' needs with_oaf=True")
         if isinstance(num_register_tokens, bool) or not isinstance(num_register_tokens, int) \

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_positive
 
 __all__ = ['InnerCLSLoss', 'IntraCLSLoss', 'inner_cls_loss', 'intra_cls_loss']
 
@@ -44,8 +45,7 @@ def _check(fn, teacher_codes, student_logits, temperature):
     if teacher_codes.requires_grad:
         raise ValueError(f'{fn}: `teacher_codes` requires grad, but the teacher targets must be '
                          'constant: pass `teacher_codes.detach()`')
-    if not temperature > 0:
-        raise ValueError(f'{fn}: `temperature` must be > 0, got {temperature}')
+    check_positive(fn, 'temperature', temperature)
 
 
 def _log_probs(student_logits: Tensor, temperature: float) -> Tensor:
@@ -118,9 +118,7 @@ class _CodeLoss(nn.Module):
     def __init__(self, temperature: Optional[float] = None, loss_weight: float = 1.0) -> None:
         super().__init__()
         temperature = self.default_temperature if temperature is None else temperature
-        if not temperature > 0:
-            raise ValueError(f'{type(self).__name__}: `temperature` must be > 0, got '
-                             f'{temperature}')
+        check_positive(type(self).__name__, 'temperature', temperature)
         self.temperature = temperature
         self.loss_weight = loss_weight
 

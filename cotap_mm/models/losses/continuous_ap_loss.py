@@ -77,12 +77,10 @@ def _check_inputs(pred, target, pos_mask, tau, neg_weight, impl):
     if target.requires_grad:
         raise ValueError('continuous_ap_loss: `target` requires grad, but the teacher targets '
                          'must be constant: pass `target.detach()`')
-    if not tau > 0:
-        raise ValueError(f'continuous_ap_loss: `tau` must be > 0, got {tau}')
+    check_positive('continuous_ap_loss', 'tau', tau)
     if not neg_weight >= 0:
         raise ValueError(f'continuous_ap_loss: `neg_weight` must be >= 0, got {neg_weight}')
-    if impl not in IMPLS:
-        raise ValueError(f'continuous_ap_loss: `impl` must be one of {IMPLS}, got {impl!r}')
+    check_choice('continuous_ap_loss', 'impl', impl, IMPLS)
 
 
 def continuous_ap_loss(pred: Tensor,

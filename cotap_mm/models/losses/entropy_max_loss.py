@@ -4,6 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cotap_mm.registry import MODELS
+from cotap_mm.utils.checks import check_positive
 
 __all__ = ['entropy_max_loss', 'EntropyMaxLoss']
 
@@ -42,8 +43,7 @@ def entropy_max_loss(kernel, bank, temperature=0.1):
     if kernel[0].numel() != bank[0].numel():
         raise ValueError(f'entropy_max_loss: kernel {tuple(kernel.shape)} and bank '
                          f'{tuple(bank.shape)} have different per-sample sizes')
-    if not temperature > 0:
-        raise ValueError(f'entropy_max_loss: temperature must be > 0, got {temperature!r}')
+    check_positive('entropy_max_loss', 'temperature', temperature)
     with torch.autocast(device_type=kernel.device.type, enabled=False):
         k = F.normalize(kernel.float().flatten(1), dim=1, eps=1e-12)
         b = F.normalize(bank.detach().float().flatten(1), dim=1, eps=1e-12)
@@ -65,8 +65,7 @@ class EntropyMaxLoss(nn.Module):
 
     def __init__(self, temperature=0.1, loss_weight=1.0):
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f'EntropyMaxLoss: temperature must be > 0, got {temperature!r}')
+        check_positive('EntropyMaxLoss', 'temperature', temperature)
         self.temperature = temperature
         self.loss_weight = loss_weight
 

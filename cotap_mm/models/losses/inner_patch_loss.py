@@ -44,7 +44,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from cotap_mm.registry import MODELS
-from cotap_mm.utils.checks import check_choice, check_positive
+from cotap_mm.utils.checks import check_choice, check_positive, check_positive_int
 from ..utils.crop_layout import MASK_ALIGNMENTS, as_coded_inner_masks
 
 __all__ = ['InnerPatchLoss', 'inner_patch_loss']
@@ -103,19 +103,13 @@ def _check(teacher_codes, student_global, student_local, bbox_gc, bbox_all, fg_m
                          f'with (G, M, h, w) = {(G, M) + hw}, got {tuple(fg_mask.shape)}')
     if V < 2:
         raise ValueError('inner_patch_loss: needs at least 2 crops in all')
-    if mask_alignment not in MASK_ALIGNMENTS:
-        raise ValueError(f'inner_patch_loss: `mask_alignment` must be one of {MASK_ALIGNMENTS}, '
-                         f'got {mask_alignment!r}')
-    if not temperature > 0:
-        raise ValueError(f'inner_patch_loss: `temperature` must be > 0, got {temperature}')
-    if not patch_size > 0:
-        raise ValueError(f'inner_patch_loss: `patch_size` must be > 0, got {patch_size}')
+    check_choice('inner_patch_loss', 'mask_alignment', mask_alignment, MASK_ALIGNMENTS)
+    check_positive('inner_patch_loss', 'temperature', temperature)
+    check_positive('inner_patch_loss', 'patch_size', patch_size)
     if not 0 < keep_threshold <= 1:
         raise ValueError(f'inner_patch_loss: `keep_threshold` must be in (0, 1], '
                          f'got {keep_threshold}')
-    if not (isinstance(output_size, int) and output_size >= 1):
-        raise ValueError(f'inner_patch_loss: `output_size` must be a positive int, '
-                         f'got {output_size!r}')
+    check_positive_int('inner_patch_loss', 'output_size', output_size)
     return G, M, K, L
 
 

@@ -11,7 +11,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
 
 from cotap_mm.registry import MODELS
-from cotap_mm.utils.checks import check_choice, check_positive
+from cotap_mm.utils.checks import check_choice, check_positive, check_positive_int
 from ..utils.token_map import tokens_to_map
 
 __all__ = ['ObjectAwareFilter']
@@ -107,9 +107,7 @@ class ObjectAwareFilter(BaseModule):
                     f'feedforward_channels={feedforward_channels}; leave them out when borrowing '
                     f'(feedforward_channels builds a standalone filter instead)')
             embed_dims, num_heads = layer.embed_dims, layer.attn.num_heads
-        if isinstance(embed_dims, bool) or not isinstance(embed_dims, int) or embed_dims <= 0:
-            raise ValueError(f'ObjectAwareFilter: embed_dims must be a positive int (or pass '
-                             f'layer=), got {embed_dims!r}')
+        check_positive_int('ObjectAwareFilter', 'embed_dims', embed_dims)
         self.out_type = out_type
         self.embed_dims = embed_dims
         self.num_heads = num_heads

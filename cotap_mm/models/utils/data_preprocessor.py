@@ -143,11 +143,13 @@ class BatchPhotometricAug:
 class CoTAPDataPreprocessor(SelfSupDataPreprocessor):
     """Teacher (clean) and student (photometrically augmented) views of the CoTAP crops.
 
-    Input: the ``default_collate``d dict with ``inputs`` = list of ``num_views`` (24) uint8
-    tensors (B, 3, S_v, S_v) in the order of :class:`CoTAPDualDataset` and ``data_samples``.
+    Input: the ``default_collate``d dict with ``inputs`` = list of uint8 tensors (B, 3, S_v,
+    S_v), one per view (24 as released: 2 subsets x 2 images x (G + L) crops, a count that
+    :class:`CoTAP` checks against ``model.num_crops``) in the order of
+    :class:`CoTAPDualDataset`, and ``data_samples``.
 
     Output: ``dict(inputs=dict(student=[...], teacher=[...]), data_samples=...)``, two lists of
-    ``num_views`` float tensors (B, 3, S_v, S_v) in the same order:
+    as many float tensors (B, 3, S_v, S_v) in the same order:
 
     - ``teacher``: ``(x - mean) / std`` of the clean crops (0-255 units, RGB if ``to_rgb``);
     - ``student``: the crops, as RGB in [0, 1], through :class:`BatchPhotometricAug`
@@ -168,8 +170,6 @@ class CoTAPDataPreprocessor(SelfSupDataPreprocessor):
         mean, std (Sequence[float]): In 0-255 units. Default: ImageNet.
         to_rgb (bool): Flip BGR (``LoadImageFromFile``) to RGB. Defaults to True.
         jitter_granularity (str): See above. Defaults to ``'per_image'``.
-        num_views (int, optional): Expected number of views; ``None`` skips the check.
-            Defaults to 24.
         aug_cfg (dict, optional): Keyword arguments of :class:`BatchPhotometricAug`.
         **kwargs: Other :class:`SelfSupDataPreprocessor` arguments.
     """
@@ -181,7 +181,6 @@ class CoTAPDataPreprocessor(SelfSupDataPreprocessor):
                  std: Sequence[float] = IMAGENET_STD,
                  to_rgb: bool = True,
                  jitter_granularity: str = 'per_image',
-                 num_views: Optional[int] = 24,
                  aug_cfg: Optional[dict] = None,
                  **kwargs):
         check_choice('CoTAPDataPreprocessor', 'jitter_granularity', jitter_granularity,
@@ -190,7 +189,6 @@ class CoTAPDataPreprocessor(SelfSupDataPreprocessor):
             raise ValueError('CoTAPDataPreprocessor: mean and std are required (0-255 units)')
         super().__init__(mean=mean, std=std, to_rgb=to_rgb, **kwargs)
         self.jitter_granularity = jitter_granularity
-        self.num_views = num_views
         self.aug = BatchPhotometricAug(**(aug_cfg or {}))
 
     def augment(self, views: List[torch.Tensor]) -> List[torch.Tensor]:
@@ -219,10 +217,6 @@ class CoTAPDataPreprocessor(SelfSupDataPreprocessor):
         if not isinstance(inputs, (list, tuple)):
             raise TypeError('CoTAPDataPreprocessor: inputs must be the list of crop views '
                             f'(CoTAPDualDataset + PackInputs), got {type(inputs)}')
-        if self.num_views is not None and len(inputs) != self.num_views:
-            raise ValueError(f'CoTAPDataPreprocessor: got {len(inputs)} views, expected '
-                             f'num_views={self.num_views} (2 subsets x 2 images x (G + L) '
-                             'crops); fix CoTAPMultiCrop.nmb_crops or num_views.')
         if self._channel_conversion:
             inputs = [x[:, [2, 1, 0], ...] for x in inputs]
         inputs = [x.float() for x in inputs]

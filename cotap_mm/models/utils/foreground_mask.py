@@ -30,8 +30,8 @@ def attention_foreground_mask(cls_attn: Tensor,
 
     Args:
         cls_attn: CLS-query -> patch-key attention of the last block, (B, heads, N) with
-            ``N == h * w``, or (B, heads, h, w).
-        grid: (h, w) of the token grid; required for (B, heads, N) input, checked for 4-d input.
+            ``N == h * w``.
+        grid: (h, w) of the token grid (required).
         mass: fraction of the (blurred) attention mass to keep, in (0, 1]. Defaults to 0.6.
         blur_kernel: Gaussian kernel size (odd; 0 or 1 disables the blur). Defaults to 7.
         blur_sigma: Gaussian sigma. Defaults to 0.6.
@@ -45,25 +45,17 @@ def attention_foreground_mask(cls_attn: Tensor,
     if not cls_attn.is_floating_point():
         raise TypeError('attention_foreground_mask: `cls_attn` must be floating point, '
                         f'got {cls_attn.dtype}')
-    if cls_attn.dim() == 3:
-        if grid is None:
-            raise ValueError('attention_foreground_mask: `grid` (h, w) is required when '
-                             '`cls_attn` is (B, heads, N)')
-        h, w = (int(s) for s in grid)
-        if h * w != cls_attn.shape[-1]:
-            raise ValueError(f'attention_foreground_mask: `grid` {tuple(grid)} has {h * w} cells '
-                             f'but `cls_attn` has N={cls_attn.shape[-1]} keys; drop the CLS '
-                             '(and register) keys before calling')
-        attn = cls_attn.reshape(cls_attn.shape[0], cls_attn.shape[1], h, w)
-    elif cls_attn.dim() == 4:
-        h, w = cls_attn.shape[-2:]
-        if grid is not None and tuple(int(s) for s in grid) != (h, w):
-            raise ValueError(f'attention_foreground_mask: `grid` {tuple(grid)} does not match '
-                             f'the map size {(h, w)} of `cls_attn`')
-        attn = cls_attn
-    else:
-        raise ValueError('attention_foreground_mask: `cls_attn` must be (B, heads, N) or '
-                         f'(B, heads, h, w), got shape {tuple(cls_attn.shape)}')
+    if cls_attn.dim() != 3:
+        raise ValueError('attention_foreground_mask: `cls_attn` must be (B, heads, N), got '
+                         f'shape {tuple(cls_attn.shape)}')
+    if grid is None:
+        raise ValueError('attention_foreground_mask: `grid` (h, w) is required')
+    h, w = (int(s) for s in grid)
+    if h * w != cls_attn.shape[-1]:
+        raise ValueError(f'attention_foreground_mask: `grid` {tuple(grid)} has {h * w} cells '
+                         f'but `cls_attn` has N={cls_attn.shape[-1]} keys; drop the CLS '
+                         '(and register) keys before calling')
+    attn = cls_attn.reshape(cls_attn.shape[0], cls_attn.shape[1], h, w)
     if not 0 < mass <= 1:
         raise ValueError(f'attention_foreground_mask: `mass` must be in (0, 1], got {mass}')
 

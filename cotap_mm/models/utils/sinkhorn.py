@@ -33,6 +33,8 @@ import torch
 from mmengine import dist
 from torch import Tensor
 
+from cotap_mm.utils.checks import check_choice, check_positive
+
 __all__ = ['sinkhorn_knopp', 'code_entropy', 'SINKHORN_SCOPES']
 
 SINKHORN_SCOPES = ('local', 'global')
@@ -63,13 +65,10 @@ def sinkhorn_knopp(scores: Tensor,
                          f'got shape {tuple(scores.shape)}')
     if not scores.is_floating_point():
         raise TypeError(f'sinkhorn_knopp: `scores` must be floating point, got {scores.dtype}')
-    if not temperature > 0:
-        raise ValueError(f'sinkhorn_knopp: `temperature` must be > 0, got {temperature}')
+    check_positive('sinkhorn_knopp', 'temperature', temperature)
     if not isinstance(num_iters, int) or num_iters < 0:
         raise ValueError(f'sinkhorn_knopp: `num_iters` must be an int >= 0, got {num_iters!r}')
-    if scope not in SINKHORN_SCOPES:
-        raise ValueError(f'sinkhorn_knopp: `scope` must be one of {SINKHORN_SCOPES}, '
-                         f'got {scope!r}')
+    check_choice('sinkhorn_knopp', 'scope', scope, SINKHORN_SCOPES)
     distributed = scope == 'global' and dist.get_world_size() > 1
 
     def reduce(t: Tensor, op: str = 'sum') -> Tensor:
