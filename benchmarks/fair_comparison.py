@@ -16,8 +16,8 @@ from .demo_chain import ROOT, DemoChain
 from .demo_presets import DENSE_OFF, prepare_work_dir
 from .report import machine_info, markdown_table
 
-__all__ = ['ROWS', 'PROBES', 'run_seed', 'kmeans_readout', 'paired', 'collect', 'render',
-           'render_primary']
+__all__ = ['ROWS', 'PROBES', 'run_seed', 'ssl_gate', 'kmeans_readout', 'paired', 'collect',
+           'render', 'render_primary']
 
 ROWS = ('init', 'control_image', 'control_cls', 'cotap', 'no_rank', 'no_oaf')
 PROBES = ('lbfgs_vit', 'lbfgs_full', 'kmeans_vit', 'concentration_vit')
@@ -190,6 +190,32 @@ def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
                   resumed_stages=resumed, init_cached=d.init_cached,
                   knn_agreement=d.knn_agreement, commands_log=osp.join(work, 'logs'), rows=rows)
     atomic_write_text(osp.join(out_dir, f'seed_{seed}.json'), json.dumps(result, indent=1) + '\n')
+    return result
+
+
+def ssl_gate(work_dir, out_dir, seed=0, iters=4000, preset='default',
+             cache_dir='work_dirs/demo_cache', console=None):
+    """The gate of the second table (docs/protocol.md): the self-distilled init after ``iters``
+    steps against the seeded random-weight backbone, each scored with the primary probe on val
+    (the gate) and test; writes ``out_dir/ssl_gate_seed_<seed>.json``. The trained init is
+    cached like the supervised one, under a key of its steps."""
+    scores, seconds, fits = {}, {}, {}
+    for init in ('random', 'selfdistill'):
+        work = osp.join(work_dir, f'ssl_gate_seed_{seed}', init)
+        prepare_work_dir(work)
+        d = DemoChain(work, seed, preset, init, console, cache_dir=cache_dir)
+        d.p['selfdistill_iters'] = iters
+        d.prepare()
+        r = d.stage('probe', lambda progress, task: d.lbfgs_vit('init', 'probes'))
+        scores[init] = {split: r['splits'][split]['mIoU'] for split in SPLITS}
+        fits[init] = dict(weight_decay=r['weight_decay'], fit=r['fit'])
+        seconds[init] = d.seconds
+    gain = round(scores['selfdistill']['val'] - scores['random']['val'], 2)
+    result = dict(seed=seed, protocol='docs/protocol.md', selfdistill_iters=iters, preset=preset,
+                  probe='lbfgs_vit', scores=scores, fits=fits, val_gain=gain, passes=gain >= 5,
+                  machine=machine_info(d.p['device']), stage_seconds=seconds)
+    atomic_write_text(osp.join(out_dir, f'ssl_gate_seed_{seed}.json'),
+                      json.dumps(result, indent=1) + '\n')
     return result
 
 

@@ -190,3 +190,23 @@ def test_primary_lead_reports_the_registered_comparisons(tmp_path, monkeypatch):
     text = readme.read_text()
     assert 'old' not in text and text.endswith('rest\n') and 'goal 1 (cotap' in text
     assert 'cotap − control_cls' in (tmp_path / 'benchmarks.md').read_text()
+
+
+def test_ssl_gate_trains_the_self_distilled_init_and_probes_it_against_random(tmp_path):
+    """``--ssl-gate`` at the miniature scale: the self-distilled init is trained (and cached
+    under a key of its steps) and both inits get the primary probe on val and test."""
+    args = ['--ssl-gate', '--ssl-iters', '2', '--preset', 'mini', '--work-dir',
+            str(tmp_path / 'work'), '--cache-dir', str(tmp_path / 'cache'), '--results',
+            str(tmp_path / 'results')]
+    benchmark_demo.main(args)
+    gate = json.loads((tmp_path / 'results' / 'ssl_gate_seed_0.json').read_text())
+    assert gate['selfdistill_iters'] == 2 and set(gate['scores']) == {'random', 'selfdistill'}
+    for init in ('random', 'selfdistill'):
+        assert all(0. <= gate['scores'][init][s] <= 100. for s in ('val', 'test'))
+        assert gate['fits'][init]['weight_decay'] in (1e-5, 1e-4, 1e-3, 1e-2)
+    assert gate['val_gain'] == pytest.approx(
+        gate['scores']['selfdistill']['val'] - gate['scores']['random']['val'], abs=0.01)
+    assert gate['passes'] == (gate['val_gain'] >= 5)
+    cached = list((tmp_path / 'cache').iterdir())
+    assert len(cached) == 1 and cached[0].name.startswith('selfdistill-seed0-')
+    assert 'init' in gate['stage_seconds']['selfdistill']

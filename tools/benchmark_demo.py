@@ -3,6 +3,7 @@
     python tools/benchmark_demo.py --seeds S            # a seed's six rows and probes (~1.5 h)
     python tools/benchmark_demo.py --seeds S --resume   # keep the rows an earlier run finished
     python tools/benchmark_demo.py --collect --update-docs
+    python tools/benchmark_demo.py --ssl-gate           # the self-supervised init's gate (seed 0)
 
 Each finished seed is written to docs/results/fair_comparison/seed_<S>.json; ``--collect``
 merges them into docs/results/fair_comparison.json and, with ``--update-docs``, writes the
@@ -19,7 +20,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the checkout
 
 from benchmarks.demo_presets import PRESETS  # noqa: E402
-from benchmarks.fair_comparison import collect, render, render_primary, run_seed  # noqa: E402
+from benchmarks.fair_comparison import (collect, render, render_primary, run_seed,  # noqa: E402
+                                        ssl_gate)
 from benchmarks.report import write_section  # noqa: E402
 from tools._common.args import positive_int  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
@@ -42,14 +44,18 @@ def parse_args(argv=None):
     p.add_argument('--resume', action='store_true',
                    help="keep the rows and probes that an earlier run of the seed at this "
                         "checkout's commit finished in --work-dir (docs/protocol.md, 2026-12-07)")
+    p.add_argument('--ssl-gate', action='store_true',
+                   help='train the self-distilled init for --ssl-iters steps on seed 0 and probe '
+                        'it against random weights on val (the second table\'s gate)')
+    p.add_argument('--ssl-iters', type=positive_int, default=4000)
     p.add_argument('--collect', action='store_true',
                    help='merge the per-seed files into <results>.json')
     p.add_argument('--update-docs', action='store_true',
                    help='with --collect: write the tables into docs/benchmarks.md and the primary '
                         'metric into the leads of README.md and docs/demo.md')
     args = p.parse_args(argv)
-    if not args.seeds and not args.collect:
-        p.error('give --seeds S [S ...] to run, or --collect')
+    if not args.seeds and not args.collect and not args.ssl_gate:
+        p.error('give --seeds S [S ...] to run, --ssl-gate, or --collect')
     if args.update_docs and not args.collect:
         p.error('--update-docs writes the collected tables: add --collect')
     return args
@@ -62,6 +68,13 @@ def main(argv=None):
         console.rule(f'seed {seed}')
         run_seed(args.work_dir, seed, args.results, args.iters, args.preset, args.cache_dir,
                  console, resume=args.resume)
+    if args.ssl_gate:
+        console.rule('the self-supervised init\'s gate, seed 0')
+        gate = ssl_gate(args.work_dir, args.results, 0, args.ssl_iters, args.preset,
+                        args.cache_dir, console)
+        console.print(f"val: selfdistill {gate['scores']['selfdistill']['val']:.2f}, random "
+                      f"{gate['scores']['random']['val']:.2f}, gain {gate['val_gain']:+.2f} "
+                      f"mIoU: {'passes' if gate['passes'] else 'does not pass'} the 5-mIoU gate")
     if not args.collect:
         return None
     merged = collect(args.results)
