@@ -22,6 +22,7 @@ __all__ = ['ROWS', 'PROBES', 'run_seed', 'ssl_gate', 'kmeans_readout', 'paired',
 ROWS = ('init', 'control_image', 'control_cls', 'cotap', 'no_rank', 'no_oaf')
 PROBES = ('lbfgs_vit', 'lbfgs_full', 'kmeans_vit', 'concentration_vit')
 SPLITS = ('val', 'test')
+DIGITS = dict(lbfgs_vit=2, lbfgs_full=2, kmeans_vit=2, concentration_vit=3)  # in the tables
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262}  # two-sided 95 % quantiles of Student's t by degrees of freedom
 
@@ -255,18 +256,19 @@ def render(merged, split='test'):
     values = {(row, probe): [merged['seeds'][s][row][split][probe] for s in seeds]
               for row in ROWS for probe in PROBES}
 
-    def fmt(xs):
-        return f'{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}' if len(xs) > 1 else \
-            f'{xs[0]:.2f}'
-    rows = [[row] + [fmt(values[row, probe]) for probe in PROBES] for row in ROWS]
+    def fmt(xs, d):
+        return f'{statistics.mean(xs):.{d}f} ± {statistics.stdev(xs):.{d}f}' if len(xs) > 1 \
+            else f'{xs[0]:.{d}f}'
+    rows = [[row] + [fmt(values[row, probe], DIGITS[probe]) for probe in PROBES] for row in ROWS]
     lines = markdown_table(['row', *PROBES], rows)
     gains = []
     for a, b in COMPARISONS:
         for probe in PROBES:
             p = paired(values[a, probe], values[b, probe])
-            ci = f'[{p["lo"]:+.2f}, {p["hi"]:+.2f}]' if p['lo'] is not None else 'n/a'
-            gains.append([f'{a} − {b}', probe, f'{p["mean"]:+.2f}', ci,
-                          ' '.join(f'{x:+.2f}' for x in p['diffs'])])
+            d = DIGITS[probe]
+            ci = f'[{p["lo"]:+.{d}f}, {p["hi"]:+.{d}f}]' if p['lo'] is not None else 'n/a'
+            gains.append([f'{a} − {b}', probe, f'{p["mean"]:+.{d}f}', ci,
+                          ' '.join(f'{x:+.{d}f}' for x in p['diffs'])])
     return '\n'.join([f'{split}, seeds {", ".join(seeds)} (mean ± sd over seeds):', '', *lines,
                       '', f'Paired per-seed gains on {split} (95 % t-interval):', '',
                       *markdown_table(['comparison', 'probe', 'mean', '95 % interval',
