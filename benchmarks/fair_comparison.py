@@ -248,6 +248,13 @@ COMPARISONS = (('cotap', 'control_cls'), ('cotap', 'no_rank'), ('cotap', 'init')
                ('cotap', 'control_image'), ('cotap', 'no_oaf'))
 
 
+def mean_sd(xs, digits):
+    """``mean ± sd`` over seeds, or the one value of a single seed."""
+    if len(xs) == 1:
+        return f'{xs[0]:.{digits}f}'
+    return f'{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}'
+
+
 def render(merged, split='test'):
     """Markdown: each row's mean +- sd per probe, and the paired gains with their intervals."""
     seeds = sorted(merged['seeds'], key=int)
@@ -256,10 +263,8 @@ def render(merged, split='test'):
     values = {(row, probe): [merged['seeds'][s][row][split][probe] for s in seeds]
               for row in ROWS for probe in PROBES}
 
-    def fmt(xs, d):
-        return f'{statistics.mean(xs):.{d}f} ± {statistics.stdev(xs):.{d}f}' if len(xs) > 1 \
-            else f'{xs[0]:.{d}f}'
-    rows = [[row] + [fmt(values[row, probe], DIGITS[probe]) for probe in PROBES] for row in ROWS]
+    rows = [[row] + [mean_sd(values[row, probe], DIGITS[probe]) for probe in PROBES]
+            for row in ROWS]
     lines = markdown_table(['row', *PROBES], rows)
     gains = []
     for a, b in COMPARISONS:
@@ -287,9 +292,7 @@ def render_primary(merged, planned=5):
         return [merged['seeds'][s][row]['test']['lbfgs_vit'] for s in seeds]
 
     def mean(row):
-        xs = values(row)
-        return f'{statistics.mean(xs):.2f}' + (f' ± {statistics.stdev(xs):.2f}' if len(xs) > 1
-                                                else '')
+        return mean_sd(values(row), DIGITS['lbfgs_vit'])
     done = f'seed {seeds[0]}' if len(seeds) == 1 else f'seeds {", ".join(seeds)}'
     lines = [f'**Primary metric so far** (test split, converged linear probe of the D-wide ViT '
              f'tokens, mIoU; {done}, {len(seeds)} of the {planned} registered): the init '
