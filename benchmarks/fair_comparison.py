@@ -293,9 +293,9 @@ def render_primary(merged, planned=5):
 
     def mean(row):
         return mean_sd(values(row), DIGITS['lbfgs_vit'])
-    done = f'seed {seeds[0]}' if len(seeds) == 1 else f'seeds {", ".join(seeds)}'
     lines = [f'**Primary metric so far** (test split, converged linear probe of the D-wide ViT '
-             f'tokens, mIoU; {done}, {len(seeds)} of the {planned} registered): the init '
+             f'tokens, mIoU; {len(seeds)} of the {planned} registered seeds: {", ".join(seeds)}): '
+             f'the init '
              f'{mean("init")}, the data-matched control {mean("control_cls")}, CoTAP '
              f'{mean("cotap")}, CoTAP without the ranking loss {mean("no_rank")}.']
     for goal, (a, b, what) in enumerate((('cotap', 'control_cls', 'the data-matched control'),

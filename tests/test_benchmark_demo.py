@@ -169,7 +169,7 @@ def test_primary_lead_reports_the_registered_comparisons(tmp_path, monkeypatch):
     results.mkdir()
     _seed_file(results, 0, 0.)
     one = fair_comparison.render_primary(fair_comparison.collect(str(results)))
-    assert 'seed 0, 1 of the 5' in one and 'no interval from one seed' in one
+    assert '1 of the 5 registered seeds: 0)' in one and 'no interval from one seed' in one
     assert 'CoTAP − the data-matched control: +1.00 mIoU (per seed +1.00;' in one
     assert 'goal 1 is decided at 5 seeds' in one
     for seed, offset in ((1, 1.), (2, 3.), (3, 0.), (4, 2.)):
@@ -177,6 +177,7 @@ def test_primary_lead_reports_the_registered_comparisons(tmp_path, monkeypatch):
     merged = fair_comparison.collect(str(results))
     merged['seeds']['4']['cotap']['test']['lbfgs_vit'] -= 3.  # one seed where CoTAP loses
     five = fair_comparison.render_primary(merged)
+    assert '5 of the 5 registered seeds: 0, 1, 2, 3, 4)' in five
     assert 'goal 1 (cotap − control_cls > 0) is not met' in five
     assert 'per seed +1.00, +1.00, +1.00, +1.00, -2.00' in five
     assert fair_comparison.render_primary(dict(seeds={})).startswith('No seed')
