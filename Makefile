@@ -1,7 +1,8 @@
 # cotap_mm developer entry points. `make test` is the command CI runs (.ci/run).
 #   make demo    set up .venv (first run: ~5 min, ~15 min more if mmcv must be built), then the
 #                demo: synthetic scenes -> init -> CoTAP -> mmseg linear probe (tools/demo.py,
-#                work_dirs/demo/results.json; ~15 min on 2 CPU cores)
+#                work_dirs/demo/results.json; ~16 min on 2 CPU cores once the init
+#                is cached, ~30 min the first time)
 #   make smoke   two iterations of the real CoTAP training (tools/train.py) on a few synthetic
 #                scenes and their kNN files (configs/smoke/cotap_tiny_synthetic.py; seconds)
 #   make test    set up .venv + run the test suite
