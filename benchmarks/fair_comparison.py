@@ -295,8 +295,7 @@ def render_primary(merged, planned=5):
         return mean_sd(values(row), DIGITS['lbfgs_vit'])
     lines = [f'**Primary metric so far** (test split, converged linear probe of the D-wide ViT '
              f'tokens, mIoU; {len(seeds)} of the {planned} registered seeds: {", ".join(seeds)}): '
-             f'the init '
-             f'{mean("init")}, the data-matched control {mean("control_cls")}, CoTAP '
+             f'the init {mean("init")}, the data-matched control {mean("control_cls")}, CoTAP '
              f'{mean("cotap")}, CoTAP without the ranking loss {mean("no_rank")}.']
     for goal, (a, b, what) in enumerate((('cotap', 'control_cls', 'the data-matched control'),
                                          ('cotap', 'no_rank', 'CoTAP without the ranking loss')),
