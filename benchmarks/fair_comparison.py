@@ -17,7 +17,7 @@ from .demo_presets import DENSE_OFF, prepare_work_dir
 from .report import machine_info, markdown_table
 
 __all__ = ['ROWS', 'PROBES', 'run_seed', 'ssl_gate', 'kmeans_readout', 'paired', 'collect',
-           'render', 'render_primary']
+           'render', 'render_diagnostics', 'render_primary']
 
 ROWS = ('init', 'control_image', 'control_cls', 'cotap', 'no_rank', 'no_oaf')
 PROBES = ('lbfgs_vit', 'lbfgs_full', 'kmeans_vit', 'concentration_vit')
@@ -234,14 +234,24 @@ def paired(a, b):
 
 
 def collect(out_dir):
-    """The per-seed files of ``out_dir`` merged: ``seeds`` -> seed -> row -> split -> probe."""
-    seeds = {}
+    """The per-seed files of ``out_dir`` merged: ``seeds`` -> seed -> row -> split -> probe, and
+    ``diagnostics`` -> seed -> the kNN pairs' class agreement and, where the seed's row
+    checkpoints were measured (``code_entropy/seed_<S>_<row>.json``), the teacher's patch codes."""
+    seeds, diagnostics = {}, {}
     for path in sorted(glob.glob(osp.join(out_dir, 'seed_*.json'))):
         with open(path) as f:
             r = json.load(f)
         seeds[str(r['seed'])] = {name: {split: row[split] for split in SPLITS}
                                  for name, row in r['rows'].items()}
-    return dict(protocol='docs/protocol.md', primary='test/lbfgs_vit', seeds=seeds)
+        diagnostics[str(r['seed'])] = dict(knn_agreement=r.get('knn_agreement'), code_entropy={})
+    for path in sorted(glob.glob(osp.join(out_dir, 'code_entropy', 'seed_*_*.json'))):
+        seed, row = osp.basename(path)[len('seed_'):-len('.json')].split('_', 1)
+        with open(path) as f:
+            codes = json.load(f)
+        if seed in diagnostics:
+            diagnostics[seed]['code_entropy'][row] = codes['teacher']
+    return dict(protocol='docs/protocol.md', primary='test/lbfgs_vit', seeds=seeds,
+                diagnostics=diagnostics)
 
 
 COMPARISONS = (('cotap', 'control_cls'), ('cotap', 'no_rank'), ('cotap', 'init'),
@@ -278,6 +288,33 @@ def render(merged, split='test'):
                       '', f'Paired per-seed gains on {split} (95 % t-interval):', '',
                       *markdown_table(['comparison', 'probe', 'mean', '95 % interval',
                                        'per seed'], gains)])
+
+
+def render_diagnostics(merged):
+    """Markdown: per seed, the two registered gains beside what the protocol names to explain
+    them: the kNN pairs' class agreement over random pairs (COCO-style scenes), the init's
+    concentration and CoTAP's change of it, and the teacher's patch-code entropy (T = 0.02)."""
+    seeds = sorted(merged['seeds'], key=int)
+    rows = []
+    for s in seeds:
+        test = {row: merged['seeds'][s][row]['test'] for row in ROWS}
+        diag = merged.get('diagnostics', {}).get(s, {})
+        knn = (diag.get('knn_agreement') or {}).get('coco', {}).get('all')
+        codes = diag.get('code_entropy', {})
+        gain = {probe: {b: test['cotap'][probe] - test[b][probe] for b in ROWS}
+                for probe in ('lbfgs_vit', 'concentration_vit')}
+        rows.append([s, f"{gain['lbfgs_vit']['control_cls']:+.2f}",
+                     f"{gain['lbfgs_vit']['no_rank']:+.2f}",
+                     f"{knn['knn']:.3f} / {knn['random']:.3f} = {knn['ratio']:.2f}×"
+                     if knn else 'n/a',
+                     f"{test['init']['concentration_vit']:.3f}",
+                     f"{gain['concentration_vit']['init']:+.3f}"]
+                    + [f"{codes[row]['entropy@0.02']:.2f}" if row in codes else 'not measured'
+                       for row in ('control_cls', 'cotap', 'no_rank')])
+    return '\n'.join(markdown_table(
+        ['seed', 'cotap − control_cls', 'cotap − no_rank', 'kNN class agreement (COCO)',
+         'init concentration', 'cotap − init concentration', 'code entropy control_cls',
+         'code entropy cotap', 'code entropy no_rank'], rows))
 
 
 def render_primary(merged, planned=5):

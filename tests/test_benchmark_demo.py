@@ -71,8 +71,26 @@ def test_collect_merges_the_seed_files_and_renders_the_tables(tmp_path):
     assert '| cotap − control_cls | lbfgs_vit | +1.00 | [+1.00, +1.00] | +1.00 +1.00 +1.00 |' \
         in text
     assert '| cotap | 14.83 ± 1.53 |' in text  # 13.5, 14.5, 16.5
+    assert '| 0 | +1.00 | -1.00 | n/a | 10.500 | +3.000 | not measured |' in \
+        fair_comparison.render_diagnostics(merged)  # seed files without the diagnostics
     with pytest.raises(SystemExit):
         benchmark_demo.parse_args([])
+
+
+def test_diagnostics_come_from_the_seed_files_and_the_code_measurements(tmp_path):
+    results = tmp_path / 'fair_comparison'
+    (results / 'code_entropy').mkdir(parents=True)
+    _seed_file(results, 4, 0.)
+    seed = json.loads((results / 'seed_4.json').read_text())
+    seed['knn_agreement'] = dict(coco=dict(all=dict(knn=0.3, random=0.25, ratio=1.2, pairs=7)))
+    (results / 'seed_4.json').write_text(json.dumps(seed))
+    (results / 'code_entropy' / 'seed_4_no_rank.json').write_text(json.dumps(
+        dict(teacher={'entropy@0.02': 2.345}, student={'entropy@0.02': 1.0})))
+    merged = fair_comparison.collect(str(results))
+    assert merged['diagnostics']['4']['code_entropy']['no_rank']['entropy@0.02'] == 2.345
+    assert fair_comparison.render_diagnostics(merged).splitlines()[-1] == \
+        '| 4 | +1.00 | -1.00 | 0.300 / 0.250 = 1.20× | 10.500 | +3.000 | not measured | ' \
+        'not measured | 2.35 |'
     with pytest.raises(SystemExit):
         benchmark_demo.parse_args(['--seeds', '0', '--update-docs'])
 

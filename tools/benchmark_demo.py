@@ -20,8 +20,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the checkout
 
 from benchmarks.demo_presets import PRESETS  # noqa: E402
-from benchmarks.fair_comparison import (collect, render, render_primary, run_seed,  # noqa: E402
-                                        ssl_gate)
+from benchmarks.fair_comparison import (collect, render, render_diagnostics,  # noqa: E402
+                                        render_primary, run_seed, ssl_gate)
 from benchmarks.report import write_section  # noqa: E402
 from tools._common.args import positive_int  # noqa: E402
 from cotap_mm.utils.fileio import atomic_write_text  # noqa: E402
@@ -83,6 +83,8 @@ def main(argv=None):
     console.print(tables)
     if args.update_docs:
         write_section(DOCS, 'fair_comparison', tables, 'Demo: the fair comparison')
+        write_section(DOCS, 'fair_comparison_diagnostics', render_diagnostics(merged),
+                      'Demo: the fair comparison, diagnostics')
         for path in LEADS:
             write_section(path, 'fair_comparison_primary', render_primary(merged),
                           'The fair comparison')
