@@ -330,7 +330,8 @@ def render_primary(merged, planned=5):
 
     def mean(row):
         return mean_sd(values(row), DIGITS['lbfgs_vit'])
-    lines = [f'**Primary metric so far** (test split, converged linear probe of the D-wide ViT '
+    so_far = ' so far' if len(seeds) < planned else ''
+    lines = [f'**Primary metric{so_far}** (test split, converged linear probe of the D-wide ViT '
              f'tokens, mIoU; {len(seeds)} of the {planned} registered seeds: {", ".join(seeds)}): '
              f'the init {mean("init")}, the data-matched control {mean("control_cls")}, CoTAP '
              f'{mean("cotap")}, CoTAP without the ranking loss {mean("no_rank")}.']
@@ -344,7 +345,9 @@ def render_primary(merged, planned=5):
         if len(seeds) < planned:
             verdict = f'goal {goal} is decided at {planned} seeds'
         else:
-            verdict = f'goal {goal} ({a} − {b} > 0) is ' + ('met' if p['lo'] > 0 else 'not met')
+            verdict = f'goal {goal} ({a} − {b} > 0) is ' + (
+                'met' if p['lo'] > 0 else
+                f'not met: the interval reaches {-p["lo"]:.2f} below zero')
         lines.append(f'CoTAP − {what}: {p["mean"]:+.2f} mIoU (per seed {per_seed}; {ci}); '
                      f'{verdict}.')
     return ' '.join(lines)

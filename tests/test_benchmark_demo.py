@@ -196,7 +196,10 @@ def test_primary_lead_reports_the_registered_comparisons(tmp_path, monkeypatch):
     merged['seeds']['4']['cotap']['test']['lbfgs_vit'] -= 3.  # one seed where CoTAP loses
     five = fair_comparison.render_primary(merged)
     assert '5 of the 5 registered seeds: 0, 1, 2, 3, 4)' in five
-    assert 'goal 1 (cotap − control_cls > 0) is not met' in five
+    assert '**Primary metric** (' in five and '**Primary metric so far** (' in one
+    # differences 1, 1, 1, 1, -2: mean 0.4, sd 1.342, lower end 0.4 - 2.776 * 0.6 = -1.27
+    assert 'goal 1 (cotap − control_cls > 0) is not met: the interval reaches 1.27 below zero' \
+        in five
     assert 'per seed +1.00, +1.00, +1.00, +1.00, -2.00' in five
     assert fair_comparison.render_primary(dict(seeds={})).startswith('No seed')
     # --update-docs puts the lead between the markers of README and demo.md, keeping the rest
