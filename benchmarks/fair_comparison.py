@@ -17,9 +17,10 @@ from .demo_presets import DENSE_OFF, prepare_work_dir
 from .report import machine_info, markdown_table
 
 __all__ = ['ROWS', 'PROBES', 'run_seed', 'ssl_gate', 'kmeans_readout', 'paired', 'collect',
-           'render', 'render_diagnostics', 'render_primary']
+           'render', 'render_diagnostics', 'render_oracle', 'render_primary', 'run_oracle_seed']
 
 ROWS = ('init', 'control_image', 'control_cls', 'cotap', 'no_rank', 'no_oaf')
+ORACLE_ROWS = dict(cotap_oracle='cotap', no_rank_oracle='no_rank')  # follow-up row: its base
 PROBES = ('lbfgs_vit', 'lbfgs_full', 'kmeans_vit', 'concentration_vit')
 SPLITS = ('val', 'test')
 DIGITS = dict(lbfgs_vit=2, lbfgs_full=2, kmeans_vit=2, concentration_vit=3)  # in the tables
@@ -159,14 +160,9 @@ def kept_stage(chain, name, commit, digest, resumed, fn, total=None):
     return result
 
 
-def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
-             cache_dir='work_dirs/demo_cache', console=None, resume=False):
-    """Every row of one seed and its probes; writes ``out_dir/seed_<seed>.json`` at the end.
-
-    With ``resume``, the rows and probes that an earlier invocation at the same commit finished
-    in the seed's work dir are kept (docs/protocol.md, 2026-12-07); data, init and kNN files are
-    made again (they are deterministic), so every kept row reads the files it was trained on."""
-    work = osp.join(work_dir, f'seed_{seed}')
+def prepared_seed(work, seed, iters, preset, cache_dir, console, resume):
+    """The chain of one seed's work dir with its data, init and kNN files made, and the commit
+    of the checkout (with whether it has local changes)."""
     commit, dirty = checkout_commit(ROOT)
     if resume and dirty:
         raise SystemExit('benchmark_demo: --resume needs a checkout without local changes, so '
@@ -176,6 +172,18 @@ def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
     d = DemoChain(work, seed, preset, 'supervised', console, cache_dir=cache_dir,
                   cotap_iters=iters)
     d.prepare()
+    return d, commit, dirty
+
+
+def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
+             cache_dir='work_dirs/demo_cache', console=None, resume=False):
+    """Every row of one seed and its probes; writes ``out_dir/seed_<seed>.json`` at the end.
+
+    With ``resume``, the rows and probes that an earlier invocation at the same commit finished
+    in the seed's work dir are kept (docs/protocol.md, 2026-12-07); data, init and kNN files are
+    made again (they are deterministic), so every kept row reads the files it was trained on."""
+    work = osp.join(work_dir, f'seed_{seed}')
+    d, commit, dirty = prepared_seed(work, seed, iters, preset, cache_dir, console, resume)
     resumed = []
     keep = functools.partial(kept_stage, d, commit=commit, digest=inputs_digest(d),
                              resumed=resumed)
@@ -191,6 +199,53 @@ def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
                   resumed_stages=resumed, init_cached=d.init_cached,
                   knn_agreement=d.knn_agreement, commands_log=osp.join(work, 'logs'), rows=rows)
     atomic_write_text(osp.join(out_dir, f'seed_{seed}.json'), json.dumps(result, indent=1) + '\n')
+    return result
+
+
+def oracle_knn_files(chain):
+    """Oracle neighbours of both pretraining sets written beside the init's kNN files, as many
+    per image as those hold; the options that point the training data at them, and the class
+    agreement of the oracle files."""
+    import numpy as np
+
+    from cotap_mm.evaluation.knn_agreement import (SUBSET_FOLDERS, synthetic_knn_agreement,
+                                                   write_oracle_knn_file)
+    options, agreement = [], {}
+    for subset in SUBSET_FOLDERS:
+        with np.load(chain.path('data', 'nns', f'nns_{subset}.npz')) as f:
+            k = f['nns'].shape[1] - 1
+        dst = write_oracle_knn_file(chain.path('data'), subset,
+                                    chain.path('data', 'nns', f'oracle_{subset}.npz'), k,
+                                    chain.seed)
+        options.append(f'train_dataloader.dataset.{subset}.nns_file={dst}')
+        agreement[subset] = synthetic_knn_agreement(chain.path('data'), subset, dst, chain.seed)
+    return options, agreement
+
+
+def run_oracle_seed(work_dir, seed, out_dir, iters=1000, preset='default',
+                    cache_dir='work_dirs/demo_cache', console=None, resume=False):
+    """The registered follow-up of one seed (docs/protocol.md, "the ranking loss with oracle
+    neighbours"): rows (c) and (d) trained on oracle kNN files, probed as the protocol's rows;
+    writes ``out_dir/oracle_seed_<seed>.json``."""
+    work = osp.join(work_dir, f'oracle_seed_{seed}')
+    d, commit, dirty = prepared_seed(work, seed, iters, preset, cache_dir, console, resume)
+    oracle, oracle_agreement = oracle_knn_files(d)
+    resumed = []
+    keep = functools.partial(kept_stage, d, commit=commit, digest=inputs_digest(d),
+                             resumed=resumed)
+    rows, configurations = {}, cotap_rows(d.p['embed_dims'])
+    for name, base in ORACLE_ROWS.items():
+        options, with_oaf = configurations[base]
+        keep(name, fn=d.cotap(name, [*options, *oracle], with_oaf), total=iters)
+        rows[name] = keep(f'probes-{name}', fn=lambda progress, task, n=name: score_row(d, n))
+    result = dict(seed=seed, protocol='docs/protocol.md', iters=iters, preset=preset,
+                  commit=commit + ('+local changes' if dirty else ''),
+                  machine=machine_info(d.p['device']), stage_seconds=d.seconds,
+                  resumed_stages=resumed, init_cached=d.init_cached,
+                  knn_agreement=d.knn_agreement, oracle_agreement=oracle_agreement,
+                  commands_log=osp.join(work, 'logs'), rows=rows)
+    atomic_write_text(osp.join(out_dir, f'oracle_seed_{seed}.json'),
+                      json.dumps(result, indent=1) + '\n')
     return result
 
 
@@ -250,8 +305,15 @@ def collect(out_dir):
             codes = json.load(f)
         if seed in diagnostics:
             diagnostics[seed]['code_entropy'][row] = codes['teacher']
+    oracle = {}
+    for path in sorted(glob.glob(osp.join(out_dir, 'oracle_seed_*.json'))):
+        with open(path) as f:
+            r = json.load(f)
+        oracle[str(r['seed'])] = dict(
+            rows={name: {split: row[split] for split in SPLITS} for name, row in r['rows'].items()},
+            knn_agreement=r['knn_agreement'], oracle_agreement=r['oracle_agreement'])
     return dict(protocol='docs/protocol.md', primary='test/lbfgs_vit', seeds=seeds,
-                diagnostics=diagnostics)
+                diagnostics=diagnostics, oracle=oracle)
 
 
 COMPARISONS = (('cotap', 'control_cls'), ('cotap', 'no_rank'), ('cotap', 'init'),
@@ -315,6 +377,44 @@ def render_diagnostics(merged):
         ['seed', 'cotap − control_cls', 'cotap − no_rank', 'kNN class agreement (COCO)',
          'init concentration', 'cotap − init concentration', 'code entropy control_cls',
          'code entropy cotap', 'code entropy no_rank'], rows))
+
+
+def render_oracle(merged, split='test'):
+    """Markdown: the registered contrasts of the oracle-neighbour follow-up over the seeds that
+    have both its rows and the protocol's, and whether each seed's init gave the kNN files of
+    the protocol's run (their class agreement equal)."""
+    seeds = sorted((s for s in merged.get('oracle', {}) if s in merged['seeds']), key=int)
+    if not seeds:
+        return 'No seed of the oracle-neighbour follow-up has been run yet.'
+
+    def values(row, probe):
+        return [(merged['oracle'][s]['rows'] if row in ORACLE_ROWS else merged['seeds'][s])
+                [row][split][probe] for s in seeds]
+    lines = []
+    for probe in PROBES:
+        c_o, d_o, c, d = (values(r, probe) for r in ('cotap_oracle', 'no_rank_oracle', 'cotap',
+                                                      'no_rank'))
+        digits = DIGITS[probe]
+        for what, p in (('cotap_oracle − no_rank_oracle', paired(c_o, d_o)),
+                        ('(cotap_oracle − no_rank_oracle) − (cotap − no_rank)',
+                         paired([a - b for a, b in zip(c_o, d_o)], [a - b for a, b in zip(c, d)])),
+                        ('cotap_oracle − cotap', paired(c_o, c))):
+            ci = (f'[{p["lo"]:+.{digits}f}, {p["hi"]:+.{digits}f}]' if p['lo'] is not None
+                  else 'n/a')
+            lines.append([what, probe, f'{p["mean"]:+.{digits}f}', ci,
+                          ' '.join(f'{x:+.{digits}f}' for x in p['diffs'])])
+    same = [s for s in seeds if merged['oracle'][s]['knn_agreement'] ==
+            merged['diagnostics'].get(s, {}).get('knn_agreement')]
+    agreement = ', '.join(
+        f"{s}: {merged['oracle'][s]['oracle_agreement']['coco']['all']['knn']:.3f}"
+        for s in seeds)
+    return '\n'.join([
+        f'Oracle neighbours, {split}, seeds {", ".join(seeds)}: paired per-seed contrasts '
+        '(95 % t-interval).', '',
+        *markdown_table(['contrast', 'probe', 'mean', '95 % interval', 'per seed'], lines), '',
+        f'Class agreement of the oracle pairs (COCO-style scenes, mean Jaccard) per seed: '
+        f'{agreement}. The init\'s kNN files equal the protocol run\'s (same class agreement) '
+        f'on seeds: {", ".join(same) or "none"}.'])
 
 
 def render_primary(merged, planned=5):

@@ -232,3 +232,62 @@ def test_ssl_gate_trains_the_self_distilled_init_and_probes_it_against_random(tm
     cached = list((tmp_path / 'cache').iterdir())
     assert len(cached) == 1 and cached[0].name.startswith('selfdistill-seed0-')
     assert 'init' in gate['stage_seconds']['selfdistill']
+
+
+def test_oracle_follow_up_contrasts_pair_with_the_protocols_rows(tmp_path):
+    """The follow-up's files are merged beside the seeds; its three registered contrasts take
+    rows (c) and (d) of the same seed from the protocol's files."""
+    results = tmp_path / 'fair_comparison'
+    results.mkdir()
+    agreement = dict(coco=dict(all=dict(knn=0.3, random=0.25, ratio=1.2, pairs=7)))
+    for seed, offset in ((0, 0.), (1, 2.)):
+        _seed_file(results, seed, offset)  # cotap = 13 + offset, no_rank = 14 + offset on val
+        seed_file = json.loads((results / f'seed_{seed}.json').read_text())
+        seed_file['knn_agreement'] = agreement if seed == 0 else dict(coco=None)
+        (results / f'seed_{seed}.json').write_text(json.dumps(seed_file))
+        rows = {name: {split: {probe: 20. + offset + (3. * seed if name == 'cotap_oracle' else 0.)
+                               for probe in fair_comparison.PROBES}
+                       for split in ('val', 'test')}
+                for name in fair_comparison.ORACLE_ROWS}
+        (results / f'oracle_seed_{seed}.json').write_text(json.dumps(dict(
+            seed=seed, rows=rows, knn_agreement=agreement, oracle_agreement=dict(
+                coco=dict(all=dict(knn=0.7 + seed / 10))))))
+    merged = fair_comparison.collect(str(results))
+    assert sorted(merged['seeds']) == sorted(merged['oracle']) == ['0', '1']
+    text = fair_comparison.render_oracle(merged, 'val')
+    # (c°) - (d°): 0 and 3; (c) - (d) = -1 on both seeds, so the change is 1 and 4
+    assert '| cotap_oracle − no_rank_oracle | lbfgs_vit | +1.50 | [-17.56, +20.56] | +0.00 +3.00 |' \
+        in text
+    assert '| (cotap_oracle − no_rank_oracle) − (cotap − no_rank) | lbfgs_vit | +2.50 |' in text
+    assert '| cotap_oracle − cotap | kmeans_vit | +8.50 | [-10.56, +27.56] | +7.00 +10.00 |' \
+        in text
+    assert 'seed: 0: 0.700, 1: 0.800' in text.replace('per seed', 'seed')
+    assert text.endswith('on seeds: 0.')
+    assert fair_comparison.render_oracle(dict(seeds={}, oracle={})).startswith('No seed')
+
+
+def test_oracle_seed_trains_on_the_oracle_neighbours(tmp_path):
+    """``--oracle-seeds`` at the miniature scale: oracle kNN files as wide as the init's, both
+    rows trained on them (the files reach the training config) and probed on val and test."""
+    import numpy as np
+    args = ['--oracle-seeds', '0', '--iters', '2', '--preset', 'mini', '--work-dir',
+            str(tmp_path / 'work'), '--cache-dir', str(tmp_path / 'cache'), '--results',
+            str(tmp_path / 'results')]
+    benchmark_demo.main(args)
+    result = json.loads((tmp_path / 'results' / 'oracle_seed_0.json').read_text())
+    assert set(result['rows']) == set(fair_comparison.ORACLE_ROWS)
+    for row in result['rows'].values():
+        for split in ('val', 'test'):
+            assert set(row[split]) == set(fair_comparison.PROBES)
+            assert 0. <= row[split]['lbfgs_vit'] <= 100.
+    nns = tmp_path / 'work' / 'oracle_seed_0' / 'data' / 'nns'
+    for subset in ('coco', 'imagenet'):
+        with np.load(nns / f'nns_{subset}.npz') as knn, np.load(nns / f'oracle_{subset}.npz') as o:
+            assert o['nns'].shape == knn['nns'].shape
+            assert (o['nns'][:, 0] == np.arange(len(o['nns']))).all()
+        oracle, init = result['oracle_agreement'][subset], result['knn_agreement'][subset]
+        assert oracle['all']['knn'] >= init['all']['knn']
+    for row in fair_comparison.ORACLE_ROWS:
+        log = (tmp_path / 'work' / 'oracle_seed_0' / 'logs' / f'{row}.log').read_text()
+        assert f'nns_file={nns / "oracle_coco.npz"}' in log
+    assert 'init' in result['stage_seconds'] and result['commit']
