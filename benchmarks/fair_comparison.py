@@ -161,8 +161,9 @@ def kept_stage(chain, name, commit, digest, resumed, fn, total=None):
 
 
 def prepared_seed(work, seed, iters, preset, cache_dir, console, resume):
-    """The chain of one seed's work dir with its data, init and kNN files made, and the commit
-    of the checkout (with whether it has local changes)."""
+    """One seed's work dir with its data, init and kNN files made: the chain, ``keep`` (its
+    stages through :func:`kept_stage`) and the record of the run that the seed's file holds
+    beside the rows (filled in as the stages run)."""
     commit, dirty = checkout_commit(ROOT)
     if resume and dirty:
         raise SystemExit('benchmark_demo: --resume needs a checkout without local changes, so '
@@ -172,7 +173,14 @@ def prepared_seed(work, seed, iters, preset, cache_dir, console, resume):
     d = DemoChain(work, seed, preset, 'supervised', console, cache_dir=cache_dir,
                   cotap_iters=iters)
     d.prepare()
-    return d, commit, dirty
+    record = dict(seed=seed, protocol='docs/protocol.md', iters=iters, preset=preset,
+                  commit=commit + ('+local changes' if dirty else ''),
+                  machine=machine_info(d.p['device']), stage_seconds=d.seconds,
+                  resumed_stages=[], init_cached=d.init_cached, knn_agreement=d.knn_agreement,
+                  commands_log=osp.join(work, 'logs'))
+    keep = functools.partial(kept_stage, d, commit=commit, digest=inputs_digest(d),
+                             resumed=record['resumed_stages'])
+    return d, keep, record
 
 
 def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
@@ -182,30 +190,23 @@ def run_seed(work_dir, seed, out_dir, iters=1000, preset='default',
     With ``resume``, the rows and probes that an earlier invocation at the same commit finished
     in the seed's work dir are kept (docs/protocol.md, 2026-12-07); data, init and kNN files are
     made again (they are deterministic), so every kept row reads the files it was trained on."""
-    work = osp.join(work_dir, f'seed_{seed}')
-    d, commit, dirty = prepared_seed(work, seed, iters, preset, cache_dir, console, resume)
-    resumed = []
-    keep = functools.partial(kept_stage, d, commit=commit, digest=inputs_digest(d),
-                             resumed=resumed)
+    d, keep, record = prepared_seed(osp.join(work_dir, f'seed_{seed}'), seed, iters, preset,
+                                    cache_dir, console, resume)
     keep('control_image', fn=d.image_level_control('control_image'), total=iters)
     for name, (options, with_oaf) in cotap_rows(d.p['embed_dims']).items():
         keep(name, fn=d.cotap(name, options, with_oaf), total=iters)
-    rows = {}
-    for name in ROWS:
-        rows[name] = keep(f'probes-{name}', fn=lambda progress, task, n=name: score_row(d, n))
-    result = dict(seed=seed, protocol='docs/protocol.md', iters=iters, preset=preset,
-                  commit=commit + ('+local changes' if dirty else ''),
-                  machine=machine_info(d.p['device']), stage_seconds=d.seconds,
-                  resumed_stages=resumed, init_cached=d.init_cached,
-                  knn_agreement=d.knn_agreement, commands_log=osp.join(work, 'logs'), rows=rows)
+    result = dict(record, rows={
+        name: keep(f'probes-{name}', fn=lambda progress, task, n=name: score_row(d, n))
+        for name in ROWS})
     atomic_write_text(osp.join(out_dir, f'seed_{seed}.json'), json.dumps(result, indent=1) + '\n')
     return result
 
 
 def oracle_knn_files(chain):
-    """Oracle neighbours of both pretraining sets written beside the init's kNN files, as many
-    per image as those hold; the options that point the training data at them, and the class
-    agreement of the oracle files."""
+    """Oracle neighbours of both pretraining sets, as many per image as the init's kNN files
+    hold, in ``oracle_nns/`` (outside the data folder whose digest ``--resume`` compares: they
+    follow from it and the seed); the options that point the training data at them, and their
+    class agreement."""
     import numpy as np
 
     from cotap_mm.evaluation.knn_agreement import (SUBSET_FOLDERS, synthetic_knn_agreement,
@@ -215,8 +216,7 @@ def oracle_knn_files(chain):
         with np.load(chain.path('data', 'nns', f'nns_{subset}.npz')) as f:
             k = f['nns'].shape[1] - 1
         dst = write_oracle_knn_file(chain.path('data'), subset,
-                                    chain.path('data', 'nns', f'oracle_{subset}.npz'), k,
-                                    chain.seed)
+                                    chain.path('oracle_nns', f'nns_{subset}.npz'), k, chain.seed)
         options.append(f'train_dataloader.dataset.{subset}.nns_file={dst}')
         agreement[subset] = synthetic_knn_agreement(chain.path('data'), subset, dst, chain.seed)
     return options, agreement
@@ -227,23 +227,15 @@ def run_oracle_seed(work_dir, seed, out_dir, iters=1000, preset='default',
     """The registered follow-up of one seed (docs/protocol.md, "the ranking loss with oracle
     neighbours"): rows (c) and (d) trained on oracle kNN files, probed as the protocol's rows;
     writes ``out_dir/oracle_seed_<seed>.json``."""
-    work = osp.join(work_dir, f'oracle_seed_{seed}')
-    d, commit, dirty = prepared_seed(work, seed, iters, preset, cache_dir, console, resume)
-    oracle, oracle_agreement = oracle_knn_files(d)
-    resumed = []
-    keep = functools.partial(kept_stage, d, commit=commit, digest=inputs_digest(d),
-                             resumed=resumed)
-    rows, configurations = {}, cotap_rows(d.p['embed_dims'])
+    d, keep, record = prepared_seed(osp.join(work_dir, f'oracle_seed_{seed}'), seed, iters,
+                                    preset, cache_dir, console, resume)
+    oracle, record['oracle_agreement'] = oracle_knn_files(d)
+    configurations, rows = cotap_rows(d.p['embed_dims']), {}
     for name, base in ORACLE_ROWS.items():
         options, with_oaf = configurations[base]
         keep(name, fn=d.cotap(name, [*options, *oracle], with_oaf), total=iters)
         rows[name] = keep(f'probes-{name}', fn=lambda progress, task, n=name: score_row(d, n))
-    result = dict(seed=seed, protocol='docs/protocol.md', iters=iters, preset=preset,
-                  commit=commit + ('+local changes' if dirty else ''),
-                  machine=machine_info(d.p['device']), stage_seconds=d.seconds,
-                  resumed_stages=resumed, init_cached=d.init_cached,
-                  knn_agreement=d.knn_agreement, oracle_agreement=oracle_agreement,
-                  commands_log=osp.join(work, 'logs'), rows=rows)
+    result = dict(record, rows=rows)
     atomic_write_text(osp.join(out_dir, f'oracle_seed_{seed}.json'),
                       json.dumps(result, indent=1) + '\n')
     return result

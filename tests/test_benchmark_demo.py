@@ -280,14 +280,15 @@ def test_oracle_seed_trains_on_the_oracle_neighbours(tmp_path):
         for split in ('val', 'test'):
             assert set(row[split]) == set(fair_comparison.PROBES)
             assert 0. <= row[split]['lbfgs_vit'] <= 100.
-    nns = tmp_path / 'work' / 'oracle_seed_0' / 'data' / 'nns'
+    work = tmp_path / 'work' / 'oracle_seed_0'
     for subset in ('coco', 'imagenet'):
-        with np.load(nns / f'nns_{subset}.npz') as knn, np.load(nns / f'oracle_{subset}.npz') as o:
+        with np.load(work / 'data' / 'nns' / f'nns_{subset}.npz') as knn, \
+                np.load(work / 'oracle_nns' / f'nns_{subset}.npz') as o:
             assert o['nns'].shape == knn['nns'].shape
             assert (o['nns'][:, 0] == np.arange(len(o['nns']))).all()
         oracle, init = result['oracle_agreement'][subset], result['knn_agreement'][subset]
         assert oracle['all']['knn'] >= init['all']['knn']
     for row in fair_comparison.ORACLE_ROWS:
-        log = (tmp_path / 'work' / 'oracle_seed_0' / 'logs' / f'{row}.log').read_text()
-        assert f'nns_file={nns / "oracle_coco.npz"}' in log
+        log = (work / 'logs' / f'{row}.log').read_text()
+        assert f'coco.nns_file={work / "oracle_nns" / "nns_coco.npz"}' in log
     assert 'init' in result['stage_seconds'] and result['commit']

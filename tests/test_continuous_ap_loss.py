@@ -5,10 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cotap_mm.models.losses import ContinuousAPLoss, continuous_ap_loss, select_impl
-from cotap_mm.models.losses.ap_rank_sums import (_ChunkedRankSums, _SortedRankSums,
-                                                 sorted_rank_sums)
+from cotap_mm.models.losses.ap_rank_sums import _SortedRankSums, sorted_rank_sums
 
-IMPLS = ('dense', 'chunked', 'sorted', 'auto')
+IMPLS = ('dense', 'sorted', 'auto')
 TAU, THETA, ALPHA = 0.5, -0.2, 0.1
 
 
@@ -136,24 +135,23 @@ def test_sorted_pos_count_exact_with_ties(n, levels):
     assert torch.equal(sorted_rank_sums(p, t, TAU)[1], dense.double())
 
 
-@pytest.mark.parametrize('fn', [_ChunkedRankSums, _SortedRankSums])
-def test_hand_written_backward_gradcheck(fn):
+def test_hand_written_backward_gradcheck():
     # distinct values: N is smooth there (P is a count and is checked separately)
     p, t, _ = make_list((2, 90), None, seed=11)
     p.requires_grad_(True)
 
     def neg_sum(pred):
-        return fn.apply(pred, t, TAU)[0]
+        return _SortedRankSums.apply(pred, t, TAU)[0]
 
     assert torch.autograd.gradcheck(neg_sum, (p, ), eps=1e-7, atol=1e-6, rtol=1e-5)
 
 
-def test_sorted_and_chunked_agree_on_a_long_list():
-    p, t, mask = make_list((6000, ), 64, seed=13, dtype=torch.float32)
-    chunked = evaluate(p, t, mask, 'chunked')
+def test_sorted_and_dense_agree_on_a_long_list():
+    p, t, mask = make_list((3000, ), 64, seed=13, dtype=torch.float32)
+    dense = evaluate(p, t, mask, 'dense')
     sorted_ = evaluate(p, t, mask, 'sorted')
-    assert_close_rel(sorted_[0], chunked[0], rel=1e-6)
-    assert_close_rel(sorted_[1], chunked[1], rel=1e-5)  # chunked sums in fp32
+    assert_close_rel(sorted_[0], dense[0], rel=1e-6)
+    assert_close_rel(sorted_[1], dense[1], rel=1e-5)  # dense sums in fp32
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
@@ -211,7 +209,7 @@ def tied_lists(draw):
 def test_property_every_impl_matches_spec(lst):
     p, t, mask = lst
     ref_loss, ref_grad = reference(p, t, mask)
-    for impl in ('dense', 'chunked', 'sorted'):
+    for impl in ('dense', 'sorted'):
         loss, grad = evaluate(p, t, mask, impl)
         assert_close_rel(loss, ref_loss)
         assert_close_rel(grad, ref_grad)
@@ -284,12 +282,11 @@ def test_bad_input_is_rejected_clearly(kwargs, exc, match):
         continuous_ap_loss(args['pred'], args['target'], args['pos_mask'], **options)
 
 
-@pytest.mark.parametrize('impl', ['chunked', 'sorted'])
-def test_tiling_does_not_change_the_result(impl, monkeypatch):
+def test_tiling_does_not_change_the_result(monkeypatch):
     from cotap_mm.models.losses import ap_rank_sums
     p, t, mask = make_list((2, 1000), 30, seed=41)
-    expected = evaluate(p, t, mask, impl)
+    expected = evaluate(p, t, mask, 'sorted')
     monkeypatch.setattr(ap_rank_sums, 'CHUNK_ELEMENTS', 3 * 64 * 64)  # many small tiles
-    tiled = evaluate(p, t, mask, impl)
+    tiled = evaluate(p, t, mask, 'sorted')
     assert_close_rel(tiled[0], expected[0], rel=1e-12)
     assert_close_rel(tiled[1], expected[1], rel=1e-12)

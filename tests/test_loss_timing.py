@@ -22,18 +22,19 @@ def test_inputs_are_seeded_and_cotap_like():
 def test_time_case_measures_one_impl(impl):
     r = time_case(impl, 300, 'cpu', repeats=2)
     assert r['impl'] == impl and r['n'] == 300 and r['seconds'] > 0 and r['peak_bytes'] >= 0
-    assert r['chosen'] in ('dense', 'chunked', 'sorted')
+    assert r['chosen'] in ('dense', 'sorted')
     if impl != 'auto':
         assert r['chosen'] == impl
 
 
 def test_exact_impls_agree_with_dense_and_the_table_marks_skips():
-    diffs = max_abs_diff(['dense', 'chunked', 'sorted'], 500, 'cpu')
+    diffs = max_abs_diff(['dense', 'sorted'], 500, 'cpu')
     assert diffs['dense'] == 0 and max(diffs.values()) < 1e-4
     results = {('dense', 500): dict(seconds=0.2, peak_bytes=2048, chosen='dense', diff=0.),
-               ('sorted', 500): dict(seconds=0.1, peak_bytes=512, chosen='sorted', diff=1e-7)}
-    table = render_table(results, [500], ['dense', 'chunked', 'sorted'])
-    assert '| 500 | chunked | skipped (O(n²)) |' in table
+               ('sorted', 500): dict(seconds=0.1, peak_bytes=512, chosen='sorted', diff=1e-7),
+               ('sorted', 5000): dict(seconds=0.3, peak_bytes=1024, chosen='sorted', diff=None)}
+    table = render_table(results, [500, 5000], ['dense', 'sorted'])
+    assert '| 5,000 | dense | skipped (O(n²)) |' in table
     assert '0.500×' in table and '25.0 %' in table
 
 

@@ -11,7 +11,7 @@ Every evaluator returns ``(N, P)``, both (L, n) in the dtype of ``p``. The gradi
     a_k * G1_k - G2_k,   G1_k = sum_j (t_k - t_j)_+ ell'(p_k - p_j)
                          G2_k = sum_i a_i (t_i - t_k)_+ ell'(p_i - p_k)
 
-which the chunked and sorted evaluators compute by hand (G1 in the forward pass, G2 in the backward
+which the sorted evaluator computes by hand (G1 in the forward pass, G2 in the backward
 pass), so that no n x n tensor is ever kept for autograd.
 
 The sorted evaluator orders the entries by target and splits the order recursively: at every level,
@@ -33,7 +33,7 @@ from torch import Tensor
 # Largest number of pairwise elements a dense evaluation may materialise per temporary; 'auto'
 # never picks 'dense' above it (about 10 such temporaries live at once, 128 MB each in fp32).
 DENSE_ELEMENT_BUDGET = 1 << 25
-# Pairwise elements per tile of the chunked evaluator.
+# Pairwise elements per tile of the sorted evaluator's dense leaves.
 CHUNK_ELEMENTS = 1 << 20
 # Target leaf size of the sorted evaluator: leaves are evaluated densely (leaf x leaf pairs);
 # 8-32 measured about equal on 2 CPU cores (larger is better for short lists, smaller for long).
@@ -74,53 +74,6 @@ def dense_rank_sums(p: Tensor, t: Tensor, tau: float):
     with torch.no_grad():
         pos_count = _pos_count_rows(p, t, p, t).to(p.dtype)
     return neg_sum, pos_count
-
-
-# ---------------------------------------------------------------------------------------------
-# chunked
-
-
-def _row_chunks(num_lists: int, n: int):
-    rows = max(1, CHUNK_ELEMENTS // max(1, num_lists * n))
-    for start in range(0, n, rows):
-        yield slice(start, min(n, start + rows))
-
-
-class _ChunkedRankSums(torch.autograd.Function):
-    """(N, P) by tiles of rows; G1 is accumulated in forward, G2 by tiles in backward."""
-
-    @staticmethod
-    def forward(ctx, p, t, tau):
-        num_lists, n = p.shape
-        need_grad = ctx.needs_input_grad[0]
-        neg_sum, pos_count = torch.empty_like(p), torch.empty_like(p)
-        grad_self = torch.empty_like(p) if need_grad else None
-        for rows in _row_chunks(num_lists, n):
-            diff, gap = _pairwise(p[:, rows], t[:, rows], p, t)  # (L, c, n)
-            neg_sum[:, rows] = (gap * surrogate(diff, tau)).sum(-1)
-            if need_grad:
-                grad_self[:, rows] = (gap * surrogate_grad(diff, tau)).sum(-1)
-            pos_count[:, rows] = _pos_count_rows(p[:, rows], t[:, rows], p, t).to(p.dtype)
-        ctx.tau = tau
-        ctx.save_for_backward(p, t, grad_self)
-        ctx.mark_non_differentiable(pos_count)
-        return neg_sum, pos_count
-
-    @staticmethod
-    def backward(ctx, grad_neg, grad_pos):
-        p, t, grad_self = ctx.saved_tensors
-        num_lists, n = p.shape
-        grad_other = torch.zeros_like(p)
-        for rows in _row_chunks(num_lists, n):
-            diff, gap = _pairwise(p[:, rows], t[:, rows], p, t)  # rows i, columns k
-            weighted = grad_neg[:, rows].unsqueeze(-1) * gap * surrogate_grad(diff, ctx.tau)
-            grad_other += weighted.sum(-2)
-        return grad_neg * grad_self - grad_other, None, None
-
-
-def chunked_rank_sums(p: Tensor, t: Tensor, tau: float):
-    """Exact (N, P) in tiles of rows; never materialises n x n."""
-    return _ChunkedRankSums.apply(p, t, tau)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,10 +12,9 @@ prediction ``p_i`` and a binary label ``y_i``. With the surrogate ``ell`` of mar
     loss = sum_i w_i g_i / (sum_i w_i + 1e-5)
 
 (``docs/method.md`` §1.4.) Gradient reaches ``pred`` only, through ``N`` (as query p_i and
-as competitor p_j). The four evaluators of (N, P) give the same result:
+as competitor p_j). The evaluators of (N, P) give the same result:
 
 - ``'dense'``: all n x n pairs with autograd; the readable reference.
-- ``'chunked'``: tiles of rows, hand-written backward; O(n * chunk) extra memory.
 - ``'sorted'``: divide and conquer over the target order with prefix sums of the surrogate's
   polynomial pieces; O(n log^2 n) time, O(n) extra memory per level, float64 sums.
 - ``'auto'``: the fastest exact one for the list length and device (see :func:`select_impl`).
@@ -26,12 +25,11 @@ from torch import Tensor
 
 from cotap_mm.registry import MODELS
 from cotap_mm.utils.checks import check_choice, check_positive
-from .ap_rank_sums import (DENSE_ELEMENT_BUDGET, chunked_rank_sums, dense_rank_sums,
-                           sorted_rank_sums)
+from .ap_rank_sums import DENSE_ELEMENT_BUDGET, dense_rank_sums, sorted_rank_sums
 
 __all__ = ['ContinuousAPLoss', 'continuous_ap_loss', 'select_impl']
 
-IMPLS = ('auto', 'dense', 'chunked', 'sorted')
+IMPLS = ('auto', 'dense', 'sorted')
 _EPS = 1e-5
 
 # List lengths above which 'sorted' beats 'dense' (fwd + bwd, fp32), measured with
@@ -101,7 +99,7 @@ def continuous_ap_loss(pred: Tensor,
         tau: margin of the surrogate.
         weight_threshold: targets at or below it get zero weight.
         neg_weight: weight factor of negative entries (alpha).
-        impl: ``'auto'``, ``'dense'``, ``'chunked'`` or ``'sorted'``.
+        impl: ``'auto'``, ``'dense'`` or ``'sorted'``.
 
     Returns:
         A scalar tensor, float32 for half/bfloat16/float32 inputs, float64 for float64 inputs.
@@ -124,8 +122,6 @@ def continuous_ap_loss(pred: Tensor,
             impl = select_impl(n, p.device, num_lists)
         if impl == 'dense':
             neg_sum, pos_count = dense_rank_sums(p, t, tau)
-        elif impl == 'chunked':
-            neg_sum, pos_count = chunked_rank_sums(p, t, tau)
         else:
             neg_sum, pos_count = sorted_rank_sums(p, t, tau)
         with torch.no_grad():
@@ -145,7 +141,7 @@ class ContinuousAPLoss(nn.Module):
         tau (float): margin of the surrogate. Defaults to 0.5.
         weight_threshold (float): targets at or below it get zero weight. Defaults to -0.2.
         neg_weight (float): weight factor of negative entries. Defaults to 0.1.
-        impl (str): ``'auto'``, ``'dense'``, ``'chunked'`` or ``'sorted'``. Defaults to 'auto'.
+        impl (str): ``'auto'``, ``'dense'`` or ``'sorted'``. Defaults to 'auto'.
         loss_weight (float): multiplier of the loss. Defaults to 1.0.
     """
 
