@@ -128,13 +128,11 @@ def test_runner_resume_from_own_checkpoint(tmp_path):
     assert int(next(iter(state.values()))['step']) == 6
 
 
-@pytest.mark.parametrize('case', ['onecycle', 'multistep_linear', 'mmpretrain_wd_ema'])
+@pytest.mark.parametrize('case', ['multistep_linear', 'mmpretrain_wd_ema'])
 def test_checkpoints_of_other_schedulers_and_hooks_load(tmp_path, case):
-    """Schedulers / hooks whose state ends up in the checkpoint, incl. OneCycle's bound method
-    (dropped by fix_onecycle_state_dict) and mmpretrain's weight-decay schedule + EMA."""
+    """Schedulers / hooks whose state ends up in the checkpoint, incl. mmpretrain's weight-decay
+    schedule + EMA."""
     overrides = dict(
-        onecycle=dict(param_scheduler=dict(type='OneCycleLR', eta_max=0.01, total_steps=4,
-                                           by_epoch=False)),
         multistep_linear=dict(param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=2),
             dict(type='MultiStepLR', milestones=[3], by_epoch=False, begin=2, end=4)]),
@@ -152,6 +150,16 @@ def test_checkpoints_of_other_schedulers_and_hooks_load(tmp_path, case):
                              **overrides)
     resumed.train()
     assert resumed.iter == 3
+
+
+def test_onecycle_checkpoints_are_refused_not_unpickled(tmp_path):
+    """OneCycle keeps a bound method in its state (module docstring): the weights-only load
+    refuses its checkpoint instead of unpickling the scheduler, optimizer and model behind it."""
+    runner, _ = make_runner(tmp_path, 2, f'onecycle_{tmp_path.name}', param_scheduler=dict(
+        type='OneCycleLR', eta_max=0.01, total_steps=4, by_epoch=False))
+    runner.train()
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
+        torch.load(osp.join(tmp_path, 'iter_2.pth'))
 
 
 class _Exploit:

@@ -28,9 +28,8 @@ Anything else (``os.system``, custom classes, ...) is still refused by ``torch.l
 One type cannot reasonably be allow-listed: mmengine's ``OneCycleParamScheduler`` keeps its
 annealing function as a *bound method* in ``__dict__``, which its ``state_dict()`` returns, so the
 checkpoint pickles the whole scheduler with its optimizer wrapper and model parameters behind a
-``getattr``. :func:`fix_onecycle_state_dict` drops that entry from the state dict (``__init__``
-rebuilds it from ``anneal_strategy``), so new checkpoints load; OneCycle checkpoints written
-without cotap_mm still need an explicit ``torch.load(..., weights_only=False)`` of a trusted file.
+``getattr``. Such checkpoints are refused; resuming one needs an explicit
+``torch.load(..., weights_only=False)`` of a trusted file (no config of this project uses it).
 On torch < 2.4 (no ``add_safe_globals``; e.g. the torch 2.1 GPU path, where ``weights_only``
 defaults to False anyway) the allow-list is skipped.
 """
@@ -39,7 +38,7 @@ import pickle
 import numpy as np
 import torch
 
-__all__ = ['allow_mmengine_checkpoints', 'mmengine_safe_globals', 'fix_onecycle_state_dict']
+__all__ = ['allow_mmengine_checkpoints', 'mmengine_safe_globals']
 
 _DEFAULT_STATISTICS = frozenset(('min', 'max', 'current', 'mean'))
 
@@ -97,30 +96,6 @@ def mmengine_safe_globals():
     return items
 
 
-def fix_onecycle_state_dict():
-    """Keep the bound method ``anneal_func`` out of ``OneCycleParamScheduler.state_dict()``
-    (idempotent).
-
-    mmengine's generic ``state_dict`` returns ``__dict__`` minus the optimizer; for OneCycle that
-    includes ``self.anneal_func = self._annealing_cos``, whose pickle drags in the scheduler, its
-    optimizer wrapper and the model parameters. ``load_state_dict`` updates ``__dict__``, so the
-    instance keeps the ``anneal_func`` its ``__init__`` set.
-    """
-    from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
-    original = OneCycleParamScheduler.state_dict
-    if getattr(original, '_cotap_mm_patched', False):
-        return
-
-    def state_dict(self):
-        state = original(self)
-        state.pop('anneal_func', None)
-        return state
-
-    state_dict.__doc__ = original.__doc__
-    state_dict._cotap_mm_patched = True
-    OneCycleParamScheduler.state_dict = state_dict
-
-
 def allow_mmengine_checkpoints():
     """Allow-list :func:`mmengine_safe_globals` for ``torch.load`` (idempotent).
 
@@ -138,4 +113,3 @@ def allow_mmengine_checkpoints():
 
 
 allow_mmengine_checkpoints()
-fix_onecycle_state_dict()
