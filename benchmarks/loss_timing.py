@@ -12,7 +12,7 @@ from typing import Dict, Sequence, Tuple
 import torch
 
 from cotap_mm.models.losses import continuous_ap_loss, select_impl
-from .report import fmt_bytes, proc_status_kib
+from .report import fmt_bytes, peak_memory_of
 
 __all__ = ['IMPLS', 'QUADRATIC', 'make_inputs', 'time_case', 'max_abs_diff', 'add_diffs',
            'render_table']
@@ -42,18 +42,7 @@ def time_case(impl: str, n: int, device: str, repeats: int) -> dict:
         if cuda:
             torch.cuda.synchronize()
 
-    if cuda:
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
-        base = proc_status_kib('VmRSS')
-        step()
-        peak = (proc_status_kib('VmHWM') - base) * 1024
+    peak = peak_memory_of(step, cuda)['extra']
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

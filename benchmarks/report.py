@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Sequence
 
 from cotap_mm.utils.fileio import atomic_write_text
 
-__all__ = ['machine_info', 'machine_line', 'proc_status_kib', 'fmt_bytes', 'markdown_table',
+__all__ = ['machine_info', 'machine_line', 'proc_status_kib', 'peak_memory_of', 'fmt_bytes',
+           'markdown_table',
            'section_markers', 'read_section', 'write_section']
 
 
@@ -28,6 +29,35 @@ def proc_status_kib(field: str) -> int:
             if line.startswith(field + ':'):
                 return int(line.split()[1])
     raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def peak_memory_of(fn, cuda: bool):
+    """Run ``fn()`` once; its peak memory in bytes, absolute and above what was held before,
+    and how it was measured: ``torch.cuda.max_memory_allocated`` on CUDA, else the peak RSS
+    (``VmHWM`` reset through ``/proc/self/clear_refs``, after ``malloc_trim`` returned freed heap
+    to the OS so that the baseline is the live memory)."""
+    import ctypes
+    import gc
+
+    import torch
+    gc.collect()
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        return dict(peak=peak, extra=peak - base, method='torch.cuda.max_memory_allocated')
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
+    base = proc_status_kib('VmRSS')
+    fn()
+    peak = proc_status_kib('VmHWM')
+    return dict(peak=peak * 1024, extra=max(peak - base, 0) * 1024,
+                method='VmHWM - VmRSS (/proc/self/clear_refs, malloc_trim)')
 
 
 def machine_info(device: str = 'cpu', threads: Optional[int] = None) -> Dict[str, object]:

@@ -3,8 +3,6 @@ done), interleaved timed steps, peak memory, a per-section breakdown from torch.
 loader alone. Used by ``tools/benchmark_train.py``; docs/benchmarks.md, "Training step
 throughput", says what each number means."""
 import contextlib
-import ctypes
-import gc
 import logging
 import statistics
 import time
@@ -15,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from .report import proc_status_kib
+from .report import peak_memory_of
 
 __all__ = ['quiet_mmengine', 'to_steady_state', 'time_kmeans', 'make_sync', 'train_step',
            'timed_step', 'peak_memory', 'breakdown', 'profile_ops', 'loader_throughput',
@@ -89,30 +87,10 @@ def timed_step(model, optim_wrapper, batch, sync) -> float:
     return time.perf_counter() - start
 
 
-def _malloc_trim() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-
-
 def peak_memory(model, optim_wrapper, batch, device: str) -> Dict[str, int]:
     """Peak memory of one step: ``peak`` (absolute) and ``extra`` (above before the step)."""
-    gc.collect()
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        train_step(model, optim_wrapper, batch)
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-        return dict(peak=peak, extra=peak - base, method='torch.cuda.max_memory_allocated')
-    _malloc_trim()  # return freed heap to the OS so the baseline is the live memory
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
-    base = proc_status_kib('VmRSS')
-    train_step(model, optim_wrapper, batch)
-    peak = proc_status_kib('VmHWM')
-    return dict(peak=peak * 1024, extra=max(peak - base, 0) * 1024,
-                method='VmHWM - VmRSS (/proc/self/clear_refs, malloc_trim)')
+    return peak_memory_of(lambda: train_step(model, optim_wrapper, batch),
+                          device.startswith('cuda'))
 
 
 def _section(name: str) -> Optional[str]:

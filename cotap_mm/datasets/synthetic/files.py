@@ -8,6 +8,7 @@ from typing import Callable, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
+from cotap_mm.utils.fileio import atomic_write_bytes
 from .depth import scene_depth
 from .scenes import (CLASSES, GENERATOR_VERSION, IGNORE_INDEX, JPEG_QUALITY, NUM_THINGS, PALETTE,
                      STUFF_CLASSES, THING_CLASSES, check_colour_mode, generate_scene)
@@ -44,16 +45,11 @@ def write_preview(path: str, seed: int = 0, size: int = 96, num: int = 3,
         raise ValueError(f'--preview {path!r}: the preview is written as PNG; use a .png name')
     grid = render_preview(seed=seed, size=size, num=num, scale=2 if size <= 96 else 1,
                           colour_mode=colour_mode)
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp.{os.getpid()}.png'
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-            raise OSError(f'cv2 could not write {tmp!r}')
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    ok, png = cv2.imencode('.png', cv2.cvtColor(grid, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise OSError(f'cv2 could not encode the preview {path!r}')
+    atomic_write_bytes(png.tobytes(), path)
 
 # --- writer ------------------------------------------------------------------------------------
 
