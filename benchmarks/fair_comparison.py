@@ -319,6 +319,14 @@ def mean_sd(xs, digits):
     return f'{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}'
 
 
+def gain_row(what, probe, p):
+    """A table row of the paired gain ``p`` (:func:`paired`): what, probe, mean, 95 % interval
+    and the per-seed differences, at the probe's digits."""
+    d = DIGITS[probe]
+    ci = f'[{p["lo"]:+.{d}f}, {p["hi"]:+.{d}f}]' if p['lo'] is not None else 'n/a'
+    return [what, probe, f'{p["mean"]:+.{d}f}', ci, ' '.join(f'{x:+.{d}f}' for x in p['diffs'])]
+
+
 def render(merged, split='test'):
     """Markdown: each row's mean +- sd per probe, and the paired gains with their intervals."""
     seeds = sorted(merged['seeds'], key=int)
@@ -334,10 +342,7 @@ def render(merged, split='test'):
     for a, b in COMPARISONS:
         for probe in PROBES:
             p = paired(values[a, probe], values[b, probe])
-            d = DIGITS[probe]
-            ci = f'[{p["lo"]:+.{d}f}, {p["hi"]:+.{d}f}]' if p['lo'] is not None else 'n/a'
-            gains.append([f'{a} − {b}', probe, f'{p["mean"]:+.{d}f}', ci,
-                          ' '.join(f'{x:+.{d}f}' for x in p['diffs'])])
+            gains.append(gain_row(f'{a} − {b}', probe, p))
     return '\n'.join([f'{split}, seeds {", ".join(seeds)} (mean ± sd over seeds):', '', *lines,
                       '', f'Paired per-seed gains on {split} (95 % t-interval):', '',
                       *markdown_table(['comparison', 'probe', 'mean', '95 % interval',
@@ -386,15 +391,11 @@ def render_oracle(merged, split='test'):
     for probe in PROBES:
         c_o, d_o, c, d = (values(r, probe) for r in ('cotap_oracle', 'no_rank_oracle', 'cotap',
                                                       'no_rank'))
-        digits = DIGITS[probe]
         for what, p in (('cotap_oracle − no_rank_oracle', paired(c_o, d_o)),
                         ('(cotap_oracle − no_rank_oracle) − (cotap − no_rank)',
                          paired([a - b for a, b in zip(c_o, d_o)], [a - b for a, b in zip(c, d)])),
                         ('cotap_oracle − cotap', paired(c_o, c))):
-            ci = (f'[{p["lo"]:+.{digits}f}, {p["hi"]:+.{digits}f}]' if p['lo'] is not None
-                  else 'n/a')
-            lines.append([what, probe, f'{p["mean"]:+.{digits}f}', ci,
-                          ' '.join(f'{x:+.{digits}f}' for x in p['diffs'])])
+            lines.append(gain_row(what, probe, p))
     same = [s for s in seeds if merged['oracle'][s]['knn_agreement'] ==
             merged['diagnostics'].get(s, {}).get('knn_agreement')]
     agreement = ', '.join(

@@ -10,8 +10,7 @@ from typing import Dict, List, Optional, Sequence
 from cotap_mm.utils.fileio import atomic_write_text
 
 __all__ = ['machine_info', 'machine_line', 'proc_status_kib', 'peak_memory_of', 'fmt_bytes',
-           'markdown_table',
-           'section_markers', 'read_section', 'write_section']
+           'markdown_table', 'section_markers', 'read_section', 'write_section']
 
 
 def _cpu_name() -> str:
