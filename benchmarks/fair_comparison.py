@@ -276,8 +276,8 @@ def paired(a, b):
         return dict(n=n, diffs=diffs, mean=mean, sd=None, lo=None, hi=None)
     sd = statistics.stdev(diffs)
     half = T_975[n - 1] * sd / math.sqrt(n)
-    return dict(n=n, diffs=[round(x, 3) for x in diffs], mean=round(mean, 3), sd=round(sd, 3),
-                lo=round(mean - half, 3), hi=round(mean + half, 3))
+    # unrounded: the tables round once, at each probe's digits
+    return dict(n=n, diffs=diffs, mean=mean, sd=sd, lo=mean - half, hi=mean + half)
 
 
 def collect(out_dir):
