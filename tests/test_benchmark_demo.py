@@ -47,6 +47,9 @@ def test_paired_interval_is_students_t():
     assert (p['lo'], p['hi']) == (pytest.approx(3 - half, abs=1e-3), pytest.approx(3 + half,
                                                                                     abs=1e-3))
     assert fair_comparison.paired([1.], [0.])['lo'] is None  # one seed: no interval
+    # rounded once, at the table's digits: 0.8947 shows as +0.89 (not via 0.895 as +0.90)
+    p = fair_comparison.paired([0.8947, 1.], [0., 0.])
+    assert fair_comparison.gain_row('a − b', 'lbfgs_vit', p)[-1] == '+0.89 +1.00'
 
 
 def _seed_file(folder, seed, offset):
